@@ -1,0 +1,1 @@
+"""The leadflow services: ingest, scoring and pipeline."""

@@ -1,0 +1,1 @@
+"""Code shared by the leadflow services: event schemas, settings, Kafka adapters."""

@@ -1,0 +1,183 @@
+"""The one event schema module: what flows through leadflow's topics.
+
+- :class:`Event` is the native envelope on ``leadflow.events`` (DESIGN section 4).
+- :class:`StageChange` is published on ``leadflow.stage-changes``.
+- :class:`ScoreUpdate` is published on the compacted ``leadflow.scores``.
+
+Validation is strict on purpose: platforms retry, CRMs trust what we emit,
+so a malformed event is refused at the door with the field that is wrong,
+rather than scored wrongly later.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    StringConstraints,
+    model_validator,
+)
+
+MAX_EVENT_BYTES = 64 * 1024
+"""Largest serialised properties + traits of one event: bigger is a payload, not an event."""
+
+MAX_FUTURE_SKEW = timedelta(days=1)
+"""An event may claim a time this far ahead of our clock (clock skew), no further."""
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_chars(value: str) -> str:
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    value = value.astimezone(UTC)
+    if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+        raise ValueError("is more than one day in the future")
+    return value
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z, microseconds only when there are some."""
+    text = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+Identifier = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
+    AfterValidator(_no_control_chars),
+]
+EventType = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", max_length=128),
+]
+UtcTime = Annotated[
+    AwareDatetime,
+    AfterValidator(_utc),
+    PlainSerializer(format_time, return_type=str, when_used="json"),
+]
+Attributes = dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], JsonValue]
+
+
+class Stage(StrEnum):
+    """The pipeline stages of DESIGN section 1, in their forward order."""
+
+    LEAD = "lead"
+    PROSPECT = "prospect"
+    OPPORTUNITY = "opportunity"
+    CUSTOMER = "customer"
+    DISQUALIFIED = "disqualified"
+
+
+class Event(BaseModel):
+    """One engagement event or attribute update about one lead.
+
+    ``traits`` carry ideal-customer-profile attributes (latest value wins);
+    ``properties`` describe the engagement itself (campaign, path...).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier = Field(description="Unique per event; retries reuse it.")
+    type: EventType = Field(description="email.clicked, form.submitted, lead.updated, ...")
+    lead_id: Identifier = Field(description="The lead this event is about (often an email).")
+    occurred_at: UtcTime = Field(description="When it happened (RFC 3339 with offset).")
+    source: Annotated[str, StringConstraints(max_length=256)] | None = None
+    properties: Attributes = Field(default_factory=dict)
+    traits: Attributes = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> Event:
+        size = len(orjson.dumps(self.properties)) + len(orjson.dumps(self.traits))
+        if size > MAX_EVENT_BYTES:
+            raise ValueError(
+                f"properties and traits take {size} bytes, more than the {MAX_EVENT_BYTES} allowed"
+            )
+        return self
+
+    def to_json(self) -> bytes:
+        """The record value on ``leadflow.events``."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class EventIn(Event):
+    """An event as a client posts it: ``event_id`` may be left for us to assign."""
+
+    event_id: Identifier = Field(
+        default_factory=lambda: str(uuid.uuid4()),
+        description="Unique per event; retries must reuse it. Assigned when missing.",
+    )
+
+
+class Score(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    fit: float
+    engagement: float
+    total: float
+
+
+class RuleContribution(BaseModel):
+    """How much one rule of the model adds to a lead's score, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    axis: str  # "fit" or "engagement"
+    points: float
+    count: int = 1
+
+
+class StageChange(BaseModel):
+    """A lead moved from one stage to another; ``(lead_id, sequence)`` identifies it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    change_id: str
+    lead_id: str
+    sequence: int
+    from_stage: Stage | None
+    to_stage: Stage
+    reason: str
+    trigger_event_id: str
+    occurred_at: UtcTime
+    score: Score
+    model_version: str
+
+
+class ScoreUpdate(BaseModel):
+    """The latest score of a lead; ``sequence`` orders updates of one lead."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lead_id: str
+    sequence: int
+    fit: float
+    engagement: float
+    total: float
+    as_of: UtcTime
+    stage: Stage
+    model_version: str
+    trigger_event_id: str
+    breakdown: list[RuleContribution]
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Decode JSON with orjson; raises ``orjson.JSONDecodeError`` (a ValueError)."""
+    return orjson.loads(raw)

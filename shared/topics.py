@@ -1,0 +1,57 @@
+"""Kafka topic names and their settings (DESIGN section 3).
+
+Every topic name hangs off one namespace so that tests (and side-by-side
+deployments) can isolate themselves on one broker by choosing another prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names of one leadflow installation."""
+
+    namespace: str = "leadflow"
+
+    @property
+    def events(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def scores(self) -> str:
+        return f"{self.namespace}.scores"
+
+    @property
+    def stage_changes(self) -> str:
+        return f"{self.namespace}.stage-changes"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.namespace}.dead-letters"
+
+    @property
+    def scoring_state(self) -> str:
+        return f"{self.namespace}.scoring-state"
+
+    def specs(self) -> list[TopicSpec]:
+        """All topics with the settings they are created with.
+
+        The two compacted topics keep only the latest record per key: the
+        latest score of a lead, and the latest scoring state of a lead.
+        """
+        compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+        return [
+            TopicSpec(self.events),
+            TopicSpec(self.scores, dict(compacted)),
+            TopicSpec(self.stage_changes),
+            TopicSpec(self.dead_letters),
+            TopicSpec(self.scoring_state, dict(compacted)),
+        ]
