@@ -9,6 +9,7 @@ both use :class:`LocalKafka`; nothing else in leadflow starts a broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -176,7 +178,9 @@ class LocalKafka:
         )
         out.close()
         self._wait_until_listening(timeout)
-        asyncio.run(wait_until_ready(self.bootstrap_servers, timeout))
+        # a thread of its own, so start() also works from inside a running event loop
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, wait_until_ready(self.bootstrap_servers, timeout)).result()
 
     def _wait_until_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -246,10 +250,8 @@ async def create_topics(
             if spec.name not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
         await _wait_for_leaders(admin, [t.name for t in wanted], timeout)
     finally:
         await admin.close()
@@ -261,7 +263,9 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
     while names:
         described = await admin.describe_topics(names)
         ready = all(
-            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            t["error_code"] == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
             for t in described
         )
         if ready:

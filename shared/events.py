@@ -22,6 +22,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -42,6 +43,13 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 def _no_control_chars(value: str) -> str:
     if _CONTROL_CHARS.search(value):
         raise ValueError("must not contain control characters")
+    return value
+
+
+def _text_or_datetime(value: object) -> object:
+    """Numbers are refused: seconds or milliseconds since the epoch would be a guess."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string with a UTC offset")
     return value
 
 
@@ -69,6 +77,7 @@ EventType = Annotated[
 ]
 UtcTime = Annotated[
     AwareDatetime,
+    BeforeValidator(_text_or_datetime),
     AfterValidator(_utc),
     PlainSerializer(format_time, return_type=str, when_used="json"),
 ]

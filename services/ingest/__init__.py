@@ -1,0 +1,1 @@
+"""ingest: the HTTP front door where marketing platforms post events into Kafka."""

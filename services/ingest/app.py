@@ -1,0 +1,190 @@
+"""ingest's HTTP surface (DESIGN section 5): decode, validate, publish, acknowledge."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+
+from services.ingest import metrics
+from services.ingest.decoding import (
+    InvalidEvents,
+    UnsupportedMediaType,
+    decode_batch,
+    decode_single,
+)
+from services.ingest.publisher import EventPublisher, KafkaUnavailable
+from services.ingest.settings import IngestSettings
+from shared import cloudevents
+from shared.events import Event, EventIn
+from shared.probes import probes_router
+
+
+ApiKeyDep = Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]
+
+
+class Accepted(BaseModel):
+    accepted: int
+    event_ids: list[str]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, counted as it streams: Content-Length alone can lie or be absent."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _request_body(schema: dict[str, Any], *content_types: str) -> dict[str, Any]:
+    content = {kind: {"schema": schema} for kind in content_types}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_EVENT_SCHEMA = {"$ref": "#/components/schemas/EventIn"}
+_CLOUDEVENT_SCHEMA = {"$ref": "#/components/schemas/CloudEventIn"}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or unknown API key"},
+    413: {"description": "Body larger than the limit"},
+    415: {"description": "Unsupported content type"},
+    422: {"description": "Invalid events, each error names the item and field"},
+    503: {"description": "Kafka did not confirm the write; retry with the same event_id"},
+}
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
+    publisher = EventPublisher(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await publisher.close()
+
+    app = FastAPI(
+        title="leadflow ingest",
+        version="1",
+        summary="Marketing platforms post engagement events and lead attributes here.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app, settings)
+
+    async def readiness() -> Mapping[str, bool]:
+        return {"kafka": await publisher.is_ready()}
+
+    app.include_router(probes_router(readiness))
+
+    async def require_api_key(key: ApiKeyDep) -> None:
+        if not settings.api_keys:
+            return
+        if key is None or not any(secrets.compare_digest(key, k) for k in settings.api_keys):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "a valid API key is required in the X-API-Key header",
+                headers={"WWW-Authenticate": "ApiKey"},
+            )
+
+    async def accept(events: list[EventIn], endpoint: str) -> Accepted:
+        with metrics.PUBLISH_SECONDS.labels(endpoint).time():
+            await publisher.publish(events)
+        metrics.EVENTS_ACCEPTED.labels(endpoint).inc(len(events))
+        return Accepted(accepted=len(events), event_ids=[e.event_id for e in events])
+
+    @app.post(
+        "/v1/events",
+        status_code=status.HTTP_202_ACCEPTED,
+        dependencies=[Depends(require_api_key)],
+        responses=_ERRORS,
+        summary="Post one event (native JSON or a CloudEvent, structured or binary mode)",
+        openapi_extra=_request_body(
+            {"anyOf": [_EVENT_SCHEMA, _CLOUDEVENT_SCHEMA]},
+            "application/json",
+            cloudevents.STRUCTURED_CONTENT_TYPE,
+        ),
+    )
+    async def post_event(request: Request) -> Accepted:
+        body = await read_body(request, settings.max_body_bytes)
+        event = decode_single(request.headers.get("content-type"), request.headers, body)
+        return await accept([event], "single")
+
+    @app.post(
+        "/v1/events/batch",
+        status_code=status.HTTP_202_ACCEPTED,
+        dependencies=[Depends(require_api_key)],
+        responses=_ERRORS,
+        summary="Post up to 1000 events at once: all are accepted, or none",
+        openapi_extra=_request_body(
+            {"type": "array", "items": {"anyOf": [_EVENT_SCHEMA, _CLOUDEVENT_SCHEMA]}},
+            "application/json",
+            cloudevents.BATCH_CONTENT_TYPE,
+        ),
+    )
+    async def post_batch(request: Request) -> Accepted:
+        body = await read_body(request, settings.max_body_bytes)
+        events = decode_batch(request.headers.get("content-type"), body, settings.max_batch_events)
+        return await accept(events, "batch")
+
+    _register_schemas(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI, settings: IngestSettings) -> None:
+    @app.exception_handler(InvalidEvents)
+    async def invalid(_: Request, exc: InvalidEvents) -> JSONResponse:
+        metrics.REJECTED.labels("invalid").inc()
+        return JSONResponse({"detail": exc.errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(UnsupportedMediaType)
+    async def unsupported(_: Request, exc: UnsupportedMediaType) -> JSONResponse:
+        metrics.REJECTED.labels("media_type").inc()
+        return JSONResponse({"detail": str(exc)}, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
+        metrics.REJECTED.labels("too_large").inc()
+        detail = f"the body is larger than {settings.max_body_bytes} bytes"
+        return JSONResponse({"detail": detail}, status.HTTP_413_CONTENT_TOO_LARGE)
+
+    @app.exception_handler(KafkaUnavailable)
+    async def unavailable(_: Request, exc: KafkaUnavailable) -> JSONResponse:
+        metrics.REJECTED.labels("kafka_unavailable").inc()
+        return JSONResponse(
+            {"detail": f"Kafka did not confirm the write ({exc}); retry with the same event_id"},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+
+
+def _register_schemas(app: FastAPI) -> None:
+    """Request bodies are parsed by hand (several content types), so publish their schemas."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (EventIn, cloudevents.CloudEventIn, Event):
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

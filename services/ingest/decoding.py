@@ -1,0 +1,128 @@
+"""Turning request bodies into validated events, with errors a client can act on.
+
+Pure functions, no I/O: the HTTP layer hands over the content type, the
+headers and the body bytes; it gets events back or :class:`InvalidEvents`
+naming each bad item by index and field, in FastAPI's error shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared import cloudevents
+from shared.events import EventIn, parse_json
+
+JSON = "application/json"
+SINGLE_TYPES = (JSON, cloudevents.STRUCTURED_CONTENT_TYPE)
+BATCH_TYPES = (JSON, cloudevents.BATCH_CONTENT_TYPE)
+
+ErrorItem = dict[str, Any]
+
+
+class InvalidEvents(Exception):
+    """The request names no valid event set; ``errors`` says where and why."""
+
+    def __init__(self, errors: list[ErrorItem]) -> None:
+        super().__init__(f"{len(errors)} invalid field(s)")
+        self.errors = errors
+
+
+class UnsupportedMediaType(Exception):
+    def __init__(self, content_type: str, allowed: Sequence[str]) -> None:
+        super().__init__(
+            f"content type {content_type or '(none)'!r} is not supported; use one of "
+            + ", ".join(allowed)
+        )
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _error(loc: Sequence[str | int], msg: str, kind: str) -> ErrorItem:
+    return {"loc": ["body", *loc], "msg": msg, "type": kind}
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return parse_json(body)
+    except ValueError as exc:
+        raise InvalidEvents([_error([], f"body is not valid JSON: {exc}", "json_invalid")]) from exc
+
+
+def _validation_errors(
+    exc: ValidationError, prefix: Sequence[str | int], rename: Mapping[str, str]
+) -> list[ErrorItem]:
+    errors = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [rename.get(str(part), part) if i == 0 else part for i, part in enumerate(err["loc"])]
+        errors.append(_error([*prefix, *loc], err["msg"], err["type"]))
+    return errors
+
+
+def decode_item(item: Any, prefix: Sequence[str | int] = ()) -> EventIn:
+    """One event, native or structured CloudEvent, as decoded JSON."""
+    if not isinstance(item, dict):
+        raise InvalidEvents([_error(prefix, "an event must be a JSON object", "dict_type")])
+    rename: Mapping[str, str] = {}
+    fields: Any = item
+    if cloudevents.is_cloudevent(item):
+        rename = cloudevents.CE_FIELD_NAMES
+        try:
+            fields = cloudevents.native_fields(item)
+        except ValidationError as exc:
+            raise InvalidEvents(_validation_errors(exc, prefix, {})) from exc
+        except ValueError as exc:
+            raise InvalidEvents([_error([*prefix, "data"], str(exc), "value_error")]) from exc
+    try:
+        return EventIn.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidEvents(_validation_errors(exc, prefix, rename)) from exc
+
+
+def decode_single(content_type: str | None, headers: Mapping[str, str], body: bytes) -> EventIn:
+    """``POST /v1/events``: native JSON, or a CloudEvent in structured or binary mode."""
+    kind = media_type(content_type)
+    if kind not in SINGLE_TYPES:
+        raise UnsupportedMediaType(kind, SINGLE_TYPES)
+    payload = _decode_json(body)
+    if kind == JSON and "ce-specversion" in headers:
+        payload = cloudevents.binary_to_structured(headers, payload)
+    elif kind == cloudevents.STRUCTURED_CONTENT_TYPE and not cloudevents.is_cloudevent(payload):
+        raise InvalidEvents([_error(["specversion"], "Field required", "missing")])
+    return decode_item(payload)
+
+
+def decode_batch(content_type: str | None, body: bytes, max_events: int) -> list[EventIn]:
+    """``POST /v1/events/batch``: all items valid, or every bad one reported."""
+    kind = media_type(content_type)
+    if kind not in BATCH_TYPES:
+        raise UnsupportedMediaType(kind, BATCH_TYPES)
+    payload = _decode_json(body)
+    if kind == JSON and isinstance(payload, dict) and set(payload) == {"events"}:
+        payload = payload["events"]
+    if not isinstance(payload, list):
+        raise InvalidEvents(
+            [_error([], 'a batch is a JSON array or {"events": [...]}', "list_type")]
+        )
+    if not payload:
+        raise InvalidEvents([_error([], "a batch needs at least one event", "too_short")])
+    if len(payload) > max_events:
+        msg = f"a batch holds at most {max_events} events, got {len(payload)}"
+        raise InvalidEvents([_error([], msg, "too_long")])
+    events: list[EventIn] = []
+    errors: list[ErrorItem] = []
+    for index, item in enumerate(payload):
+        if kind == cloudevents.BATCH_CONTENT_TYPE and not cloudevents.is_cloudevent(item):
+            errors.append(_error([index, "specversion"], "Field required", "missing"))
+            continue
+        try:
+            events.append(decode_item(item, [index]))
+        except InvalidEvents as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InvalidEvents(errors)
+    return events

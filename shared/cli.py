@@ -1,0 +1,92 @@
+"""``leadflow``: one command, a subcommand per process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from shared.broker import LocalKafka, create_topics
+from shared.settings import LeadflowSettings
+from shared.system import run_system, say
+
+SERVICES = ("ingest", "scoring", "pipeline")
+DEFAULT_DATA_DIR = Path(".leadflow")
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    """Just the broker and the topics, until Ctrl-C."""
+    settings = LeadflowSettings()
+    kafka = LocalKafka(args.data_dir / "kafka", port=args.port)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    kafka.start()
+    try:
+        asyncio.run(create_topics(kafka.bootstrap_servers, settings.topics, args.partitions))
+        say("kafka", f"ready on {kafka.bootstrap_servers}; Ctrl-C stops it")
+        stop.wait()
+    finally:
+        kafka.stop()
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    """Create the topics on an existing cluster (LEADFLOW_KAFKA_BOOTSTRAP_SERVERS)."""
+    settings = LeadflowSettings()
+    asyncio.run(create_topics(settings.kafka_bootstrap_servers, settings.topics, args.partitions))
+    return 0
+
+
+def _service(name: str) -> int:
+    module = importlib.import_module(f"services.{name}.__main__")
+    module.main()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    available = [name for name in SERVICES if _has_service(name)]
+    return run_system(args.data_dir, available, args.partitions)
+
+
+def _has_service(name: str) -> bool:
+    return (Path(__file__).resolve().parent.parent / "services" / name / "__main__.py").exists()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leadflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="the whole system: Kafka, topics, the three services")
+    run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    run.add_argument("--partitions", type=int, default=3)
+    run.set_defaults(handler=_run)
+
+    kafka = commands.add_parser("kafka", help="a local single-node Kafka broker with the topics")
+    kafka.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    kafka.add_argument("--port", type=int, default=9092)
+    kafka.add_argument("--partitions", type=int, default=3)
+    kafka.set_defaults(handler=_kafka)
+
+    topics = commands.add_parser("topics", help="create the topics on an existing cluster")
+    topics.add_argument("--partitions", type=int, default=3)
+    topics.set_defaults(handler=_topics)
+
+    for name in SERVICES:
+        service = commands.add_parser(name, help=f"the {name} service")
+        service.set_defaults(handler=lambda _args, name=name: _service(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.handler(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Liveness, readiness and Prometheus metrics: the same three routes on every service.
+
+Liveness says the process answers; readiness says its dependencies (Kafka,
+the database) answer, so a load balancer or Kubernetes stops routing to a
+replica that cannot do its job without restarting it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, bool]
+
+
+def probes_router(readiness: ReadinessCheck) -> APIRouter:
+    """``/healthz``, ``/readyz`` (from ``readiness``: one flag per dependency) and ``/metrics``."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="Every dependency answers",
+        responses={503: {"description": "A dependency does not answer"}},
+    )
+    async def readyz(response: Response) -> Readiness:
+        checks = dict(await readiness())
+        ready = all(checks.values())
+        response.status_code = 200 if ready else 503
+        return Readiness(status="ready" if ready else "not ready", checks=checks)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

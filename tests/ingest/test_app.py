@@ -1,0 +1,89 @@
+"""ingest's HTTP refusals: each one a clear 4xx, decided before Kafka is involved."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from services.ingest.app import create_app
+from services.ingest.settings import IngestSettings
+
+EVENT = {
+    "event_id": "e-1",
+    "type": "email.opened",
+    "lead_id": "ada@example.com",
+    "occurred_at": "2026-11-20T10:00:00Z",
+}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    # Nothing listens on this port: any request that reached Kafka would fail with 503.
+    settings = IngestSettings(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        api_keys=["k-1", "k-2"],  # type: ignore[arg-type]
+        max_body_bytes=4096,
+        publish_timeout_seconds=0.5,
+    )
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            yield client
+
+
+async def test_a_missing_or_wrong_api_key_is_401(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/v1/events", json=EVENT)).status_code == 401
+    wrong = await client.post("/v1/events", json=EVENT, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401
+    assert "X-API-Key" in wrong.json()["detail"]
+
+
+async def test_invalid_events_are_422_with_fields(client: httpx.AsyncClient) -> None:
+    bad = {**EVENT, "lead_id": ""}
+    response = await client.post("/v1/events", json=bad, headers={"X-API-Key": "k-2"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "lead_id"]
+
+
+async def test_a_large_body_is_413_even_without_content_length(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 1000
+
+    response = await client.post(
+        "/v1/events/batch",
+        content=chunks(),
+        headers={"X-API-Key": "k-1", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+async def test_a_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/events", content=b"lead=ada", headers={"X-API-Key": "k-1", "Content-Type": "text/csv"}
+    )
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+
+
+async def test_kafka_unreachable_is_503_with_retry_after(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/events", json=EVENT, headers={"X-API-Key": "k-1"})
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) >= 1
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"kafka": False}
+
+
+async def test_probes_and_openapi(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert "leadflow_ingest_requests_rejected_total" in (await client.get("/metrics")).text
+    schema = (await client.get("/openapi.json")).json()
+    assert "EventIn" in schema["components"]["schemas"]
+    assert "application/cloudevents+json" in (
+        schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]
+    )
