@@ -7,7 +7,7 @@ Tests isolate themselves by a unique topic namespace instead of restarting it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +25,11 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 
 
 @pytest.fixture
-async def kafka_settings(kafka: LocalKafka) -> AsyncIterator[LeadflowSettings]:
+async def kafka_settings(kafka: LocalKafka) -> LeadflowSettings:
     """Settings pointing at the session broker, with topics no other test uses."""
     settings = LeadflowSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         topic_namespace=f"t{uuid.uuid4().hex[:10]}",
     )
     await create_topics(kafka.bootstrap_servers, settings.topics, partitions=3)
-    yield settings
+    return settings

@@ -25,7 +25,6 @@ from shared import cloudevents
 from shared.events import Event, EventIn
 from shared.probes import probes_router
 
-
 ApiKeyDep = Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]
 
 

@@ -24,7 +24,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     # Nothing listens on this port: any request that reached Kafka would fail with 503.
     settings = IngestSettings(
         kafka_bootstrap_servers="127.0.0.1:1",
-        api_keys=["k-1", "k-2"],  # type: ignore[arg-type]
+        api_keys=["k-1", "k-2"],
         max_body_bytes=4096,
         publish_timeout_seconds=0.5,
     )
@@ -84,6 +84,7 @@ async def test_probes_and_openapi(client: httpx.AsyncClient) -> None:
     assert "leadflow_ingest_requests_rejected_total" in (await client.get("/metrics")).text
     schema = (await client.get("/openapi.json")).json()
     assert "EventIn" in schema["components"]["schemas"]
-    assert "application/cloudevents+json" in (
-        schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]
+    assert (
+        "application/cloudevents+json"
+        in (schema["paths"]["/v1/events"]["post"]["requestBody"]["content"])
     )

@@ -55,7 +55,9 @@ async def test_a_posted_event_lands_keyed_by_lead_with_its_body_intact(
     assert response.status_code == 202
     assert response.json() == {"accepted": 1, "event_ids": [sent["event_id"]]}
 
-    records = await read_records(kafka_settings, kafka_settings.topics.events, lambda r: len(r) >= 1)
+    records = await read_records(
+        kafka_settings, kafka_settings.topics.events, lambda r: len(r) >= 1
+    )
     assert len(records) == 1
     assert records[0].key == "zoë@example.com".encode()
     assert orjson.loads(records[0].value) == sent
@@ -127,9 +129,9 @@ async def test_a_stopped_broker_gives_503_and_a_retry_lands_once_it_is_back(
                 assert (await client.get("/readyz")).status_code == 200
 
         records = await read_records(
-            base, base.topics.events, lambda r: {first["event_id"], second["event_id"]} <= set(
-                values_by_id(list(r))
-            )
+            base,
+            base.topics.events,
+            lambda r: {first["event_id"], second["event_id"]} <= set(values_by_id(list(r))),
         )
         # the refused attempt may have landed too (at-least-once); the event_id makes it one
         assert set(values_by_id(records)) == {first["event_id"], second["event_id"]}

@@ -86,7 +86,7 @@ def test_native_to_cloudevent_and_back_is_lossless(
         event_id="e-9",
         type="email.opened",
         lead_id="zoë@example.com",
-        occurred_at="2026-11-20T10:00:00.250000Z",  # type: ignore[arg-type]
+        occurred_at="2026-11-20T10:00:00.250000Z",
         source="mailer",
         properties=properties,
         traits=traits,

@@ -95,7 +95,9 @@ def test_huge_payloads_are_refused() -> None:
 def test_a_missing_event_id_is_assigned_and_unique() -> None:
     first = EventIn.model_validate(event(event_id=...))
     second = EventIn.model_validate(event(event_id=...))
-    assert first.event_id and second.event_id and first.event_id != second.event_id
+    assert first.event_id
+    assert second.event_id
+    assert first.event_id != second.event_id
 
 
 @given(st.text(min_size=1, max_size=200).filter(lambda s: s.strip() and s.isprintable()))
