@@ -177,10 +177,14 @@ class LocalKafka:
             start_new_session=True,  # Ctrl-C reaches our supervisor, which stops it in order
         )
         out.close()
-        self._wait_until_listening(timeout)
-        # a thread of its own, so start() also works from inside a running event loop
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, wait_until_ready(self.bootstrap_servers, timeout)).result()
+        try:
+            self._wait_until_listening(timeout)
+            # a thread of its own, so start() also works from inside a running event loop
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, wait_until_ready(self.bootstrap_servers, timeout)).result()
+        except BaseException:
+            self.kill()  # never leave a half-started broker behind
+            raise
 
     def _wait_until_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
