@@ -21,12 +21,22 @@ class Readiness(BaseModel):
     checks: dict[str, bool]
 
 
-def probes_router(readiness: ReadinessCheck) -> APIRouter:
-    """``/healthz``, ``/readyz`` (from ``readiness``: one flag per dependency) and ``/metrics``."""
+def probes_router(
+    readiness: ReadinessCheck, liveness: Callable[[], bool] = lambda: True
+) -> APIRouter:
+    """``/healthz`` (``liveness``: false asks to be restarted), ``/readyz`` (``readiness``:
+    one flag per dependency) and ``/metrics``."""
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
+    @router.get(
+        "/healthz",
+        summary="The process is alive",
+        responses={503: {"description": "Broken beyond repair: restart it"}},
+    )
+    async def healthz(response: Response) -> dict[str, str]:
+        if not liveness():
+            response.status_code = 503
+            return {"status": "broken"}
         return {"status": "ok"}
 
     @router.get(
