@@ -1,0 +1,78 @@
+"""Scoring state backed by the compacted ``leadflow.scoring-state`` changelog.
+
+The state of input partition ``p`` lives in changelog partition ``p``
+(written to that partition explicitly, whatever the key hashes to), so a
+worker restores exactly the partitions it is assigned. Besides one record per
+lead, each partition holds one marker record: the last input offset applied.
+Both are written in the same transaction as the outputs and the consumer
+offsets, so state, outputs and progress never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import TopicPartition
+
+from services.scoring.lead import LeadState
+from shared.kafka import make_consumer
+from shared.settings import LeadflowSettings
+
+APPLIED_OFFSET_KEY = b"\x00applied-offset"
+"""No lead_id can be this key: identifiers refuse control characters."""
+
+
+@dataclass
+class PartitionState:
+    leads: dict[str, LeadState] = field(default_factory=dict)
+    applied_offset: int = -1
+    """The last input offset whose effects are in ``leads``; -1 before any."""
+
+
+def lead_record(state: LeadState) -> bytes:
+    return orjson.dumps(state.to_dict())
+
+
+def applied_offset_record(offset: int) -> bytes:
+    return orjson.dumps({"offset": offset})
+
+
+def apply_record(state: PartitionState, key: bytes | None, value: bytes | None) -> None:
+    if key is None or value is None:
+        return
+    if key == APPLIED_OFFSET_KEY:
+        state.applied_offset = int(orjson.loads(value)["offset"])
+    else:
+        state.leads[key.decode()] = LeadState.from_dict(orjson.loads(value))
+
+
+async def restore(
+    settings: LeadflowSettings, partition: int, timeout: float = 120.0
+) -> PartitionState:
+    """Read changelog partition ``partition`` from the start to its (stable) end.
+
+    Call it only after the partition's transactional producer was initialised:
+    that aborts the previous owner's open transaction, so the last stable
+    offset moves to the end and read_committed reading can reach it.
+    """
+    topic = settings.topics.scoring_state
+    tp = TopicPartition(topic, partition)
+    consumer = make_consumer(settings, name="scoring-restore", group_id=None)
+    await consumer.start()
+    state = PartitionState()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        deadline = time.monotonic() + timeout
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"restoring {topic}[{partition}] took over {timeout}s")
+            batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+            for record in batches.get(tp, []):
+                apply_record(state, record.key, record.value)
+    finally:
+        await consumer.stop()
+    return state

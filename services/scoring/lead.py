@@ -1,0 +1,156 @@
+"""Everything needed to score one lead, and its plain-JSON form for the changelog.
+
+The worker keeps one :class:`LeadState` per lead in memory and writes it, via
+``to_dict``, to the compacted ``leadflow.scoring-state`` topic after every
+event, so the state must stay small: event ids (for de-duplication) and daily
+cap counters are kept only for a horizon of event time. An event older than
+that horizon cannot be told apart from a retry any more, so it is not scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pydantic import JsonValue
+
+from services.scoring.engagement import Engagement
+from shared.events import Stage, format_time
+
+DEFAULT_HORIZON = timedelta(days=30)
+"""How far behind the lead's latest event an event may be and still be de-duplicated."""
+
+STATE_FORMAT = 1
+"""Version of the ``to_dict`` layout, so a future layout can read (or refuse) old records."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trait:
+    """A trait's latest value and the event time that set it (older events cannot undo it)."""
+
+    value: JsonValue
+    set_at: datetime
+
+
+@dataclass
+class LeadState:
+    """One lead's scoring state; :func:`~services.scoring.scoring.apply_event` evolves copies."""
+
+    lead_id: str
+    stage: Stage | None = None
+    as_of: datetime | None = None
+    """The latest event time seen for the lead: the time engagement is valued at."""
+    traits: dict[str, Trait] = field(default_factory=dict)
+    engagement: Engagement = field(default_factory=Engagement)
+    intent_event: str | None = None
+    """The first intent event type seen (e.g. ``demo.requested``); ``None`` if none ever."""
+    caps: dict[tuple[int, date], int] = field(default_factory=dict)
+    """Scored occurrences per (engagement rule index, UTC day) for capped rules."""
+    seen: dict[str, datetime] = field(default_factory=dict)
+    """Applied event ids and their event time, within the horizon."""
+    score_sequence: int = 0
+    """Events applied so far; the sequence of the latest score update."""
+    change_sequence: int = 0
+    """Stage changes emitted so far; the sequence of the latest stage change (gapless)."""
+
+    @property
+    def intent_seen(self) -> bool:
+        return self.intent_event is not None
+
+    def copy(self) -> LeadState:
+        """A copy that can be changed without touching this state (engagement is immutable)."""
+        return dataclasses.replace(
+            self, traits=dict(self.traits), caps=dict(self.caps), seen=dict(self.seen)
+        )
+
+    def trait_values(self) -> dict[str, JsonValue]:
+        return {name: trait.value for name, trait in self.traits.items()}
+
+    def skip_reason(self, event_id: str, at: datetime, horizon: timedelta) -> str | None:
+        """Why an event must not be applied (a duplicate, or too old to de-duplicate)."""
+        if event_id in self.seen:
+            return f"duplicate: event {event_id!r} was already applied to this lead"
+        if self.as_of is not None and at < _horizon_start(self.as_of, horizon):
+            return (
+                f"too old: {format_time(at)} is more than {horizon} before the lead's latest"
+                f" event ({format_time(self.as_of)}), beyond the de-duplication horizon"
+            )
+        return None
+
+    def merge_traits(self, traits: Mapping[str, JsonValue], at: datetime) -> None:
+        """Latest event time wins per trait; on a tie, the later-applied event wins."""
+        for name, value in traits.items():
+            current = self.traits.get(name)
+            if current is None or at >= current.set_at:
+                self.traits[name] = Trait(value, at)
+
+    def take_cap_slot(self, rule: int, day: date, max_per_day: int) -> bool:
+        """Count one occurrence of a capped rule on ``day``; ``False`` once the cap is reached."""
+        used = self.caps.get((rule, day), 0)
+        if used >= max_per_day:
+            return False
+        self.caps[(rule, day)] = used + 1
+        return True
+
+    def record(self, event_id: str, at: datetime, horizon: timedelta) -> datetime:
+        """Remember an applied event, advance ``as_of``, forget what fell out of the horizon.
+
+        Returns the new ``as_of``.
+        """
+        self.seen[event_id] = at
+        if self.as_of is None or at > self.as_of:
+            self.as_of = at
+            cutoff = _horizon_start(at, horizon)
+            first_day = cutoff.astimezone(UTC).date()
+            self.seen = {id_: when for id_, when in self.seen.items() if when >= cutoff}
+            self.caps = {key: n for key, n in self.caps.items() if key[1] >= first_day}
+        return self.as_of
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only (str, numbers, None, lists, dicts), for orjson."""
+        return {
+            "format": STATE_FORMAT,
+            "lead_id": self.lead_id,
+            "stage": None if self.stage is None else self.stage.value,
+            "as_of": None if self.as_of is None else format_time(self.as_of),
+            "traits": {n: [t.value, format_time(t.set_at)] for n, t in self.traits.items()},
+            "engagement": self.engagement.to_dict(),
+            "intent_event": self.intent_event,
+            "caps": [[rule, day.isoformat(), n] for (rule, day), n in sorted(self.caps.items())],
+            "seen": {event_id: format_time(at) for event_id, at in self.seen.items()},
+            "score_sequence": self.score_sequence,
+            "change_sequence": self.change_sequence,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LeadState:
+        """The inverse of :meth:`to_dict`; raises ``ValueError`` on an unknown layout."""
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(f"unknown lead state format {data.get('format')!r}")
+        return cls(
+            lead_id=data["lead_id"],
+            stage=None if data["stage"] is None else Stage(data["stage"]),
+            as_of=None if data["as_of"] is None else _time(data["as_of"]),
+            traits={n: Trait(value, _time(at)) for n, (value, at) in data["traits"].items()},
+            engagement=Engagement.from_dict(data["engagement"]),
+            intent_event=data["intent_event"],
+            caps={(int(r), date.fromisoformat(day)): int(n) for r, day, n in data["caps"]},
+            seen={event_id: _time(at) for event_id, at in data["seen"].items()},
+            score_sequence=int(data["score_sequence"]),
+            change_sequence=int(data["change_sequence"]),
+        )
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _horizon_start(as_of: datetime, horizon: timedelta) -> datetime:
+    """The oldest event time still de-duplicated (clamped: year 1 minus 30 days overflows)."""
+    try:
+        return as_of - horizon
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)

@@ -1,0 +1,22 @@
+"""Prometheus metrics of scoring."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "leadflow_scoring_events_total",
+    "Input records by outcome: scored, duplicate, skipped, dead_letter, replayed",
+    ["outcome"],
+)
+STAGE_CHANGES = Counter("leadflow_scoring_stage_changes_total", "Stage changes", ["to_stage"])
+DEAD_LETTERS = Counter("leadflow_scoring_dead_letters_total", "Records sent to dead letters")
+TRANSACTION_SECONDS = Histogram(
+    "leadflow_scoring_transaction_seconds",
+    "Time of one Kafka transaction (a batch of one partition)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LAG = Gauge(
+    "leadflow_scoring_lag_records", "Records behind the end of the partition", ["partition"]
+)
+RESTORE_SECONDS = Histogram(
+    "leadflow_scoring_restore_seconds", "Time to restore a partition's state from its changelog"
+)

@@ -1,0 +1,174 @@
+"""The scoring model file (DESIGN section 2): its schema, and loading it with clear errors.
+
+The model is operator-edited YAML, so every part refuses unknown keys (a typo
+such as ``max_per_dy`` must not silently mean "no cap") and a bad file fails
+at start with the rule and field that are wrong, never later while scoring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+DEFAULT_MODEL_PATH = Path(__file__).with_name("default_model.yaml")
+"""The model shipped with leadflow (DESIGN section 2); tests and examples rely on its numbers."""
+
+SECONDS_PER_DAY = 86_400.0
+
+# strict: a quoted "5" or a YAML boolean is a mistake in a model file, not a number
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Name = Annotated[str, StringConstraints(strict=True, min_length=1)]
+
+FIT_OPERATORS = ("in", "not_in", "equals", "gte", "gt", "lte", "lt", "exists")
+"""The comparison operators of a fit rule, as spelled in the file; exactly one per rule."""
+
+
+class ModelError(ValueError):
+    """A scoring model file that cannot be used; the message names the file, rule and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngagementRule(_Strict):
+    """Points for an event type, optionally narrowed by ``where`` and capped per UTC day."""
+
+    event: Name
+    where: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="path_prefix: prefix of properties.path; any other key: equal property.",
+    )
+    points: Number
+    max_per_day: Annotated[int, Field(strict=True, ge=1)] | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _prefix_is_text(cls, where: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        if "path_prefix" in where and not isinstance(where["path_prefix"], str):
+            raise ValueError("path_prefix must be a string")
+        return where
+
+
+class FitRule(_Strict):
+    """Points when one trait satisfies one operator, e.g. ``{trait: employees, gte: 50}``."""
+
+    trait: Name
+    points: Number
+    in_: Annotated[list[JsonValue], Field(min_length=1)] | None = Field(default=None, alias="in")
+    not_in: Annotated[list[JsonValue], Field(min_length=1)] | None = None
+    equals: JsonValue = None
+    gte: Number | None = None
+    gt: Number | None = None
+    lte: Number | None = None
+    lt: Number | None = None
+    exists: Annotated[bool, Field(strict=True)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_operator(self) -> FitRule:
+        given = [op for op in FIT_OPERATORS if _field_name(op) in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(
+                f"exactly one operator is required, got {', '.join(given) or 'none'}"
+                f" (one of {', '.join(FIT_OPERATORS)})"
+            )
+        if self.operand is None:
+            raise ValueError(f"{given[0]} must not be null (a missing trait matches exists: false)")
+        return self
+
+    @property
+    def operator(self) -> str:
+        """The one operator of this rule, as spelled in the file."""
+        return next(op for op in FIT_OPERATORS if _field_name(op) in self.model_fields_set)
+
+    @property
+    def operand(self) -> JsonValue:
+        """What the trait is compared with."""
+        value: JsonValue = getattr(self, _field_name(self.operator))
+        return value
+
+
+class Engagement(_Strict):
+    half_life_days: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+    rules: list[EngagementRule] = Field(default_factory=list, description="First match wins.")
+
+    @property
+    def half_life_seconds(self) -> float:
+        return self.half_life_days * SECONDS_PER_DAY
+
+
+class Fit(_Strict):
+    rules: list[FitRule] = Field(default_factory=list)
+
+
+class ProspectStage(_Strict):
+    fit_min: Number
+
+
+class OpportunityStage(_Strict):
+    engagement_min: Number
+    intent_events: list[Name] = Field(default_factory=list)
+
+
+class Stages(_Strict):
+    prospect: ProspectStage
+    opportunity: OpportunityStage
+
+
+class ScoringModel(_Strict):
+    """A versioned scoring model; ``version`` is stamped on every score and stage change."""
+
+    version: Name
+    engagement: Engagement
+    fit: Fit
+    stages: Stages
+
+
+def load_model(path: Path | None = None) -> ScoringModel:
+    """Read and validate a model file; ``None`` means the shipped default.
+
+    Raises :class:`ModelError` naming the file and, per problem, the rule and
+    field (``fit.rules[2]: exactly one operator is required, got none``).
+    """
+    path = path or DEFAULT_MODEL_PATH
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelError(f"scoring model {path}: cannot be read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ModelError(f"scoring model {path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"scoring model {path}: must be a mapping, got {type(data).__name__}")
+    try:
+        return ScoringModel.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise ModelError(f"scoring model {path}: {problems}") from None
+
+
+def _field_name(operator: str) -> str:
+    return "in_" if operator == "in" else operator
+
+
+def _describe(error: ErrorDetails) -> str:
+    """``fit.rules[2].gte: Input should be a valid number`` from one pydantic error."""
+    where = ""
+    for part in error["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    reason = error["msg"]
+    if error["type"] == "value_error" and "ctx" in error:  # ours: drop pydantic's "Value error, "
+        reason = str(error["ctx"]["error"])
+    return f"{where or 'model'}: {reason}"

@@ -1,0 +1,147 @@
+"""Applying one event to one lead: the pure heart of the scoring service.
+
+:func:`apply_event` does no I/O and reads no clock: its outputs depend only on
+the lead's state, the event and the model. That is what lets the worker replay
+a partition after a crash and emit byte-identical scores and stage changes
+(same sequences, same ``change_id``), which downstream consumers de-duplicate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+
+from services.scoring.lead import DEFAULT_HORIZON, LeadState
+from services.scoring.model import ScoringModel
+from services.scoring.rules import engagement_label, fit_contributions, match_engagement_rule
+from services.scoring.stages import DomainError, next_move
+from shared.events import Event, RuleContribution, Score, ScoreUpdate, StageChange
+
+__all__ = ["DEFAULT_HORIZON", "DomainError", "Outcome", "apply_event", "change_id"]
+
+_CHANGE_NAMESPACE = uuid.UUID("5b0f6f3e-5d0c-4b8e-9a57-6c1d7a1f4e21")
+"""Fixed forever: changing it would change every change_id of a replay."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying one event produced.
+
+    A skipped event (``skipped`` says why) produces nothing and leaves
+    ``state`` as it was; an applied one always produces a score update, and a
+    stage change when the lead moved.
+    """
+
+    state: LeadState
+    score_update: ScoreUpdate | None = None
+    stage_change: StageChange | None = None
+    skipped: str | None = None
+
+
+def change_id(lead_id: str, sequence: int) -> str:
+    """Deterministic, so a replayed stage change keeps its identity."""
+    return str(uuid.uuid5(_CHANGE_NAMESPACE, f"{lead_id}\n{sequence}"))
+
+
+def apply_event(
+    state: LeadState | None,
+    event: Event,
+    model: ScoringModel,
+    horizon: timedelta = DEFAULT_HORIZON,
+) -> Outcome:
+    """Score ``event`` for its lead; ``state`` is ``None`` for a lead never seen before.
+
+    The input state is never modified. The first event of a lead always yields
+    a stage change with ``from_stage=None``: to ``lead``, or straight to the
+    furthest stage it already qualifies for (one change, never two). Raises
+    :class:`DomainError` for an event that cannot be applied (a ``stage.set``
+    to an unknown stage, or an event of another lead).
+    """
+    if state is not None:
+        if state.lead_id != event.lead_id:
+            raise DomainError(f"event of lead {event.lead_id!r} applied to lead {state.lead_id!r}")
+        skipped = state.skip_reason(event.event_id, event.occurred_at, horizon)
+        if skipped is not None:
+            return Outcome(state, skipped=skipped)
+
+    lead = LeadState(event.lead_id) if state is None else state.copy()
+    at = event.occurred_at
+    lead.merge_traits(event.traits, at)
+    _engage(lead, event, model)
+    if event.type in model.stages.opportunity.intent_events and lead.intent_event is None:
+        lead.intent_event = event.type
+    as_of = lead.record(event.event_id, at, horizon)
+    lead.score_sequence += 1
+
+    half_life, now = model.engagement.half_life_seconds, as_of.timestamp()
+    fits = fit_contributions(model, lead.trait_values())
+    fit = sum(c.points for c in fits)
+    engagement = lead.engagement.value_at(now, half_life)
+    score = Score(fit=fit, engagement=engagement, total=fit + engagement)
+
+    previous = lead.stage
+    move = next_move(
+        previous, event.type, event.properties, (fit, engagement), lead.intent_event, model
+    )
+    change = None
+    if move is not None:
+        lead.stage = move.to_stage
+        lead.change_sequence += 1
+        change = StageChange(
+            change_id=change_id(lead.lead_id, lead.change_sequence),
+            lead_id=lead.lead_id,
+            sequence=lead.change_sequence,
+            from_stage=previous,
+            to_stage=move.to_stage,
+            reason=move.reason,
+            trigger_event_id=event.event_id,
+            occurred_at=at,
+            score=score,
+            model_version=model.version,
+        )
+    if lead.stage is None:  # unreachable: a lead's first event always moves it
+        raise DomainError(f"lead {lead.lead_id!r} has no stage after event {event.event_id!r}")
+
+    engaged = [
+        RuleContribution(
+            rule=_engagement_label(model, index),
+            axis="engagement",
+            points=rule.decayed.value_at(now, half_life),
+            count=rule.count,
+        )
+        for index, rule in sorted(lead.engagement.rules.items())
+    ]
+    update = ScoreUpdate(
+        lead_id=lead.lead_id,
+        sequence=lead.score_sequence,
+        fit=score.fit,
+        engagement=score.engagement,
+        total=score.total,
+        as_of=as_of,
+        stage=lead.stage,
+        model_version=model.version,
+        trigger_event_id=event.event_id,
+        breakdown=[*fits, *engaged],
+    )
+    return Outcome(lead, score_update=update, stage_change=change)
+
+
+def _engage(lead: LeadState, event: Event, model: ScoringModel) -> None:
+    """Add the points of the first matching engagement rule, unless its daily cap is used up."""
+    index = match_engagement_rule(model, event.type, event.properties)
+    if index is None:
+        return
+    rule = model.engagement.rules[index]
+    day = event.occurred_at.astimezone(UTC).date()
+    if rule.max_per_day is not None and not lead.take_cap_slot(index, day, rule.max_per_day):
+        return  # over the cap: the event is still applied, it just scores 0
+    at, half_life = event.occurred_at.timestamp(), model.engagement.half_life_seconds
+    lead.engagement = lead.engagement.add(index, rule.points, at, half_life)
+
+
+def _engagement_label(model: ScoringModel, index: int) -> str:
+    rules = model.engagement.rules
+    if index < len(rules):
+        return engagement_label(index, rules[index])
+    return f"engagement.rules[{index}]"  # a state scored under a model with more rules

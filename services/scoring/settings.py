@@ -1,0 +1,25 @@
+"""Settings of the scoring service (``LEADFLOW_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from shared.settings import LeadflowSettings
+
+
+class ScoringSettings(LeadflowSettings):
+    port: int = Field(default=8002, description="HTTP port of scoring.")
+    scoring_model: Path | None = Field(
+        default=None, description="Scoring model YAML file; the shipped default when unset."
+    )
+    scoring_group: str = Field(
+        default="leadflow-scoring", description="Consumer group of the scoring workers."
+    )
+    scoring_batch_records: int = Field(
+        default=500, ge=1, description="Most input records scored in one Kafka transaction."
+    )
+    dedup_horizon_days: float = Field(
+        default=30, gt=0, description="How long (event time) a lead remembers event ids."
+    )

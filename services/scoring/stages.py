@@ -1,0 +1,115 @@
+"""The stage machine of DESIGN section 1: when a lead moves, where to, and why.
+
+Automatic moves only go forward (lead -> prospect -> opportunity), as far as
+the scores allow in ONE move, because a CRM wants to hear "became an
+opportunity" once, not two changes stamped with the same event. Everything
+else (customer, disqualified, any backward move) is a human decision and only
+comes from an explicit CRM event; the explicit event itself never also
+triggers an automatic move, so a ``stage.set`` back to ``lead`` sticks until
+the next event is scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import JsonValue
+
+from services.scoring.model import ScoringModel
+from services.scoring.rules import format_number
+from shared.events import Stage
+
+AUTOMATIC = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY)
+"""The stages the scores drive, in their forward order."""
+
+DEAL_WON = "deal.won"
+LEAD_DISQUALIFIED = "lead.disqualified"
+STAGE_SET = "stage.set"
+
+
+class DomainError(ValueError):
+    """An event that cannot be applied to a lead; the message names the bad property."""
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    to_stage: Stage
+    reason: str
+
+
+def next_move(
+    current: Stage | None,
+    event_type: str,
+    properties: Mapping[str, JsonValue],
+    scores: tuple[float, float],
+    intent_event: str | None,
+    model: ScoringModel,
+) -> Move | None:
+    """The one move this event causes, if any; ``scores`` is (fit, engagement) after it.
+
+    ``current is None`` means this is the lead's first event: the move then
+    always exists (to ``lead`` at least), so a CRM learns of every new lead.
+    """
+    explicit = explicit_move(event_type, properties)
+    if explicit is not None:
+        return None if explicit.to_stage == current else explicit
+    return automatic_move(current, scores, intent_event, model)
+
+
+def explicit_move(event_type: str, properties: Mapping[str, JsonValue]) -> Move | None:
+    """The move a CRM event asks for; raises :class:`DomainError` for a bad ``stage.set``."""
+    if event_type == DEAL_WON:
+        return Move(Stage.CUSTOMER, _reason(DEAL_WON, properties))
+    if event_type == LEAD_DISQUALIFIED:
+        return Move(Stage.DISQUALIFIED, _reason(LEAD_DISQUALIFIED, properties))
+    if event_type != STAGE_SET:
+        return None
+    stage = properties.get("stage")
+    if not isinstance(stage, str) or stage not in set(Stage):
+        allowed = ", ".join(Stage)
+        raise DomainError(f"stage.set: properties.stage must be one of {allowed}, got {stage!r}")
+    return Move(Stage(stage), _reason(STAGE_SET, properties))
+
+
+def automatic_move(
+    current: Stage | None,
+    scores: tuple[float, float],
+    intent_event: str | None,
+    model: ScoringModel,
+) -> Move | None:
+    """The furthest forward stage the scores qualify for, if it is ahead of ``current``.
+
+    The reason names what was newly met: the fit (from lead), and the
+    engagement or the intent event (to opportunity).
+    """
+    if current is not None and current not in AUTOMATIC:
+        return None  # customer and disqualified are left only by an explicit event
+    fit, engagement = scores
+    prospect, opportunity = model.stages.prospect, model.stages.opportunity
+    reasons: list[str] = []
+    target = Stage.LEAD
+    if fit >= prospect.fit_min:
+        target = Stage.PROSPECT
+        reasons.append(f"fit {format_number(fit)} >= {format_number(prospect.fit_min)}")
+        if engagement >= opportunity.engagement_min:
+            target = Stage.OPPORTUNITY
+            engaged = format_number(engagement)
+            reasons.append(f"engagement {engaged} >= {format_number(opportunity.engagement_min)}")
+        elif intent_event is not None:
+            target = Stage.OPPORTUNITY
+            reasons.append(f"intent event {intent_event}")
+    if current is None:
+        return Move(target, " and ".join(reasons) or "first event")
+    if AUTOMATIC.index(target) <= AUTOMATIC.index(current):
+        return None
+    if current is not Stage.LEAD:
+        del reasons[0]  # already a prospect: the fit is not news
+    return Move(target, " and ".join(reasons))
+
+
+def _reason(event_type: str, properties: Mapping[str, JsonValue]) -> str:
+    reason = properties.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise DomainError(f"{event_type}: properties.reason must be a string, got {reason!r}")
+    return f"{event_type}: {reason.strip()}" if reason and reason.strip() else event_type

@@ -1,0 +1,280 @@
+"""The scoring worker: consume events, score them, emit outputs, exactly once.
+
+Per assigned input partition the worker owns a state (restored from the
+changelog) and a transactional producer whose ``transactional_id`` is derived
+from the group, the topic and the partition. Initialising that producer
+aborts the previous owner's open transaction and fences it, which is how
+zombies are stopped without KIP-447 (aiokafka sends TxnOffsetCommit v0).
+Each batch of a partition is one transaction: outputs, dead letters, the
+changelog and the consumer offset commit or vanish together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+from pydantic import ValidationError
+
+from services.scoring import changelog, metrics
+from services.scoring.changelog import PartitionState
+from services.scoring.dead_letters import dead_letter
+from services.scoring.lead import LeadState
+from services.scoring.model import ScoringModel
+from services.scoring.scoring import DomainError, apply_event
+from services.scoring.settings import ScoringSettings
+from shared.events import Event
+from shared.kafka import encode_key, make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Output:
+    topic: str
+    key: bytes
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass
+class PartitionScorer:
+    """One input partition: its state, and the producer that is its fence."""
+
+    tp: TopicPartition
+    producer: AIOKafkaProducer
+    state: PartitionState
+
+
+@dataclass
+class ScoredBatch:
+    """What one batch of one partition produces, before it is committed."""
+
+    outputs: list[Output] = field(default_factory=list)
+    leads: dict[str, LeadState] = field(default_factory=dict)
+    applied_offset: int = -1
+
+
+class ScoringWorker:
+    def __init__(self, settings: ScoringSettings, model: ScoringModel) -> None:
+        self.settings = settings
+        self.model = model
+        self.topics = settings.topics
+        self.horizon = timedelta(days=settings.dedup_horizon_days)
+        self.consumer = make_consumer(
+            settings, name="scoring", group_id=settings.scoring_group, max_poll_interval_ms=300_000
+        )
+        self.partitions: dict[TopicPartition, PartitionScorer] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; releases every partition on the way out."""
+        self.consumer.subscribe([self.topics.events], listener=_Rebalance(self))
+        await self.consumer.start()
+        self.started.set()
+        try:
+            while not self._stopping.is_set():
+                batches = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.scoring_batch_records
+                )
+                async with self._lock:
+                    await asyncio.gather(
+                        *(
+                            self._process(self.partitions[tp], records)
+                            for tp, records in batches.items()
+                            if tp in self.partitions  # revoked since the fetch: not ours
+                        )
+                    )
+        finally:
+            async with self._lock:
+                await self._release(list(self.partitions))
+            await self.consumer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def kafka_reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                await self.consumer.topics()
+                return True
+        except (KafkaError, TimeoutError, OSError):
+            return False
+
+    # --- partitions come and go -------------------------------------------------
+
+    async def take(self, assigned: Iterable[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in assigned:
+                if tp not in self.partitions:
+                    await self._take(tp)
+
+    async def release(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self._lock:
+            await self._release(revoked)
+
+    async def _take(self, tp: TopicPartition) -> None:
+        """Fence the previous owner, restore the state, resume after the last applied offset."""
+        group, topic = self.settings.scoring_group, tp.topic
+        producer = make_producer(
+            self.settings,
+            name=f"scoring-{tp.partition}",
+            transactional_id=f"{group}.{topic}.{tp.partition}",
+        )
+        await producer.start()  # InitProducerId: aborts and fences the old owner
+        with metrics.RESTORE_SECONDS.time():
+            state = await changelog.restore(self.settings, tp.partition)
+        # every transaction records its offset, so no state means nothing was ever applied
+        if state.applied_offset >= 0:
+            self.consumer.seek(tp, state.applied_offset + 1)
+        else:
+            await self.consumer.seek_to_beginning(tp)
+        self.partitions[tp] = PartitionScorer(tp, producer, state)
+        log.info(
+            "took %s[%d]: %d leads, resuming after offset %d",
+            topic,
+            tp.partition,
+            len(state.leads),
+            state.applied_offset,
+        )
+
+    async def _release(self, revoked: Iterable[TopicPartition]) -> None:
+        for tp in list(revoked):
+            scorer = self.partitions.pop(tp, None)
+            if scorer is not None:
+                await _close_quietly(scorer.producer)
+                log.info("released %s[%d]", tp.topic, tp.partition)
+
+    # --- scoring ----------------------------------------------------------------
+
+    async def _process(self, scorer: PartitionScorer, records: Sequence[Any]) -> None:
+        batch = self._score(scorer, records)
+        if batch.applied_offset <= scorer.state.applied_offset:
+            return
+        try:
+            with metrics.TRANSACTION_SECONDS.time():
+                await self._commit(scorer, batch)
+        except ProducerFenced:
+            log.warning("%s fenced by a newer owner; dropping it", scorer.tp)
+            await self._release([scorer.tp])
+            return
+        except KafkaError:
+            log.exception("transaction on %s failed; restoring the partition", scorer.tp)
+            await self._release([scorer.tp])
+            await self._take(scorer.tp)
+            return
+        scorer.state.leads.update(batch.leads)
+        scorer.state.applied_offset = batch.applied_offset
+        self._report_lag(scorer.tp, batch.applied_offset)
+
+    def _score(self, scorer: PartitionScorer, records: Sequence[Any]) -> ScoredBatch:
+        """Pure work: the outputs and new states of a batch, nothing written yet."""
+        batch = ScoredBatch(applied_offset=scorer.state.applied_offset)
+        for record in records:
+            if record.offset <= batch.applied_offset:
+                metrics.EVENTS.labels("replayed").inc()
+                continue
+            batch.applied_offset = record.offset
+            try:
+                event = Event.model_validate_json(record.value)
+                lead = batch.leads.get(event.lead_id) or scorer.state.leads.get(event.lead_id)
+                outcome = apply_event(lead, event, self.model, horizon=self.horizon)
+            except (ValidationError, DomainError, ValueError, TypeError) as exc:
+                batch.outputs.append(self._dead_letter(record, f"{type(exc).__name__}: {exc}"))
+                continue
+            if outcome.skipped is not None:
+                if not outcome.skipped.startswith("duplicate"):
+                    # too old to de-duplicate: not scored, but never dropped silently
+                    batch.outputs.append(self._dead_letter(record, outcome.skipped))
+                else:
+                    metrics.EVENTS.labels("duplicate").inc()
+                continue
+            metrics.EVENTS.labels("scored").inc()
+            batch.leads[event.lead_id] = outcome.state
+            key = encode_key(event.lead_id)
+            if outcome.score_update is not None:
+                value = outcome.score_update.model_dump_json().encode()
+                batch.outputs.append(Output(self.topics.scores, key, value))
+            if outcome.stage_change is not None:
+                metrics.STAGE_CHANGES.labels(outcome.stage_change.to_stage.value).inc()
+                value = outcome.stage_change.model_dump_json().encode()
+                batch.outputs.append(Output(self.topics.stage_changes, key, value))
+        return batch
+
+    def _dead_letter(self, record: Any, reason: str) -> Output:
+        metrics.EVENTS.labels("dead_letter").inc()
+        metrics.DEAD_LETTERS.inc()
+        log.warning(
+            "dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+        )
+        value = dead_letter(
+            reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+        )
+        return Output(self.topics.dead_letters, record.key or b"", value)
+
+    async def _commit(self, scorer: PartitionScorer, batch: ScoredBatch) -> None:
+        """One transaction: outputs, changelog, offsets. All of it, or none of it."""
+        state_topic = self.topics.scoring_state
+        partition = scorer.tp.partition
+        outputs = [
+            *batch.outputs,
+            *(
+                Output(state_topic, encode_key(lead_id), changelog.lead_record(state), partition)
+                for lead_id, state in batch.leads.items()
+            ),
+            Output(
+                state_topic,
+                changelog.APPLIED_OFFSET_KEY,
+                changelog.applied_offset_record(batch.applied_offset),
+                partition,
+            ),
+        ]
+        producer = scorer.producer
+        async with producer.transaction():
+            deliveries = [
+                await producer.send(o.topic, o.value, key=o.key, partition=o.partition)
+                for o in outputs
+            ]
+            await asyncio.gather(*deliveries)
+            await producer.send_offsets_to_transaction(
+                {scorer.tp: batch.applied_offset + 1}, self.settings.scoring_group
+            )
+
+    def _report_lag(self, tp: TopicPartition, applied: int) -> None:
+        end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
+        if end is not None:
+            metrics.LAG.labels(str(tp.partition)).set(max(0, end - applied - 1))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Awaited by aiokafka around a rebalance; the worker's lock keeps batches whole."""
+
+    def __init__(self, worker: ScoringWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.worker.release(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.worker.take(assigned)
+
+
+async def _close_quietly(producer: AIOKafkaProducer) -> None:
+    """Stopping a fenced producer raises; it is being discarded either way."""
+    try:
+        await producer.stop()
+    except KafkaError as exc:
+        log.debug("closing a producer: %r", exc)
