@@ -230,9 +230,9 @@ async def test_an_event_too_old_to_deduplicate_is_a_dead_letter_not_a_silent_dro
 ) -> None:
     settings = scoring_settings(kafka_settings)
     lead = "late@example.com"
-    recent = make_event(lead, "email.clicked", 60 * 24 * 40)  # 40 days after T0
-    late = make_event(lead, "email.clicked", 0)  # beyond the 30-day horizon behind it
-    after = make_event(lead, "email.opened", 60 * 24 * 40 + 1)
+    recent = make_event(lead, "email.clicked", 0)
+    late = make_event(lead, "email.clicked", -60 * 24 * 40)  # 40 days before: past the horizon
+    after = make_event(lead, "email.opened", 1)
     await produce(settings, [recent, late, after])
 
     async with running_worker(settings):
