@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/leadflow run
 
+demo: install
+	$(BIN)/leadflow demo
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -53,6 +53,13 @@ def _run(args: argparse.Namespace) -> int:
     return run_system(args.data_dir, available, args.partitions)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from shared.demo import run_demo
+
+    asyncio.run(run_demo(args.ingest_url, args.pipeline_url, args.leads, args.seed))
+    return 0
+
+
 def _has_service(name: str) -> bool:
     return (Path(__file__).resolve().parent.parent / "services" / name / "__main__.py").exists()
 
@@ -75,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="create the topics on an existing cluster")
     topics.add_argument("--partitions", type=int, default=3)
     topics.set_defaults(handler=_topics)
+
+    demo = commands.add_parser("demo", help="post a synthetic stream, show the funnel")
+    demo.add_argument("--ingest-url", default="http://127.0.0.1:8001")
+    demo.add_argument("--pipeline-url", default="http://127.0.0.1:8003")
+    demo.add_argument("--leads", type=int, default=300)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(handler=_demo)
 
     for name in SERVICES:
         service = commands.add_parser(name, help=f"the {name} service")

@@ -1,0 +1,219 @@
+"""pipeline's HTTP surface (DESIGN section 5): leads, their history and score, the funnel, the feed.
+
+Reads only: the Kafka consumer writes through :func:`services.pipeline.store.record_batch`.
+
+Lead ids are arbitrary strings (often emails), so routes take them with a
+``path`` converter: ``/v1/leads/ada@example.com`` works as is, and so does an
+id with slashes. Percent-encode anything else (``?``, ``#``, ``%``, spaces).
+The suffixes ``/history`` and ``/score`` are matched first, so the lead ids
+``x/history`` and ``x/score`` cannot be fetched by the plain lead route; find
+them through the listing instead.
+"""
+
+# No ``from __future__ import annotations``: the routes' query types are built from the
+# settings inside create_app, and FastAPI can only resolve string annotations from globals.
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.pipeline import store
+from services.pipeline.api_models import (
+    Funnel,
+    Lead,
+    LeadPage,
+    ScoreBreakdown,
+    StageChangeFeed,
+    StageHistory,
+)
+from services.pipeline.consumer import PipelineConsumer
+from services.pipeline.db import Database
+from services.pipeline.migrate import migrate
+from services.pipeline.settings import PipelineSettings
+from shared.background import BackgroundLoop
+from shared.events import Stage
+from shared.probes import probes_router
+
+
+def app_database(app: FastAPI) -> Database:
+    """The database the lifespan opened; an error, not ``None``, if it has not run."""
+    database = getattr(app.state, "database", None)
+    if not isinstance(database, Database):
+        raise RuntimeError("the pipeline app's lifespan has not started")
+    return database
+
+
+def get_database(request: Request) -> Database:
+    return app_database(request.app)
+
+
+async def get_session(
+    database: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
+    """One session per request: sessions are not safe to share between tasks."""
+    async with database.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+_UNKNOWN_LEAD: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown lead"}}
+
+
+def _unknown_lead(lead_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"lead {lead_id!r} is unknown")
+
+
+def create_app(settings: PipelineSettings | None = None) -> FastAPI:
+    settings = settings or PipelineSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await migrate(settings.database_url)
+        database = Database.connect(
+            settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+        )
+        app.state.database = database
+        consumer = BackgroundLoop("pipeline-consumer", lambda: PipelineConsumer(settings, database))
+        app.state.consumer = consumer
+        if settings.pipeline_consume:
+            consumer.start()
+        try:
+            yield
+        finally:
+            await consumer.stop()
+            del app.state.database
+            await database.dispose()
+
+    app = FastAPI(
+        title="leadflow pipeline",
+        version="1",
+        summary="Leads' scores, stages and stage history, for ops and CRMs.",
+        lifespan=lifespan,
+    )
+
+    async def readiness() -> Mapping[str, bool]:
+        database = app_database(app)
+        consumer: BackgroundLoop[PipelineConsumer] = app.state.consumer
+        writing = consumer.loop is None or consumer.loop.database_ok
+        reachable = await database.is_reachable(settings.readiness_timeout_seconds)
+        checks = {"database": writing and reachable}
+        if settings.pipeline_consume:
+            checks["consumer"] = consumer.consuming()
+            checks["kafka"] = await consumer.kafka_ready()
+        return checks
+
+    def alive() -> bool:
+        consumer: BackgroundLoop[PipelineConsumer] | None = getattr(app.state, "consumer", None)
+        return consumer is None or consumer.alive()
+
+    app.include_router(probes_router(readiness, alive))
+
+    Limit = Annotated[
+        int,
+        Query(
+            ge=1,
+            le=settings.page_size_max,
+            description=f"Items per page, 1 to {settings.page_size_max}.",
+        ),
+    ]
+
+    @app.get("/v1/leads", summary="Leads by total score, highest first", tags=["leads"])
+    async def list_leads(
+        session: SessionDep,
+        stage: Annotated[Stage | None, Query(description="Only leads in this stage.")] = None,
+        min_score: Annotated[
+            float | None, Query(allow_inf_nan=False, description="Only leads with total >= this.")
+        ] = None,
+        limit: Limit = settings.page_size_default,
+        cursor: Annotated[
+            str | None,
+            Query(max_length=2048, description="next_cursor of the previous page."),
+        ] = None,
+    ) -> LeadPage:
+        try:
+            return await store.list_leads(
+                session, stage=stage, min_score=min_score, limit=limit, cursor=cursor
+            )
+        except store.InvalidCursor as exc:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("query", "cursor"),
+                        "msg": f"cursor {exc}; start again without it",
+                        "input": cursor,
+                    }
+                ]
+            ) from exc
+
+    # The suffixed routes come first: the path converter would otherwise swallow them.
+    @app.get(
+        "/v1/leads/{lead_id:path}/history",
+        summary="The lead's stage changes, in sequence order",
+        responses=_UNKNOWN_LEAD,
+        tags=["leads"],
+    )
+    async def lead_history(lead_id: str, session: SessionDep) -> StageHistory:
+        found = await store.history(session, lead_id)
+        if found is None:
+            raise _unknown_lead(lead_id)
+        return found
+
+    @app.get(
+        "/v1/leads/{lead_id:path}/score",
+        summary="The lead's newest score, rule by rule",
+        responses={404: {"description": "Unknown lead, or no score update recorded yet"}},
+        tags=["leads"],
+    )
+    async def lead_score(lead_id: str, session: SessionDep) -> ScoreBreakdown:
+        found = await store.breakdown(session, lead_id)
+        if found is not None:
+            return found
+        if await store.lead_exists(session, lead_id):
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                f"lead {lead_id!r} has no score breakdown yet: no score update was recorded",
+            )
+        raise _unknown_lead(lead_id)
+
+    @app.get(
+        "/v1/leads/{lead_id:path}",
+        summary="The lead's stage and score",
+        responses=_UNKNOWN_LEAD,
+        tags=["leads"],
+    )
+    async def get_lead(lead_id: str, session: SessionDep) -> Lead:
+        found = await store.get_lead(session, lead_id)
+        if found is None:
+            raise _unknown_lead(lead_id)
+        return found
+
+    @app.get(
+        "/v1/funnel",
+        summary="Leads per stage, how far they got, and conversion between stages",
+        description=(store.funnel.__doc__ or "").strip(),
+        tags=["funnel"],
+    )
+    async def get_funnel(session: SessionDep) -> Funnel:
+        return await store.funnel(session)
+
+    @app.get(
+        "/v1/stage-changes",
+        summary="Every stage change once, in the order recorded, for CRMs that poll",
+        tags=["stage changes"],
+    )
+    async def stage_changes(
+        session: SessionDep,
+        after: Annotated[
+            int, Query(ge=0, description="next_after of the previous poll; 0 from the start.")
+        ] = 0,
+        limit: Limit = settings.page_size_default,
+    ) -> StageChangeFeed:
+        return await store.feed(session, after=after, limit=limit)
+
+    return app

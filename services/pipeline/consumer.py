@@ -1,0 +1,113 @@
+"""The pipeline's Kafka loop: scores and stage changes into SQL, offsets after the commit.
+
+Records are read with read_committed, so only what scoring committed is
+seen. A batch is written in one database transaction and the offsets are
+committed only after it: a crash in between redelivers the batch, and the
+writes are idempotent on ``(lead_id, sequence)``, so nothing counts twice.
+While the database is down the loop retries the same batch and the service
+reports not-ready; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.pipeline import metrics
+from services.pipeline.db import Database
+from services.pipeline.settings import PipelineSettings
+from services.pipeline.store import record_batch
+from shared.events import ScoreUpdate, StageChange
+from shared.kafka import make_consumer
+
+log = logging.getLogger(__name__)
+
+
+class PipelineConsumer:
+    def __init__(self, settings: PipelineSettings, database: Database) -> None:
+        self.settings = settings
+        self.database = database
+        self.topics = settings.topics
+        self.consumer = make_consumer(
+            settings,
+            self.topics.stage_changes,
+            self.topics.scores,
+            name="pipeline",
+            group_id=settings.pipeline_group,
+        )
+        self.database_ok = True
+        self.started = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.consumer.start()
+        self.started.set()
+        try:
+            while not self._stopping.is_set():
+                batches = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.pipeline_batch_records
+                )
+                if batches:
+                    await self._persist(batches)
+        finally:
+            await self.consumer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _persist(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        changes, updates = self._decode(batches)
+        delay = 0.2
+        while True:
+            try:
+                with metrics.BATCH_SECONDS.time():
+                    await record_batch(self.database.sessions, changes, updates)
+                break
+            except (SQLAlchemyError, OSError) as exc:
+                self.database_ok = False
+                log.warning("writing a batch failed (%s); retrying in %.1fs", exc, delay)
+                if self._stopping.is_set():
+                    return  # offsets not committed: the batch comes back next start
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.database_ok = True
+        metrics.PERSISTED.labels("stage_change").inc(len(changes))
+        metrics.PERSISTED.labels("score").inc(len(updates))
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # a rebalance took the partitions: their new owner re-reads, idempotently
+            log.warning("committing offsets failed (%s); records will be re-read", exc)
+
+    def _decode(
+        self, batches: Mapping[TopicPartition, Sequence[Any]]
+    ) -> tuple[list[StageChange], list[ScoreUpdate]]:
+        changes: list[StageChange] = []
+        updates: list[ScoreUpdate] = []
+        for tp, records in batches.items():
+            for record in records:
+                try:
+                    if tp.topic == self.topics.stage_changes:
+                        changes.append(StageChange.model_validate_json(record.value))
+                    else:
+                        updates.append(ScoreUpdate.model_validate_json(record.value))
+                except (ValidationError, TypeError) as exc:
+                    metrics.INVALID.inc()
+                    log.error("skipping invalid record %s@%d: %s", tp, record.offset, exc)
+        return changes, updates
+
+    async def kafka_reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                await self.consumer.topics()
+                return True
+        except (KafkaError, TimeoutError, OSError):
+            return False

@@ -1,0 +1,13 @@
+"""Prometheus metrics of pipeline."""
+
+from prometheus_client import Counter, Histogram
+
+PERSISTED = Counter(
+    "leadflow_pipeline_records_persisted_total", "Records written to the database", ["kind"]
+)
+INVALID = Counter("leadflow_pipeline_invalid_records_total", "Records that did not decode")
+BATCH_SECONDS = Histogram(
+    "leadflow_pipeline_batch_seconds",
+    "Time to write one batch in one database transaction",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

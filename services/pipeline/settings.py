@@ -1,0 +1,51 @@
+"""Settings of the pipeline service (``LEADFLOW_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from shared.settings import LeadflowSettings
+
+
+class PipelineSettings(LeadflowSettings):
+    port: int = Field(default=8003, description="HTTP port of pipeline.")
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./leadflow.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///... or postgresql+asyncpg://...",
+    )
+    migrate_on_start: bool = Field(
+        default=True,
+        description=(
+            "Upgrade the schema to head when the service starts. Safe with several replicas "
+            "(PostgreSQL upgrades take an advisory lock); turn it off to run migrations as a "
+            "separate deploy step (python -m services.pipeline.migrate)."
+        ),
+    )
+    page_size_default: int = Field(default=100, ge=1, description="Page size when none is asked.")
+    page_size_max: int = Field(default=1000, ge=1, description="Largest page a client may ask.")
+    sqlite_busy_timeout_ms: int = Field(
+        default=5000, ge=0, description="How long SQLite waits for another writer's lock."
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="How long /readyz waits for the database to answer."
+    )
+    # For the Kafka consumer (consumer.py), named like scoring's.
+    pipeline_group: str = Field(
+        default="leadflow-pipeline", description="Consumer group of the pipeline writers."
+    )
+    pipeline_consume: bool = Field(
+        default=True,
+        description=(
+            "Run the Kafka consumer that writes scores and stage changes. Off for replicas "
+            "that only serve the REST API."
+        ),
+    )
+    pipeline_batch_records: int = Field(
+        default=500, ge=1, description="Most records written in one database transaction."
+    )
+
+    @model_validator(mode="after")
+    def _default_fits_max(self) -> PipelineSettings:
+        if self.page_size_default > self.page_size_max:
+            raise ValueError("page_size_default must not exceed page_size_max")
+        return self

@@ -1,0 +1,499 @@
+"""Persistence of the pipeline: idempotent batch writes, and the queries the API serves.
+
+Writing (:func:`record_batch`) is called by the Kafka consumer with what it
+polled from ``leadflow.stage-changes`` and ``leadflow.scores``; it commits one
+transaction per batch, and the consumer commits its offsets only after it.
+Kafka delivers at least once, so every write is idempotent on the records'
+identity (``lead_id`` + ``sequence``): a redelivered batch changes nothing.
+
+The lead's stage and score: scoring numbers a lead's score updates and its
+stage changes with two separate counters (``score_sequence`` counts applied
+events, ``change_sequence`` counts moves), so a score update and a stage change
+cannot be ordered against each other. But every applied event yields a score
+update that carries the stage *after* any move that event caused, in the same
+Kafka transaction as the stage change. Hence the rule:
+
+- once a lead has a score update, the newest one (highest ``score_sequence``)
+  sets its stage and score;
+- before that, the newest stage change (highest ``change_sequence``) sets them
+  (a stage change carries the score at the move), so a lead is never listed
+  without a stage or a total.
+
+Each upsert applies this against what the row holds, so the result does not
+depend on how the two topics' records interleave or are batched. The one
+visible lag: a stage change recorded in an earlier batch than the score update
+of the same event shows in the history and the feed before the lead row
+moves; the score update is in the same Kafka transaction, so it follows within
+the next poll.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    SQLColumnExpression,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.pipeline.api_models import (
+    Funnel,
+    FunnelStage,
+    Lead,
+    LeadPage,
+    RecordedStageChange,
+    ScoreBreakdown,
+    StageChangeFeed,
+    StageConversion,
+    StageHistory,
+)
+from services.pipeline.tables import LeadRow, ScoreBreakdownRow, StageChangeRow
+from shared.events import ScoreUpdate, Stage, StageChange
+
+FORWARD_STAGES = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY, Stage.CUSTOMER)
+"""The funnel, in order; ``disqualified`` leaves it and is counted on its own."""
+
+WRITE_LOCK_KEY = zlib.crc32(b"leadflow.pipeline.record_batch")
+"""PostgreSQL advisory lock that serialises batch writers (see :func:`record_batch`)."""
+
+LEADS = cast(Table, LeadRow.__table__)
+STAGE_CHANGES = cast(Table, StageChangeRow.__table__)
+SCORE_BREAKDOWNS = cast(Table, ScoreBreakdownRow.__table__)
+
+SessionFactory = async_sessionmaker[AsyncSession]
+Keyed = TypeVar("Keyed", StageChange, ScoreUpdate)
+
+
+class InvalidCursor(ValueError):
+    """A ``cursor`` this API did not issue (or that was altered)."""
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+async def record_batch(
+    session_factory: SessionFactory,
+    stage_changes: Sequence[StageChange],
+    score_updates: Sequence[ScoreUpdate],
+) -> None:
+    """Persist one polled batch in ONE transaction, idempotently.
+
+    - a stage change is recorded once per ``(lead_id, sequence)`` (and per
+      ``change_id``); redelivery, within the batch or later, changes nothing;
+    - a score update overwrites the lead's score and breakdown only when its
+      ``sequence`` is greater than the stored one: an old update never wins;
+    - a lead row is created by whichever record type arrives first; its stage
+      and score follow the module's rule (newest score update; the newest
+      stage change only until the lead has a score update).
+
+    Duplicates inside the batch are dropped before the upserts (PostgreSQL
+    refuses to update one row twice in one statement). On PostgreSQL, batches
+    take a transaction-scoped advisory lock: feed positions then become
+    visible in commit order (a CRM polling ``after=`` never skips a change
+    committed late by another replica), and concurrent replicas cannot
+    deadlock on each other's lead rows. Errors propagate: the caller retries
+    the whole batch, which is safe because every write is idempotent.
+
+    Raises ``ValueError`` for a non-finite score (SQLite would store NaN as
+    NULL and it would break the listing's order), before touching the database.
+    """
+    if not stage_changes and not score_updates:
+        return
+    _require_finite_scores(stage_changes, score_updates)
+    now = datetime.now(UTC)
+    changes = _first_per_key(stage_changes)
+    newest_changes = _newest_per_lead(changes)
+    newest_scores = _newest_per_lead(score_updates)
+
+    async with session_factory() as session, session.begin():
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        # Lead rows first: stage changes and breakdowns reference them.
+        if newest_changes:
+            await session.execute(
+                _leads_from_changes(dialect), [_lead_row(c, now) for c in newest_changes]
+            )
+        if newest_scores:
+            await session.execute(
+                _leads_from_scores(dialect), [_lead_score_row(s, now) for s in newest_scores]
+            )
+        if changes:
+            await session.execute(
+                _insert(dialect, STAGE_CHANGES).on_conflict_do_nothing(),
+                [_stage_change_row(c, now) for c in changes],
+            )
+        if newest_scores:
+            await session.execute(
+                _breakdowns(dialect), [_breakdown_row(s, now) for s in newest_scores]
+            )
+
+
+def _require_finite_scores(
+    stage_changes: Iterable[StageChange], score_updates: Iterable[ScoreUpdate]
+) -> None:
+    for change in stage_changes:
+        score = change.score
+        if not all(map(math.isfinite, (score.fit, score.engagement, score.total))):
+            raise ValueError(
+                f"stage change {change.lead_id!r}#{change.sequence} has a non-finite score"
+            )
+    for update in score_updates:
+        if not all(map(math.isfinite, (update.fit, update.engagement, update.total))):
+            raise ValueError(
+                f"score update {update.lead_id!r}#{update.sequence} has a non-finite score"
+            )
+
+
+def _first_per_key(changes: Iterable[StageChange]) -> list[StageChange]:
+    """One record per ``(lead_id, sequence)``, the first seen, in per-lead sequence order.
+
+    Sorting by lead and sequence gives each lead's changes ascending feed
+    positions, and takes row locks in one order.
+    """
+    unique: dict[tuple[str, int], StageChange] = {}
+    for change in changes:
+        unique.setdefault((change.lead_id, change.sequence), change)
+    return [unique[key] for key in sorted(unique)]
+
+
+def _newest_per_lead(records: Iterable[Keyed]) -> list[Keyed]:
+    """The highest-sequence record of each lead (the first seen on a tie), by lead_id."""
+    newest: dict[str, Keyed] = {}
+    for record in records:
+        held = newest.get(record.lead_id)
+        if held is None or record.sequence > held.sequence:
+            newest[record.lead_id] = record
+    return [newest[lead_id] for lead_id in sorted(newest)]
+
+
+def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """INSERT with ON CONFLICT: both dialects spell it alike, each in its own module."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"pipeline supports SQLite and PostgreSQL, not {dialect}")
+
+
+def _leads_from_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """Create the lead, or move it to a newer stage change while it has no score update."""
+    insert = _insert(dialect, LEADS)
+    new = insert.excluded
+    no_score_yet = LEADS.c.score_sequence.is_(None)
+
+    def new_while_no_score(column: str) -> ColumnElement[Any]:
+        return case((no_score_yet, new[column]), else_=LEADS.c[column])
+
+    return insert.on_conflict_do_update(
+        index_elements=[LEADS.c.lead_id],
+        set_={
+            **{
+                column: new_while_no_score(column)
+                for column in ("stage", "fit", "engagement", "total", "model_version")
+            },
+            "change_sequence": new.change_sequence,
+            "updated_at": new.updated_at,
+        },
+        where=or_(LEADS.c.change_sequence.is_(None), new.change_sequence > LEADS.c.change_sequence),
+    )
+
+
+def _leads_from_scores(dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """Create the lead, or take a newer score update's stage and score."""
+    insert = _insert(dialect, LEADS)
+    new = insert.excluded
+    columns = ("stage", "fit", "engagement", "total", "as_of", "model_version", "score_sequence")
+    return insert.on_conflict_do_update(
+        index_elements=[LEADS.c.lead_id],
+        set_={**{column: new[column] for column in columns}, "updated_at": new.updated_at},
+        where=or_(LEADS.c.score_sequence.is_(None), new.score_sequence > LEADS.c.score_sequence),
+    )
+
+
+def _breakdowns(dialect: str) -> postgresql.Insert | sqlite.Insert:
+    insert = _insert(dialect, SCORE_BREAKDOWNS)
+    new = insert.excluded
+    columns = ("sequence", "fit", "engagement", "total", "as_of", "model_version", "breakdown")
+    return insert.on_conflict_do_update(
+        index_elements=[SCORE_BREAKDOWNS.c.lead_id],
+        set_={**{name: new[name] for name in columns}, "updated_at": new.updated_at},
+        where=new.sequence > SCORE_BREAKDOWNS.c.sequence,
+    )
+
+
+def _lead_row(change: StageChange, now: datetime) -> dict[str, Any]:
+    return {
+        "lead_id": change.lead_id,
+        "stage": change.to_stage.value,
+        "fit": change.score.fit,
+        "engagement": change.score.engagement,
+        "total": change.score.total,
+        "as_of": None,
+        "model_version": change.model_version,
+        "score_sequence": None,
+        "change_sequence": change.sequence,
+        "updated_at": now,
+    }
+
+
+def _lead_score_row(update: ScoreUpdate, now: datetime) -> dict[str, Any]:
+    return {
+        "lead_id": update.lead_id,
+        "stage": update.stage.value,
+        "fit": update.fit,
+        "engagement": update.engagement,
+        "total": update.total,
+        "as_of": update.as_of,
+        "model_version": update.model_version,
+        "score_sequence": update.sequence,
+        "change_sequence": None,
+        "updated_at": now,
+    }
+
+
+def _stage_change_row(change: StageChange, now: datetime) -> dict[str, Any]:
+    return {
+        "lead_id": change.lead_id,
+        "sequence": change.sequence,
+        "change_id": change.change_id,
+        "from_stage": None if change.from_stage is None else change.from_stage.value,
+        "to_stage": change.to_stage.value,
+        "reason": change.reason,
+        "trigger_event_id": change.trigger_event_id,
+        "occurred_at": change.occurred_at,
+        "fit": change.score.fit,
+        "engagement": change.score.engagement,
+        "total": change.score.total,
+        "model_version": change.model_version,
+        "recorded_at": now,
+    }
+
+
+def _breakdown_row(update: ScoreUpdate, now: datetime) -> dict[str, Any]:
+    return {
+        "lead_id": update.lead_id,
+        "sequence": update.sequence,
+        "fit": update.fit,
+        "engagement": update.engagement,
+        "total": update.total,
+        "as_of": update.as_of,
+        "model_version": update.model_version,
+        "breakdown": [item.model_dump(mode="json") for item in update.breakdown],
+        "updated_at": now,
+    }
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+async def get_lead(session: AsyncSession, lead_id: str) -> Lead | None:
+    row = await session.get(LeadRow, lead_id)
+    return None if row is None else Lead.model_validate(row, from_attributes=True)
+
+
+async def list_leads(
+    session: AsyncSession,
+    *,
+    stage: Stage | None = None,
+    min_score: float | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> LeadPage:
+    """Leads by total score, highest first, ties by ``lead_id``: a keyset-paginated listing.
+
+    The cursor is the last row's ``(total, lead_id)``, so a page costs one
+    index range scan however deep it is, and a lead whose score changes
+    between pages is at worst seen twice or missed once, never mixed up.
+    Raises :class:`InvalidCursor` for a cursor this function did not issue.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    query = select(LeadRow).order_by(LeadRow.total.desc(), LeadRow.lead_id).limit(limit + 1)
+    if stage is not None:
+        query = query.where(LeadRow.stage == stage.value)
+    if min_score is not None:
+        query = query.where(LeadRow.total >= min_score)
+    if cursor is not None:
+        total, lead_id = decode_cursor(cursor)
+        query = query.where(
+            or_(LeadRow.total < total, and_(LeadRow.total == total, LeadRow.lead_id > lead_id))
+        )
+    rows = list((await session.scalars(query)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return LeadPage(
+        items=[Lead.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=encode_cursor(rows[-1].total, rows[-1].lead_id) if more else None,
+    )
+
+
+def encode_cursor(total: float, lead_id: str) -> str:
+    """Opaque to clients; JSON keeps the float exact (shortest round-trip repr)."""
+    raw = json.dumps([total, lead_id], separators=(",", ":"), allow_nan=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidCursor("is not one this API issued") from exc
+    match value:
+        case [int() | float() as total, str() as lead_id] if not isinstance(
+            total, bool
+        ) and math.isfinite(total):
+            return float(total), lead_id
+    raise InvalidCursor("is not one this API issued")
+
+
+async def lead_exists(session: AsyncSession, lead_id: str) -> bool:
+    found = await session.scalar(select(literal(1)).where(LeadRow.lead_id == lead_id))
+    return found is not None
+
+
+async def history(session: AsyncSession, lead_id: str) -> StageHistory | None:
+    """The lead's stage changes by sequence; ``None`` for a lead never seen."""
+    rows = (
+        await session.scalars(
+            select(StageChangeRow)
+            .where(StageChangeRow.lead_id == lead_id)
+            .order_by(StageChangeRow.sequence)
+        )
+    ).all()
+    if not rows and not await lead_exists(session, lead_id):
+        return None
+    return StageHistory(lead_id=lead_id, items=[_recorded(row) for row in rows])
+
+
+async def breakdown(session: AsyncSession, lead_id: str) -> ScoreBreakdown | None:
+    """The per-rule breakdown of the newest score update; ``None`` until there is one."""
+    row = await session.get(ScoreBreakdownRow, lead_id)
+    return None if row is None else ScoreBreakdown.model_validate(row, from_attributes=True)
+
+
+async def feed(session: AsyncSession, *, after: int = 0, limit: int = 100) -> StageChangeFeed:
+    """Every stage change once, in the order recorded, from just after position ``after``."""
+    rows = (
+        await session.scalars(
+            select(StageChangeRow)
+            .where(StageChangeRow.position > after)
+            .order_by(StageChangeRow.position)
+            .limit(limit)
+        )
+    ).all()
+    items = [_recorded(row) for row in rows]
+    return StageChangeFeed(items=items, next_after=items[-1].position if items else after)
+
+
+def _recorded(row: StageChangeRow) -> RecordedStageChange:
+    return RecordedStageChange.model_validate(
+        {
+            "change_id": row.change_id,
+            "lead_id": row.lead_id,
+            "sequence": row.sequence,
+            "from_stage": row.from_stage,
+            "to_stage": row.to_stage,
+            "reason": row.reason,
+            "trigger_event_id": row.trigger_event_id,
+            "occurred_at": row.occurred_at,
+            "score": {"fit": row.fit, "engagement": row.engagement, "total": row.total},
+            "model_version": row.model_version,
+            "position": row.position,
+            "recorded_at": row.recorded_at,
+        }
+    )
+
+
+async def funnel(session: AsyncSession) -> Funnel:
+    """Counts per stage now, how far leads ever got, and conversion between forward stages.
+
+    A lead *reached* a forward stage when its history (any change's from or
+    to stage) or its current stage is that stage or a later one: moving
+    straight from lead to opportunity, or a deal won from prospect, counts as
+    passing the stages in between, as a sales funnel reads. Disqualifying a
+    lead does not undo how far it got. ``conversion(a -> b)`` is
+    ``reached(b) / reached(a)``: of the leads that got at least as far as
+    ``a``, the share that got to ``b``. Every known lead reached ``lead``.
+
+    One statement, so the numbers come from one snapshot; it scans the
+    history, which suits ops dashboards, not per-request hot paths.
+    """
+    rows = (await session.execute(_funnel_query())).all()
+    current = dict.fromkeys(Stage, 0)
+    reached = dict.fromkeys(Stage, 0)
+    total_leads = 0
+    for stage, furthest, disqualified, count in rows:
+        total_leads += count
+        current[Stage(stage)] += count
+        for forward in FORWARD_STAGES[: furthest + 1]:
+            reached[forward] += count
+        if disqualified:
+            reached[Stage.DISQUALIFIED] += count
+    stages = [FunnelStage(stage=s, current=current[s], reached=reached[s]) for s in Stage]
+    conversions = [
+        StageConversion(
+            from_stage=a,
+            to_stage=b,
+            rate=reached[b] / reached[a] if reached[a] else None,
+        )
+        for a, b in pairwise(FORWARD_STAGES)
+    ]
+    return Funnel(total_leads=total_leads, stages=stages, conversions=conversions)
+
+
+def _funnel_query() -> Select[str, int, int, int]:
+    def rank(column: SQLColumnExpression[str | None]) -> ColumnElement[int | None]:
+        ranks = {stage.value: index for index, stage in enumerate(FORWARD_STAGES)}
+        return case(ranks, value=column)  # NULL for disqualified (and a NULL from_stage)
+
+    def disqualified(column: SQLColumnExpression[str | None]) -> ColumnElement[int]:
+        return case((column == Stage.DISQUALIFIED.value, 1), else_=0)
+
+    sightings = union_all(
+        select(
+            StageChangeRow.lead_id.label("lead_id"),
+            rank(StageChangeRow.to_stage).label("rank"),
+            disqualified(StageChangeRow.to_stage).label("dq"),
+        ),
+        select(
+            StageChangeRow.lead_id,
+            rank(StageChangeRow.from_stage),
+            disqualified(StageChangeRow.from_stage),
+        ),
+        select(LeadRow.lead_id, rank(LeadRow.stage), disqualified(LeadRow.stage)),
+    ).subquery("sightings")
+    per_lead = (
+        select(
+            sightings.c.lead_id,
+            func.coalesce(func.max(sightings.c.rank), 0).label("furthest"),
+            func.max(sightings.c.dq).label("dq"),
+        )
+        .group_by(sightings.c.lead_id)
+        .subquery("per_lead")
+    )
+    return (
+        select(LeadRow.stage, per_lead.c.furthest, per_lead.c.dq, func.count())
+        .join(per_lead, per_lead.c.lead_id == LeadRow.lead_id)
+        .group_by(LeadRow.stage, per_lead.c.furthest, per_lead.c.dq)
+    )

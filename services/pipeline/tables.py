@@ -1,0 +1,158 @@
+"""The pipeline's tables: the current state of each lead, its stage history, its breakdown.
+
+Rows are written only by :func:`services.pipeline.store.record_batch`, which
+keeps them idempotent on the records' identities (``lead_id`` + ``sequence``).
+The migration in ``migrations/versions`` creates exactly this schema; a test
+compares the two on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Explicit constraint names, so later migrations can drop them on both databases."""
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on PostgreSQL (timestamptz) and SQLite (text).
+
+    SQLite keeps no offset, so values come back naive; this puts UTC back,
+    so the API never serves a time without its zone.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware one")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+Position = BigInteger().with_variant(Integer(), "sqlite")
+"""64 bits on PostgreSQL; SQLite autoincrements only an ``INTEGER PRIMARY KEY`` (64 bits anyway)."""
+
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime(), str: String()}
+
+
+class LeadRow(Base):
+    """A lead's current stage and score: what ``GET /v1/leads`` serves.
+
+    Stage and score come from the newest score update (``score_sequence``);
+    until the first one arrives, from the newest stage change (which carries
+    the score at the move), so a lead is never listed without a total. The two
+    sequences are separate counters in scoring; see ``store`` for why.
+    """
+
+    __tablename__ = "leads"
+
+    lead_id: Mapped[str] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    fit: Mapped[float] = mapped_column(Float)
+    engagement: Mapped[float] = mapped_column(Float)
+    total: Mapped[float] = mapped_column(Float)
+    as_of: Mapped[datetime | None] = mapped_column(
+        doc="Latest event time of the score; null until the first score update."
+    )
+    model_version: Mapped[str]
+    score_sequence: Mapped[int | None] = mapped_column(
+        BigInteger, doc="Sequence of the newest score update applied; null before the first."
+    )
+    change_sequence: Mapped[int | None] = mapped_column(
+        BigInteger, doc="Sequence of the newest stage change applied; null before the first."
+    )
+    updated_at: Mapped[datetime]
+
+
+# Serves ORDER BY total DESC, lead_id (the listing and its keyset cursor).
+Index("ix_leads_total_lead_id", LeadRow.total.desc(), LeadRow.lead_id)
+# Serves the same listing filtered by stage, and the funnel's counts per stage.
+Index("ix_leads_stage_total_lead_id", LeadRow.stage, LeadRow.total.desc(), LeadRow.lead_id)
+
+
+class StageChangeRow(Base):
+    """One stage change, recorded once: the history of a lead and the feed for CRMs.
+
+    ``position`` is assigned when the row is recorded and only grows, so a CRM
+    polling ``GET /v1/stage-changes?after=<position>`` sees every change once.
+    """
+
+    __tablename__ = "stage_changes"
+
+    position: Mapped[int] = mapped_column(Position, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    change_id: Mapped[str] = mapped_column(unique=True)
+    from_stage: Mapped[str | None] = mapped_column(String(16))
+    to_stage: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str]
+    trigger_event_id: Mapped[str]
+    occurred_at: Mapped[datetime]
+    fit: Mapped[float] = mapped_column(Float)
+    engagement: Mapped[float] = mapped_column(Float)
+    total: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str]
+    recorded_at: Mapped[datetime]
+
+    # AUTOINCREMENT: SQLite never hands out a position again, even after the newest row is purged.
+    __table_args__ = (UniqueConstraint("lead_id", "sequence"), {"sqlite_autoincrement": True})
+
+
+class ScoreBreakdownRow(Base):
+    """The per-rule breakdown of a lead's newest score update, with the numbers it explains.
+
+    Kept apart from ``leads`` so the listing reads narrow rows; the score is
+    copied here so the explanation always adds up to the total it sits next to.
+    """
+
+    __tablename__ = "score_breakdowns"
+
+    lead_id: Mapped[str] = mapped_column(
+        ForeignKey("leads.lead_id", ondelete="CASCADE"), primary_key=True
+    )
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    fit: Mapped[float] = mapped_column(Float)
+    engagement: Mapped[float] = mapped_column(Float)
+    total: Mapped[float] = mapped_column(Float)
+    as_of: Mapped[datetime]
+    model_version: Mapped[str]
+    breakdown: Mapped[list[dict[str, Any]]] = mapped_column(Document)
+    updated_at: Mapped[datetime]

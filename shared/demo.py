@@ -1,0 +1,96 @@
+"""``leadflow demo``: a synthetic stream through ingest, then the funnel from pipeline.
+
+It talks to the running services over HTTP only, like a marketing platform
+and an ops dashboard would, so what it shows is what they would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from shared.synthetic import synthetic_stream
+
+BATCH = 500
+
+
+def out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+async def post_stream(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
+    for start in range(0, len(events), BATCH):
+        batch = events[start : start + BATCH]
+        for _attempt in range(10):  # 503 means "retry with the same event ids"
+            response = await client.post("/v1/events/batch", json=batch)
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        response.raise_for_status()
+
+
+async def wait_until_scored(
+    client: httpx.AsyncClient, expected: Counter[str], timeout: float
+) -> None:
+    """Until pipeline's score of every lead includes all of the lead's events."""
+    pending = dict(expected)
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} leads not fully scored after {timeout}s")
+        for lead_id, count in list(pending.items()):
+            response = await client.get(f"/v1/leads/{quote(lead_id, safe='@')}/score")
+            if response.status_code == 200 and response.json()["sequence"] >= count:
+                del pending[lead_id]
+        if pending:
+            await asyncio.sleep(0.5)
+
+
+def show_funnel(funnel: dict[str, Any]) -> None:
+    out(f"Funnel ({funnel['total_leads']} leads)")
+    out(f"  {'stage':<13}{'now':>7}{'reached':>9}")
+    for stage in funnel["stages"]:
+        out(f"  {stage['stage']:<13}{stage['current']:>7}{stage['reached']:>9}")
+    for conversion in funnel["conversions"]:
+        rate = conversion["rate"]
+        shown = "-" if rate is None else f"{rate:.0%}"
+        out(f"  {conversion['from_stage']:>11} -> {conversion['to_stage']:<12}{shown:>6}")
+
+
+def show_leads(leads: list[dict[str, Any]]) -> None:
+    out("Top leads")
+    out(f"  {'lead':<34}{'stage':<13}{'fit':>6}{'engagement':>12}{'total':>8}")
+    for lead in leads:
+        out(
+            f"  {lead['lead_id']:<34}{lead['stage']:<13}{lead['fit']:>6.0f}"
+            f"{lead['engagement']:>12.1f}{lead['total']:>8.1f}"
+        )
+
+
+async def run_demo(ingest_url: str, pipeline_url: str, leads: int, seed: int) -> None:
+    run_id = "demo-" + datetime.now(UTC).strftime("%H%M%S")
+    events = list(synthetic_stream(leads=leads, seed=seed, run_id=run_id))
+    per_lead = Counter(e["lead_id"] for e in events)
+    out(f"Posting {len(events)} events for {leads} leads over 6 simulated weeks to {ingest_url}")
+    async with (
+        httpx.AsyncClient(base_url=ingest_url, timeout=60) as ingest,
+        httpx.AsyncClient(base_url=pipeline_url, timeout=30) as pipeline,
+    ):
+        started = time.monotonic()
+        await post_stream(ingest, events)
+        posted = time.monotonic()
+        out(f"  accepted in {posted - started:.1f}s; waiting for pipeline to show every score")
+        await wait_until_scored(pipeline, per_lead, timeout=300)
+        out(f"  all visible in pipeline {time.monotonic() - posted:.1f}s after the last POST")
+        out()
+        show_funnel((await pipeline.get("/v1/funnel")).raise_for_status().json())
+        out()
+        top = (await pipeline.get("/v1/leads", params={"limit": 10})).raise_for_status().json()
+        show_leads(top["items"])

@@ -1,0 +1,72 @@
+"""Records as scoring publishes them, and a whole-database snapshot to compare states."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.events import RuleContribution, Score, ScoreUpdate, Stage, StageChange
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def stage_change(
+    lead_id: str,
+    sequence: int,
+    to_stage: Stage,
+    from_stage: Stage | None = None,
+    *,
+    total: float = 60.0,
+    reason: str = "fit 60 >= 50",
+) -> StageChange:
+    return StageChange(
+        change_id=f"{lead_id}#{sequence}",
+        lead_id=lead_id,
+        sequence=sequence,
+        from_stage=from_stage,
+        to_stage=to_stage,
+        reason=reason,
+        trigger_event_id=f"e-{lead_id}-{sequence}",
+        occurred_at=T0 + timedelta(minutes=sequence),
+        score=Score(fit=total / 2, engagement=total / 2, total=total),
+        model_version="default-1",
+    )
+
+
+def score_update(
+    lead_id: str, sequence: int, total: float, stage: Stage = Stage.LEAD
+) -> ScoreUpdate:
+    fit = round(total * 0.75, 6)
+    return ScoreUpdate(
+        lead_id=lead_id,
+        sequence=sequence,
+        fit=fit,
+        engagement=total - fit,
+        total=total,
+        as_of=T0 + timedelta(minutes=sequence),
+        stage=stage,
+        model_version="default-1",
+        trigger_event_id=f"e-{lead_id}-{sequence}",
+        breakdown=[
+            RuleContribution(rule="industry in [software, saas]", axis="fit", points=fit),
+            RuleContribution(
+                rule="email.clicked", axis="engagement", points=total - fit, count=sequence
+            ),
+        ],
+    )
+
+
+async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> dict[str, list[Any]]:
+    """Every row of every table, in a stable order: equal snapshots mean nothing changed."""
+    orders = {"leads": "lead_id", "stage_changes": "position", "score_breakdowns": "lead_id"}
+    async with sessions() as session:
+        return {
+            table: [
+                tuple(row)
+                for row in await session.execute(text(f"SELECT * FROM {table} ORDER BY {order}"))
+            ]
+            for table, order in orders.items()
+        }

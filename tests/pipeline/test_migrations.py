@@ -1,0 +1,111 @@
+"""The migrations build exactly the schema of tables.py, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+
+from services.pipeline.db import create_engine
+from services.pipeline.migrate import MIGRATION_LOCK_KEY, alembic_config, main, migrate
+from services.pipeline.tables import Base
+from tests.pipeline.conftest import ScratchDatabases
+
+
+def _schema_state(connection: Connection) -> tuple[str | None, list[Any], set[str]]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    tables = set(inspect(connection).get_table_names())
+    return context.get_current_revision(), compare_metadata(context, Base.metadata), tables
+
+
+async def schema_state(url: str) -> tuple[str | None, list[Any], set[str]]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_schema_state)
+    finally:
+        await engine.dispose()
+
+
+def _downgrade(connection: Connection, url: str) -> None:
+    config = alembic_config(url)
+    config.attributes["connection"] = connection
+    command.downgrade(config, "base")
+
+
+async def downgrade_to_base(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_downgrade, url)
+    finally:
+        await engine.dispose()
+
+
+def head() -> str:
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+async def test_upgrade_to_head_builds_the_models_schema(
+    scratch_databases: ScratchDatabases,
+) -> None:
+    url = await scratch_databases.create()
+    # Upgrades at once in one process take turns (alembic's context is process-global).
+    await asyncio.gather(migrate(url), migrate(url))
+    revision, differences, tables = await schema_state(url)
+    assert revision == head()
+    assert differences == []
+    assert {"leads", "stage_changes", "score_breakdowns"} <= tables
+
+    await migrate(url)  # at head already: nothing to do, no error
+    assert (await schema_state(url))[0] == head()
+
+
+async def test_downgrade_and_upgrade_from_the_command_line_and_plain_alembic(
+    scratch_databases: ScratchDatabases,
+) -> None:
+    url = await scratch_databases.create()
+    await migrate(url)
+    await downgrade_to_base(url)
+    revision, _, tables = await schema_state(url)
+    assert revision is None
+    assert not {"leads", "stage_changes", "score_breakdowns"} & tables
+
+    # The CLI runs its own event loop (asyncio.run): give it a thread without one.
+    await asyncio.to_thread(main, ["--database-url", url])
+    assert (await schema_state(url))[:2] == (head(), [])
+
+    # `alembic upgrade head` with no connection handed over: env.py makes its own engine.
+    await downgrade_to_base(url)
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+    assert (await schema_state(url))[:2] == (head(), [])
+
+
+async def test_a_replica_waits_for_another_replicas_upgrade_on_postgresql(
+    scratch_databases: ScratchDatabases,
+) -> None:
+    """Replicas starting together each migrate; the advisory lock makes them take turns."""
+    if scratch_databases.kind != "postgresql":
+        return  # SQLite serves one machine and one pipeline process: nothing to race
+    url = await scratch_databases.create()
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as other_replica:
+            await other_replica.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+            upgrade = asyncio.create_task(migrate(url))
+            done, _ = await asyncio.wait([upgrade], timeout=0.3)
+            assert not done, "the upgrade did not wait for the lock"
+            await other_replica.commit()  # the other replica's transaction ends
+        await asyncio.wait_for(upgrade, timeout=10)
+    finally:
+        await engine.dispose()
+    assert (await schema_state(url))[:2] == (head(), [])
