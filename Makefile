@@ -26,10 +26,10 @@ lint: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not integration" $(PYTEST_ARGS)
 
 integration: install
-	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m integration $(PYTEST_ARGS)
 
 test: lint unit integration
 

@@ -1,0 +1,123 @@
+"""The whole system through HTTP only: events into ingest, stages and scores out of pipeline.
+
+Three real servers on loopback (ingest, scoring with its worker, pipeline
+with its consumer), the real broker, and each database kind: what a
+marketing platform posts must show up in the REST API with the exact
+numbers of the default model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from services.ingest.app import create_app as create_ingest
+from services.ingest.settings import IngestSettings
+from services.pipeline.app import create_app as create_pipeline
+from services.pipeline.settings import PipelineSettings
+from services.scoring.app import create_app as create_scoring
+from services.scoring.settings import ScoringSettings
+from shared.settings import LeadflowSettings
+from tests.pipeline.conftest import ScratchDatabases
+from tests.servers import serving
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+QUALIFIED = {"industry": "saas", "employees": 200, "budget_usd": 20000, "job_level": "vp"}
+DAY = "2026-11-20T10:00:00Z"
+
+
+@dataclass
+class System:
+    ingest: httpx.AsyncClient
+    pipeline: httpx.AsyncClient
+
+
+@pytest.fixture
+async def system(
+    kafka_settings: LeadflowSettings, scratch_databases: ScratchDatabases
+) -> AsyncIterator[System]:
+    """ingest, scoring and pipeline on one broker namespace and a fresh database."""
+    common = kafka_settings.model_dump()
+    database_url = await scratch_databases.create()
+    with ExitStack() as servers:
+        ingest_url = servers.enter_context(serving(create_ingest(IngestSettings(**common))))
+        servers.enter_context(serving(create_scoring(ScoringSettings(**common))))
+        pipeline_settings = PipelineSettings(**common, database_url=database_url)
+        pipeline_url = servers.enter_context(serving(create_pipeline(pipeline_settings)))
+        async with (
+            httpx.AsyncClient(base_url=ingest_url, timeout=30) as ingest,
+            httpx.AsyncClient(base_url=pipeline_url, timeout=30) as pipeline,
+        ):
+            yield System(ingest, pipeline)
+
+
+def event(n: int, kind: str, lead: str, **fields: Any) -> dict[str, Any]:
+    return {"event_id": f"{lead}/{n}", "type": kind, "lead_id": lead, "occurred_at": DAY, **fields}
+
+
+async def lead_when(system: System, lead: str, ok: Any) -> dict[str, Any]:
+    async def fetch() -> httpx.Response:
+        return await system.pipeline.get(f"/v1/leads/{lead}")
+
+    response = await eventually(
+        fetch, lambda r: r.status_code == 200 and ok(r.json()), timeout=60, interval=0.2
+    )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_stages_and_exact_scores_flow_from_ingest_to_the_rest_api(system: System) -> None:
+    ada, bob, cyd = "ada@example.com", "bob@example.com", "cyd@example.com"
+    pricing = {"path": "/pricing"}
+    batch = [
+        event(0, "lead.updated", ada, traits=QUALIFIED),
+        event(1, "form.submitted", ada),
+        event(2, "webinar.attended", ada),
+        *(event(3 + i, "page.viewed", ada, properties=pricing) for i in range(4)),
+        event(0, "lead.updated", bob, traits={"industry": "retail", "employees": 5}),
+        event(1, "email.opened", bob),
+        event(0, "lead.updated", cyd, traits=QUALIFIED),
+        event(1, "demo.requested", cyd),
+    ]
+    accepted = await system.ingest.post("/v1/events/batch", json=batch)
+    assert accepted.status_code == 202
+    # a platform retrying part of the batch changes nothing
+    retried = await system.ingest.post("/v1/events/batch", json=batch[:3])
+    assert retried.status_code == 202
+
+    got = await lead_when(system, ada, lambda lead: lead["stage"] == "opportunity")
+    assert (got["fit"], got["engagement"], got["total"]) == (75, 40, 115)
+    assert got["model_version"] == "default-1"
+    await lead_when(system, bob, lambda lead: lead["engagement"] == 1)
+    await lead_when(system, cyd, lambda lead: lead["stage"] == "opportunity")
+
+    history = (await system.pipeline.get(f"/v1/leads/{ada}/history")).json()["items"]
+    assert [(c["sequence"], c["from_stage"], c["to_stage"]) for c in history] == [
+        (1, None, "prospect"),
+        (2, "prospect", "opportunity"),
+    ]
+    assert history[1]["trigger_event_id"] == f"{ada}/5"  # the third pricing view
+
+    score = (await system.pipeline.get(f"/v1/leads/{ada}/score")).json()
+    assert score["sequence"] == 7  # seven distinct events, the retried three counted once
+    assert sum(r["points"] for r in score["breakdown"] if r["axis"] == "fit") == 75
+    assert sum(r["points"] for r in score["breakdown"] if r["axis"] == "engagement") == 40
+
+    funnel = (await system.pipeline.get("/v1/funnel")).json()
+    current = {s["stage"]: s["current"] for s in funnel["stages"]}
+    assert funnel["total_leads"] == 3
+    assert (current["lead"], current["prospect"], current["opportunity"]) == (1, 0, 2)
+
+    feed = (await system.pipeline.get("/v1/stage-changes", params={"limit": 100})).json()
+    ids = [c["change_id"] for c in feed["items"]]
+    assert len(ids) == len(set(ids)) == 2 + 1 + 2  # ada twice, bob once, cyd twice
+
+    listing = (await system.pipeline.get("/v1/leads", params={"min_score": 100})).json()
+    assert [lead["lead_id"] for lead in listing["items"]] == [ada, cyd]  # 115, then 75 + 30
