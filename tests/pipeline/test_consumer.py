@@ -67,14 +67,14 @@ async def test_redelivered_and_older_records_leave_the_database_unchanged(
         **kafka_settings.model_dump(), database_url=await scratch_databases.create()
     )
     lead = "ada@example.com"
-    first = [
+    first: list[ScoreUpdate | StageChange] = [
         stage_change(lead, 1, Stage.LEAD),
         score_update(lead, 1, 20.0),
         stage_change(lead, 2, Stage.PROSPECT, Stage.LEAD, total=60.0),
         score_update(lead, 2, 60.0, Stage.PROSPECT),
         score_update("marker-1", 1, 1.0),
     ]
-    again = [
+    again: list[ScoreUpdate | StageChange] = [
         stage_change(lead, 2, Stage.PROSPECT, Stage.LEAD, total=60.0),
         stage_change(lead, 1, Stage.LEAD),
         score_update(lead, 1, 20.0),  # older than what the database holds
