@@ -66,10 +66,10 @@ def show_funnel(funnel: dict[str, Any]) -> None:
 
 def show_leads(leads: list[dict[str, Any]]) -> None:
     out("Top leads")
-    out(f"  {'lead':<34}{'stage':<13}{'fit':>6}{'engagement':>12}{'total':>8}")
+    out(f"  {'lead':<40}{'stage':<13}{'fit':>6}{'engagement':>12}{'total':>8}")
     for lead in leads:
         out(
-            f"  {lead['lead_id']:<34}{lead['stage']:<13}{lead['fit']:>6.0f}"
+            f"  {lead['lead_id']:<40}{lead['stage']:<13}{lead['fit']:>6.0f}"
             f"{lead['engagement']:>12.1f}{lead['total']:>8.1f}"
         )
 
@@ -94,3 +94,24 @@ async def run_demo(ingest_url: str, pipeline_url: str, leads: int, seed: int) ->
         out()
         top = (await pipeline.get("/v1/leads", params={"limit": 10})).raise_for_status().json()
         show_leads(top["items"])
+        out()
+        await show_one_stage_change(ingest, pipeline)
+
+
+async def show_one_stage_change(ingest: httpx.AsyncClient, pipeline: httpx.AsyncClient) -> None:
+    """One prospect requests a demo: how long until the REST API shows it as an opportunity."""
+    prospects = (await pipeline.get("/v1/leads", params={"stage": "prospect", "limit": 1})).json()
+    if not prospects["items"]:
+        return
+    lead_id = prospects["items"][0]["lead_id"]
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    event = {"type": "demo.requested", "lead_id": lead_id, "occurred_at": now}
+    (await ingest.post("/v1/events", json=event)).raise_for_status()
+    posted = time.monotonic()
+    path = f"/v1/leads/{quote(lead_id, safe='@')}"
+    while (await pipeline.get(path)).json()["stage"] != "opportunity":
+        if time.monotonic() - posted > 60:
+            raise TimeoutError(f"{lead_id} did not become an opportunity in 60s")
+        await asyncio.sleep(0.01)
+    elapsed = (time.monotonic() - posted) * 1000
+    out(f"{lead_id} requested a demo: opportunity in the REST API {elapsed:.0f} ms after the 202")
