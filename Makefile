@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration lint demo bench clean
+.PHONY: install run test unit integration faults lint demo bench clean
 
 install: $(VENV)/.installed
 
@@ -26,12 +26,15 @@ lint: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not integration and not faults" $(PYTEST_ARGS)
 
 integration: install
-	$(BIN)/pytest -q -m integration $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "integration and not faults" $(PYTEST_ARGS)
 
-test: lint unit integration
+faults: install
+	$(BIN)/pytest -q -m faults $(PYTEST_ARGS)
+
+test: lint unit integration faults
 
 clean:
 	rm -rf .leadflow .pytest_cache .mypy_cache .ruff_cache

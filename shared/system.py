@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from shared.broker import LocalKafka, create_topics
+from shared.processes import ServiceProcess
 from shared.settings import LeadflowSettings
 
 COLOURS = {"kafka": "90", "ingest": "36", "scoring": "35", "pipeline": "33", "leadflow": "1"}
@@ -32,41 +30,14 @@ def say(source: str, line: str) -> None:
     sys.stdout.flush()
 
 
-def _relay(source: str, stream: IO[bytes]) -> None:
-    for raw in iter(stream.readline, b""):
-        say(source, raw.decode(errors="replace"))
-
-
-@dataclass
-class ServiceProcess:
-    name: str
-    process: subprocess.Popen[bytes]
-
-
-def start_service(name: str, env: Mapping[str, str]) -> ServiceProcess:
-    process = subprocess.Popen(
-        [sys.executable, "-m", f"services.{name}"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    threading.Thread(target=_relay, args=(name, process.stdout), daemon=True).start()
-    return ServiceProcess(name, process)
-
-
-def stop_services(services: Sequence[ServiceProcess], timeout: float = 20.0) -> None:
+def stop_services(services: Sequence[ServiceProcess]) -> None:
+    """Services first and all at once (SIGTERM), so each drains while the others do."""
     for service in services:
-        if service.process.poll() is None:
+        if service.running:
+            assert service.process is not None
             service.process.send_signal(signal.SIGTERM)
     for service in services:
-        try:
-            service.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            say("leadflow", f"{service.name} did not stop in {timeout}s; killing it")
-            service.process.kill()
-            service.process.wait()
+        service.stop()
 
 
 def run_system(data_dir: Path, services: Sequence[str], partitions: int = 3) -> int:
@@ -96,12 +67,12 @@ def run_system(data_dir: Path, services: Sequence[str], partitions: int = 3) -> 
                 "LEADFLOW_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'leadflow.db'}"
             ),
         }
-        running = [start_service(name, env) for name in services]
+        running = [ServiceProcess(name, env, sink=say).start() for name in services]
         while not stop.wait(0.5):
-            dead = [s for s in running if s.process.poll() is not None]
+            dead = [s for s in running if not s.running]
             if dead:
                 for service in dead:
-                    say("leadflow", f"{service.name} exited with {service.process.returncode}")
+                    say("leadflow", f"{service.name} exited with {service.returncode}")
                 status = 1
                 break
     finally:
