@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from services.scoring import changelog, metrics
@@ -72,6 +73,8 @@ class ScoringWorker:
         )
         self.partitions: dict[TopicPartition, PartitionScorer] = {}
         self._lock = asyncio.Lock()
+        self._broken: set[TopicPartition] = set()
+        self._retry_at = 0.0
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -82,6 +85,7 @@ class ScoringWorker:
         self.started.set()
         try:
             while not self._stopping.is_set():
+                await self._retry_broken()
                 batches = await self.consumer.getmany(
                     timeout_ms=200, max_records=self.settings.scoring_batch_records
                 )
@@ -90,7 +94,7 @@ class ScoringWorker:
                         *(
                             self._process(self.partitions[tp], records)
                             for tp, records in batches.items()
-                            if tp in self.partitions  # revoked since the fetch: not ours
+                            if tp in self.partitions  # revoked or broken since the fetch
                         )
                     )
         finally:
@@ -115,11 +119,38 @@ class ScoringWorker:
         async with self._lock:
             for tp in assigned:
                 if tp not in self.partitions:
-                    await self._take(tp)
+                    await self._take_or_defer(tp)
 
     async def release(self, revoked: Iterable[TopicPartition]) -> None:
         async with self._lock:
+            revoked = list(revoked)
+            self._broken.difference_update(revoked)
             await self._release(revoked)
+
+    async def _take_or_defer(self, tp: TopicPartition) -> None:
+        """Take ``tp``; if Kafka fails us now, pause it and try again later."""
+        try:
+            await self._take(tp)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("cannot take %s yet (%r); will retry", tp, exc)
+            self._broken.add(tp)
+            self.consumer.pause(tp)
+        else:
+            self._broken.discard(tp)
+            self.consumer.resume(tp)
+
+    async def _retry_broken(self) -> None:
+        """Partitions whose transaction failed (e.g. the broker restarted) are taken again."""
+        if not self._broken or time.monotonic() < self._retry_at:
+            return
+        async with self._lock:
+            assigned = self.consumer.assignment()
+            for tp in list(self._broken):
+                if tp in assigned:
+                    await self._take_or_defer(tp)
+                else:
+                    self._broken.discard(tp)
+        self._retry_at = time.monotonic() + 1.0
 
     async def _take(self, tp: TopicPartition) -> None:
         """Fence the previous owner, restore the state, resume after the last applied offset."""
@@ -129,9 +160,13 @@ class ScoringWorker:
             name=f"scoring-{tp.partition}",
             transactional_id=f"{group}.{topic}.{tp.partition}",
         )
-        await producer.start()  # InitProducerId: aborts and fences the old owner
-        with metrics.RESTORE_SECONDS.time():
-            state = await changelog.restore(self.settings, tp.partition)
+        try:
+            await producer.start()  # InitProducerId: aborts and fences the old owner
+            with metrics.RESTORE_SECONDS.time():
+                state = await changelog.restore(self.settings, tp.partition)
+        except BaseException:
+            await _close_quietly(producer)
+            raise
         # every transaction records its offset, so no state means nothing was ever applied
         if state.applied_offset >= 0:
             self.consumer.seek(tp, state.applied_offset + 1)
@@ -162,14 +197,14 @@ class ScoringWorker:
         try:
             with metrics.TRANSACTION_SECONDS.time():
                 await self._commit(scorer, batch)
-        except ProducerFenced:
-            log.warning("%s fenced by a newer owner; dropping it", scorer.tp)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # Aborted, or unknown: drop the in-memory state and take the partition again from
+            # the changelog. Fenced means another worker took it: our membership is stale, the
+            # coming rebalance revokes it from us (and removes it from the retry set).
+            log.warning("transaction on %s failed (%r); restoring the partition", scorer.tp, exc)
+            self.consumer.pause(scorer.tp)
             await self._release([scorer.tp])
-            return
-        except KafkaError:
-            log.exception("transaction on %s failed; restoring the partition", scorer.tp)
-            await self._release([scorer.tp])
-            await self._take(scorer.tp)
+            self._broken.add(scorer.tp)
             return
         scorer.state.leads.update(batch.leads)
         scorer.state.applied_offset = batch.applied_offset

@@ -1,0 +1,78 @@
+"""The reference every fault test compares with: the pure model over the accepted events.
+
+Whatever crashed or restarted, the scores and stage changes the system ends
+with must equal what :func:`services.scoring.scoring.apply_event` gives when
+folded over each lead's acknowledged events in the order they were posted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.scoring.lead import LeadState
+from services.scoring.model import ScoringModel, load_model
+from services.scoring.scoring import apply_event
+from shared.events import Event, ScoreUpdate, StageChange
+
+
+@dataclass
+class Expected:
+    """One lead's final score and every stage change it went through."""
+
+    score: ScoreUpdate
+    changes: list[StageChange] = field(default_factory=list)
+
+
+def reference(
+    events: Iterable[Event | Mapping[str, Any]], model: ScoringModel | None = None
+) -> dict[str, Expected]:
+    model = model or load_model()
+    states: dict[str, LeadState | None] = defaultdict(lambda: None)
+    expected: dict[str, Expected] = {}
+    for item in events:
+        event = item if isinstance(item, Event) else Event.model_validate(item)
+        outcome = apply_event(states[event.lead_id], event, model)
+        if outcome.skipped is not None or outcome.score_update is None:
+            continue
+        states[event.lead_id] = outcome.state
+        lead = expected.setdefault(event.lead_id, Expected(outcome.score_update))
+        lead.score = outcome.score_update
+        if outcome.stage_change is not None:
+            lead.changes.append(outcome.stage_change)
+    return expected
+
+
+def score_mismatches(
+    expected: Mapping[str, Expected],
+    leads: Mapping[str, Mapping[str, Any]],
+    tolerance: float = 1e-6,
+) -> list[str]:
+    """Leads whose served stage or score differs from the reference (empty: all equal)."""
+    problems = [f"{lead}: missing" for lead in expected if lead not in leads]
+    problems += [f"{lead}: not in the reference" for lead in leads if lead not in expected]
+    for lead_id, want in expected.items():
+        got = leads.get(lead_id)
+        if got is None:
+            continue
+        score = want.score
+        if got["stage"] != score.stage.value:
+            problems.append(f"{lead_id}: stage {got['stage']} != {score.stage.value}")
+        for axis in ("fit", "engagement", "total"):
+            if abs(got[axis] - getattr(score, axis)) > tolerance:
+                problems.append(f"{lead_id}: {axis} {got[axis]} != {getattr(score, axis)}")
+    return problems
+
+
+def change_sequence_problems(changes: Sequence[StageChange]) -> list[str]:
+    """Per lead, sequences must run 1, 2, 3... with no gap and no duplicate."""
+    by_lead: dict[str, list[int]] = defaultdict(list)
+    for change in changes:
+        by_lead[change.lead_id].append(change.sequence)
+    return [
+        f"{lead}: sequences {seqs}"
+        for lead, seqs in by_lead.items()
+        if seqs != list(range(1, len(seqs) + 1))
+    ]
