@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import operator
+from functools import partial
 
 import pytest
 
@@ -32,9 +34,8 @@ async def test_scoring_killed_repeatedly_while_events_flow(deployment: Deploymen
     try:
         posting = asyncio.create_task(platform.post_all(events, batch_size=250, pause=0.05))
         for share in (0.25, 0.5, 0.75):
-            progress = await eventually(
-                deployment.scored, lambda n, s=share: n >= s * len(events), timeout=180
-            )
+            reached = partial(operator.le, share * len(events))  # share * len <= scored
+            progress = await eventually(deployment.scored, reached, timeout=180)
             scoring.kill()
             kills.append(progress)
             deployment.restart(scoring)
