@@ -20,10 +20,11 @@ from shared.events import Event, ScoreUpdate, StageChange
 
 @dataclass
 class Expected:
-    """One lead's final score and every stage change it went through."""
+    """One lead's final score, every stage change it went through, the events it counted."""
 
     score: ScoreUpdate
     changes: list[StageChange] = field(default_factory=list)
+    counted: set[str] = field(default_factory=set)
 
 
 def reference(
@@ -40,6 +41,7 @@ def reference(
         states[event.lead_id] = outcome.state
         lead = expected.setdefault(event.lead_id, Expected(outcome.score_update))
         lead.score = outcome.score_update
+        lead.counted.add(event.event_id)
         if outcome.stage_change is not None:
             lead.changes.append(outcome.stage_change)
     return expected
