@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.broker import LocalKafka
 from tests.faults.deployment import Deployment
+from tests.postgres import EmbeddedPostgres
 
 
 @pytest.fixture
@@ -20,3 +23,15 @@ async def deployment(kafka: LocalKafka, tmp_path: Path) -> AsyncIterator[Deploym
         yield deployed
     finally:
         deployed.stop_all()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of the test's own, which it may stop and start."""
+    root = Path(tempfile.mkdtemp(prefix="leadflow-pg-", dir="/tmp"))
+    server = EmbeddedPostgres(root)
+    try:
+        yield server
+    finally:
+        server.remove()
+        shutil.rmtree(root, ignore_errors=True)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -75,17 +72,6 @@ async def test_broker_restart_while_clients_post(tmp_path: Path) -> None:
             await platform.close()
         deployment.stop_all()
         kafka.stop()
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[EmbeddedPostgres]:
-    root = Path(tempfile.mkdtemp(prefix="leadflow-pg-outage-", dir="/tmp"))
-    server = EmbeddedPostgres(root)
-    try:
-        yield server
-    finally:
-        server.remove()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_database_outage_under_the_pipeline(
