@@ -240,16 +240,20 @@ async def wait_until_ready(bootstrap_servers: str, timeout: float = 60.0) -> Non
 
 
 async def create_topics(
-    bootstrap_servers: str, topics: Topics, partitions: int = 3, timeout: float = 60.0
+    bootstrap_servers: str,
+    topics: Topics,
+    partitions: int = 3,
+    timeout: float = 60.0,
+    replication_factor: int = 1,
 ) -> None:
-    """Create the topics of DESIGN section 3; ones that exist already are left alone."""
+    """Create leadflow's topics; ones that exist already are left alone (not altered)."""
     await wait_until_ready(bootstrap_servers, timeout)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(spec.name, partitions, 1, topic_configs=spec.config)
+            NewTopic(spec.name, partitions, replication_factor, topic_configs=spec.config)
             for spec in topics.specs()
             if spec.name not in existing
         ]

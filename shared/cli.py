@@ -38,7 +38,14 @@ def _kafka(args: argparse.Namespace) -> int:
 def _topics(args: argparse.Namespace) -> int:
     """Create the topics on an existing cluster (LEADFLOW_KAFKA_BOOTSTRAP_SERVERS)."""
     settings = LeadflowSettings()
-    asyncio.run(create_topics(settings.kafka_bootstrap_servers, settings.topics, args.partitions))
+    asyncio.run(
+        create_topics(
+            settings.kafka_bootstrap_servers,
+            settings.topics,
+            args.partitions,
+            replication_factor=args.replication_factor,
+        )
+    )
     return 0
 
 
@@ -81,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = commands.add_parser("topics", help="create the topics on an existing cluster")
     topics.add_argument("--partitions", type=int, default=3)
+    topics.add_argument(
+        "--replication-factor", type=int, default=1, help="3 on a production cluster"
+    )
     topics.set_defaults(handler=_topics)
 
     demo = commands.add_parser("demo", help="post a synthetic stream, show the funnel")

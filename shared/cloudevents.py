@@ -11,11 +11,19 @@ round trip through :func:`to_cloudevent` is lossless.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
 
-from shared.events import Event, EventIn, format_time
+from shared.events import (
+    Attributes,
+    Event,
+    EventIn,
+    EventType,
+    Identifier,
+    UtcTime,
+    format_time,
+)
 
 SPECVERSION = "1.0"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -23,46 +31,62 @@ BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 HEADER_PREFIX = "ce-"
 
 
+class CloudEventData(BaseModel):
+    """``data``: ``traits``, and ``properties`` or else every other key as the properties."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        # the other keys become property names when there is no "properties" key
+        json_schema_extra={"propertyNames": {"minLength": 1, "maxLength": 256}},
+    )
+
+    traits: Attributes = Field(default_factory=dict)
+    properties: Attributes | None = None
+
+    def split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(properties, traits)`` of the native envelope."""
+        if self.properties is not None:
+            return dict(self.properties), dict(self.traits)
+        return dict(self.model_extra or {}), dict(self.traits)
+
+
 class CloudEventIn(BaseModel):
-    """The CloudEvents attributes leadflow reads; extension attributes are ignored."""
+    """The CloudEvents attributes leadflow reads, with the native envelope's rules;
+    extension attributes are ignored."""
 
     model_config = ConfigDict(extra="allow")
 
-    specversion: str = Field(pattern=r"^1\.0$")
-    id: str | None = None
-    type: str
-    source: str
-    subject: str = Field(description="The lead_id.")
-    time: str | None = Field(default=None, description="Required by leadflow: occurred_at.")
+    specversion: Literal["1.0"]
+    id: Identifier | None = Field(default=None, description="The event_id; assigned when null.")
+    type: EventType
+    source: Annotated[str, StringConstraints(max_length=256)]
+    subject: Identifier = Field(description="The lead_id.")
+    time: UtcTime = Field(description="occurred_at: optional in CloudEvents, required here.")
     datacontenttype: str | None = None
-    data: JsonValue = None
+    data: CloudEventData | None = None
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_is_an_object(cls, value: object) -> object:
+        if value is not None and not isinstance(value, Mapping | CloudEventData):
+            raise ValueError("data must be a JSON object")
+        return value
 
 
 def is_cloudevent(item: object) -> bool:
     return isinstance(item, Mapping) and "specversion" in item
 
 
-def _split_data(data: JsonValue) -> tuple[dict[str, Any], dict[str, Any]]:
-    if data is None:
-        return {}, {}
-    if not isinstance(data, dict):
-        raise ValueError("data must be a JSON object")
-    traits = data.get("traits", {})
-    if "properties" in data:
-        properties = data["properties"]
-    else:
-        properties = {k: v for k, v in data.items() if k != "traits"}
-    return properties, traits  # type: ignore[return-value]
-
-
 def native_fields(cloudevent: Mapping[str, Any]) -> dict[str, Any]:
-    """The native envelope fields of a structured CloudEvent, before validation.
+    """The native envelope fields of a structured CloudEvent.
 
-    Field errors are then reported by :class:`EventIn` under native names;
-    :data:`CE_FIELD_NAMES` translates them back for the client.
+    :class:`CloudEventIn` applies the envelope's rules, so field errors name
+    CloudEvents attributes. What only the whole event can check (the size of
+    properties and traits) is left to :class:`EventIn`, whose errors
+    :data:`CE_FIELD_NAMES` translates back for the client.
     """
     ce = CloudEventIn.model_validate(cloudevent)
-    properties, traits = _split_data(ce.data)
+    properties, traits = ce.data.split() if ce.data is not None else ({}, {})
     fields: dict[str, Any] = {
         "type": ce.type,
         "lead_id": ce.subject,

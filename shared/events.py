@@ -39,6 +39,18 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
+IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+"""What :data:`Identifier` accepts, for JSON Schema: no control characters, not blank."""
+
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt]"
+    r"[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+"""The shape of an RFC 3339 date-time (leap seconds excluded: Python cannot represent them)."""
+
+_RFC3339 = re.compile(RFC3339_PATTERN)
+
 
 def _no_control_chars(value: str) -> str:
     if _CONTROL_CHARS.search(value):
@@ -47,14 +59,18 @@ def _no_control_chars(value: str) -> str:
 
 
 def _text_or_datetime(value: object) -> object:
-    """Numbers are refused: seconds or milliseconds since the epoch would be a guess."""
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 date-time string with a UTC offset")
-    return value
+    """Numbers are refused, in strings too: seconds or milliseconds since the epoch would be a
+    guess, and so would the other shapes pydantic would parse (``+0100``, a space for ``T``)."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time string with a UTC offset")
 
 
 def _utc(value: datetime) -> datetime:
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00, 9999-12-31T23:00:00-02:00
+        raise ValueError("is out of range once converted to UTC") from None
     if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
         raise ValueError("is more than one day in the future")
     return value
@@ -70,6 +86,7 @@ Identifier = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
     AfterValidator(_no_control_chars),
+    Field(json_schema_extra={"pattern": IDENTIFIER_PATTERN}),
 ]
 EventType = Annotated[
     str,
@@ -80,6 +97,7 @@ UtcTime = Annotated[
     BeforeValidator(_text_or_datetime),
     AfterValidator(_utc),
     PlainSerializer(format_time, return_type=str, when_used="json"),
+    Field(json_schema_extra={"pattern": RFC3339_PATTERN}),
 ]
 Attributes = dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], JsonValue]
 
