@@ -6,9 +6,11 @@ auto-commit, read_uncommitted), so the safe settings live here once.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from shared.settings import LeadflowSettings
 
@@ -62,3 +64,13 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def reachable(consumer: AIOKafkaConsumer, timeout: float = 2.0) -> bool:
+    """Kafka answers a metadata request now: readiness, not just "it did once"."""
+    try:
+        async with asyncio.timeout(timeout):
+            await consumer.topics()
+            return True
+    except (KafkaError, TimeoutError, OSError):
+        return False

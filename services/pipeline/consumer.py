@@ -25,7 +25,7 @@ from services.pipeline.db import Database
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import record_batch
 from shared.events import ScoreUpdate, StageChange
-from shared.kafka import make_consumer
+from shared.kafka import make_consumer, reachable
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,4 @@ class PipelineConsumer:
         return changes, updates
 
     async def kafka_reachable(self) -> bool:
-        try:
-            async with asyncio.timeout(2):
-                await self.consumer.topics()
-                return True
-        except (KafkaError, TimeoutError, OSError):
-            return False
+        return await reachable(self.consumer)

@@ -31,7 +31,7 @@ from services.scoring.model import ScoringModel
 from services.scoring.scoring import DomainError, apply_event
 from services.scoring.settings import ScoringSettings
 from shared.events import Event
-from shared.kafka import encode_key, make_consumer, make_producer
+from shared.kafka import encode_key, make_consumer, make_producer, reachable
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,7 @@ class ScoringWorker:
         self._stopping.set()
 
     async def kafka_reachable(self) -> bool:
-        try:
-            async with asyncio.timeout(2):
-                await self.consumer.topics()
-                return True
-        except (KafkaError, TimeoutError, OSError):
-            return False
+        return await reachable(self.consumer)
 
     # --- partitions come and go -------------------------------------------------
 
