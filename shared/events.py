@@ -39,6 +39,9 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
+NO_CONTROL_CHARS_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+"""What :func:`no_control_chars` accepts, for JSON Schema."""
+
 IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 """What :data:`Identifier` accepts, for JSON Schema: no control characters, not blank."""
 
@@ -52,7 +55,8 @@ RFC3339_PATTERN = (
 _RFC3339 = re.compile(RFC3339_PATTERN)
 
 
-def _no_control_chars(value: str) -> str:
+def no_control_chars(value: str) -> str:
+    """``value``, or ValueError: ids are printable (and PostgreSQL text cannot hold NUL)."""
     if _CONTROL_CHARS.search(value):
         raise ValueError("must not contain control characters")
     return value
@@ -85,7 +89,7 @@ def format_time(value: datetime) -> str:
 Identifier = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
-    AfterValidator(_no_control_chars),
+    AfterValidator(no_control_chars),
     Field(json_schema_extra={"pattern": IDENTIFIER_PATTERN}),
 ]
 EventType = Annotated[

@@ -11,14 +11,18 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
 
 
+class Health(BaseModel):
+    status: str = Field(description='"ok", or "broken" with a 503.')
+
+
 class Readiness(BaseModel):
-    status: str
-    checks: dict[str, bool]
+    status: str = Field(description='"ready", or "not ready" with a 503.')
+    checks: dict[str, bool] = Field(description="Each dependency, and whether it answers.")
 
 
 def probes_router(
@@ -31,18 +35,18 @@ def probes_router(
     @router.get(
         "/healthz",
         summary="The process is alive",
-        responses={503: {"description": "Broken beyond repair: restart it"}},
+        responses={503: {"model": Health, "description": "Broken beyond repair: restart it"}},
     )
-    async def healthz(response: Response) -> dict[str, str]:
+    async def healthz(response: Response) -> Health:
         if not liveness():
             response.status_code = 503
-            return {"status": "broken"}
-        return {"status": "ok"}
+            return Health(status="broken")
+        return Health(status="ok")
 
     @router.get(
         "/readyz",
         summary="Every dependency answers",
-        responses={503: {"description": "A dependency does not answer"}},
+        responses={503: {"model": Readiness, "description": "A dependency does not answer"}},
     )
     async def readyz(response: Response) -> Readiness:
         checks = dict(await readiness())
@@ -50,7 +54,17 @@ def probes_router(
         response.status_code = 200 if ready else 503
         return Readiness(status="ready" if ready else "not ready", checks=checks)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

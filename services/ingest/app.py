@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.ingest import metrics
 from services.ingest.decoding import (
@@ -29,8 +29,33 @@ ApiKeyDep = Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key", auto_er
 
 
 class Accepted(BaseModel):
-    accepted: int
-    event_ids: list[str]
+    """Kafka has every one of these events (written with acks=all)."""
+
+    accepted: int = Field(ge=1, description="How many events were accepted.")
+    event_ids: list[str] = Field(description="Their event_ids, in order; missing ones assigned.")
+
+
+class Problem(BaseModel):
+    """What is wrong with the request, or why it cannot be served now."""
+
+    detail: str = Field(min_length=1)
+
+
+class FieldError(BaseModel):
+    """One invalid field, in FastAPI's shape."""
+
+    loc: list[str | int] = Field(
+        min_length=1,
+        description='Where: "body", then the item\'s index in a batch, then the field.',
+    )
+    msg: str = Field(min_length=1, description="What is wrong with it.")
+    type: str = Field(min_length=1, description="The kind of error (missing, json_invalid...).")
+
+
+class InvalidRequest(BaseModel):
+    """The events are refused, all of them; one entry per bad field."""
+
+    detail: list[FieldError] = Field(min_length=1)
 
 
 class BodyTooLarge(Exception):
@@ -52,20 +77,58 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _request_body(schema: dict[str, Any], *content_types: str) -> dict[str, Any]:
-    content = {kind: {"schema": schema} for kind in content_types}
-    return {"requestBody": {"required": True, "content": content}}
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-_EVENT_SCHEMA = {"$ref": "#/components/schemas/EventIn"}
-_CLOUDEVENT_SCHEMA = {"$ref": "#/components/schemas/CloudEventIn"}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or unknown API key"},
-    413: {"description": "Body larger than the limit"},
-    415: {"description": "Unsupported content type"},
-    422: {"description": "Invalid events, each error names the item and field"},
-    503: {"description": "Kafka did not confirm the write; retry with the same event_id"},
-}
+_EVENT = {"anyOf": [_json_schema(EventIn), _json_schema(cloudevents.CloudEventIn)]}
+_CLOUDEVENT = _json_schema(cloudevents.CloudEventIn)
+
+
+def _request_body(content: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    media = {kind: {"schema": schema} for kind, schema in content.items()}
+    return {"requestBody": {"required": True, "content": media}}
+
+
+def _batch_of(item: dict[str, Any], max_events: int) -> dict[str, Any]:
+    return {"type": "array", "items": item, "minItems": 1, "maxItems": max_events}
+
+
+def _responses(settings: IngestSettings) -> dict[int | str, dict[str, Any]]:
+    """Every answer but the 202, with its body: FastAPI's ``{"detail": ...}`` shape."""
+    return {
+        401: {
+            "model": Problem,
+            "description": "API keys are configured and X-API-Key is missing or unknown",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        },
+        413: {
+            "model": Problem,
+            "description": f"The body is larger than {settings.max_body_bytes} bytes",
+        },
+        415: {"model": Problem, "description": "Unsupported content type"},
+        422: {
+            "model": InvalidRequest,
+            "description": "Invalid JSON or events; each error names the item and field",
+        },
+        503: {
+            "model": Problem,
+            "description": "Kafka did not confirm the write; retry with the same event_ids",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            },
+        },
+    }
+
+
+_BINARY_MODE = (
+    "A CloudEvent in binary mode is also accepted as `application/json`: its attributes in "
+    "`ce-*` headers (`ce-specversion: 1.0`, `ce-id`, `ce-type`, `ce-source`, `ce-subject`, "
+    "`ce-time`), the body its `data` (a JSON object)."
+)
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -93,7 +156,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def require_api_key(key: ApiKeyDep) -> None:
         if not settings.api_keys:
             return
-        if key is None or not any(secrets.compare_digest(key, k) for k in settings.api_keys):
+        # Bytes: compare_digest refuses str with non-ASCII characters, and headers may hold any.
+        given = None if key is None else key.encode()
+        if given is None or not any(
+            secrets.compare_digest(given, k.encode()) for k in settings.api_keys
+        ):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "a valid API key is required in the X-API-Key header",
@@ -106,16 +173,17 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         metrics.EVENTS_ACCEPTED.labels(endpoint).inc(len(events))
         return Accepted(accepted=len(events), event_ids=[e.event_id for e in events])
 
+    responses = _responses(settings)
+
     @app.post(
         "/v1/events",
         status_code=status.HTTP_202_ACCEPTED,
         dependencies=[Depends(require_api_key)],
-        responses=_ERRORS,
+        responses=responses,
         summary="Post one event (native JSON or a CloudEvent, structured or binary mode)",
+        description=_BINARY_MODE,
         openapi_extra=_request_body(
-            {"anyOf": [_EVENT_SCHEMA, _CLOUDEVENT_SCHEMA]},
-            "application/json",
-            cloudevents.STRUCTURED_CONTENT_TYPE,
+            {"application/json": _EVENT, cloudevents.STRUCTURED_CONTENT_TYPE: _CLOUDEVENT}
         ),
     )
     async def post_event(request: Request) -> Accepted:
@@ -123,16 +191,30 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         event = decode_single(request.headers.get("content-type"), request.headers, body)
         return await accept([event], "single")
 
+    batch = _batch_of(_EVENT, settings.max_batch_events)
+
     @app.post(
         "/v1/events/batch",
         status_code=status.HTTP_202_ACCEPTED,
         dependencies=[Depends(require_api_key)],
-        responses=_ERRORS,
-        summary="Post up to 1000 events at once: all are accepted, or none",
+        responses=responses,
+        summary=f"Post up to {settings.max_batch_events} events at once: all are accepted, or none",
+        description='A JSON array of events, or `{"events": [...]}`.',
         openapi_extra=_request_body(
-            {"type": "array", "items": {"anyOf": [_EVENT_SCHEMA, _CLOUDEVENT_SCHEMA]}},
-            "application/json",
-            cloudevents.BATCH_CONTENT_TYPE,
+            {
+                "application/json": {
+                    "anyOf": [
+                        batch,
+                        {
+                            "type": "object",
+                            "properties": {"events": batch},
+                            "required": ["events"],
+                            "additionalProperties": False,
+                        },
+                    ]
+                },
+                cloudevents.BATCH_CONTENT_TYPE: _batch_of(_CLOUDEVENT, settings.max_batch_events),
+            }
         ),
     )
     async def post_batch(request: Request) -> Accepted:

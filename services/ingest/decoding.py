@@ -75,8 +75,6 @@ def decode_item(item: Any, prefix: Sequence[str | int] = ()) -> EventIn:
             fields = cloudevents.native_fields(item)
         except ValidationError as exc:
             raise InvalidEvents(_validation_errors(exc, prefix, {})) from exc
-        except ValueError as exc:
-            raise InvalidEvents([_error([*prefix, "data"], str(exc), "value_error")]) from exc
     try:
         return EventIn.model_validate(fields)
     except ValidationError as exc:

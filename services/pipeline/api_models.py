@@ -19,6 +19,12 @@ Timestamp = Annotated[
 """An aware time served as RFC 3339 with a Z, like the Kafka records."""
 
 
+class Problem(BaseModel):
+    """What is wrong with the request: FastAPI's ``{"detail": "..."}``."""
+
+    detail: str = Field(min_length=1)
+
+
 class Lead(BaseModel):
     """A lead's current stage and score."""
 

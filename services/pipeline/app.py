@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import store
@@ -25,6 +26,7 @@ from services.pipeline.api_models import (
     Funnel,
     Lead,
     LeadPage,
+    Problem,
     ScoreBreakdown,
     StageChangeFeed,
     StageHistory,
@@ -34,7 +36,7 @@ from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from shared.background import BackgroundLoop
-from shared.events import Stage
+from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
 from shared.probes import probes_router
 
 
@@ -60,7 +62,30 @@ async def get_session(
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
-_UNKNOWN_LEAD: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown lead"}}
+_UNKNOWN_LEAD: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "Unknown lead"}
+}
+
+LeadId = Annotated[
+    str,
+    AfterValidator(no_control_chars),
+    Path(
+        description=(
+            "The lead's id, as events name it (often an email). `@` and `/` may stay as they "
+            "are; percent-encode `?`, `#`, `%` and spaces. Control characters are refused."
+        ),
+        json_schema_extra={"pattern": NO_CONTROL_CHARS_PATTERN},
+        openapi_examples={
+            "email": {"summary": "An email", "value": "ada@example.com"},
+            "slashes": {"summary": "An id with slashes", "value": "org/7/ada@x.io"},
+        },
+    ),
+]
+"""A lead id in a path. Ids come from events, which never hold control characters; refusing
+them here also keeps NUL away from PostgreSQL, whose text cannot hold it."""
+
+MAX_POSITION = 2**63 - 1
+"""Feed positions are 64-bit integers in both databases."""
 
 
 def _unknown_lead(lead_id: str) -> HTTPException:
@@ -158,7 +183,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
     )
-    async def lead_history(lead_id: str, session: SessionDep) -> StageHistory:
+    async def lead_history(lead_id: LeadId, session: SessionDep) -> StageHistory:
         found = await store.history(session, lead_id)
         if found is None:
             raise _unknown_lead(lead_id)
@@ -167,10 +192,12 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     @app.get(
         "/v1/leads/{lead_id:path}/score",
         summary="The lead's newest score, rule by rule",
-        responses={404: {"description": "Unknown lead, or no score update recorded yet"}},
+        responses={
+            404: {"model": Problem, "description": "Unknown lead, or no score update recorded yet"}
+        },
         tags=["leads"],
     )
-    async def lead_score(lead_id: str, session: SessionDep) -> ScoreBreakdown:
+    async def lead_score(lead_id: LeadId, session: SessionDep) -> ScoreBreakdown:
         found = await store.breakdown(session, lead_id)
         if found is not None:
             return found
@@ -187,7 +214,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
     )
-    async def get_lead(lead_id: str, session: SessionDep) -> Lead:
+    async def get_lead(lead_id: LeadId, session: SessionDep) -> Lead:
         found = await store.get_lead(session, lead_id)
         if found is None:
             raise _unknown_lead(lead_id)
@@ -210,7 +237,12 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     async def stage_changes(
         session: SessionDep,
         after: Annotated[
-            int, Query(ge=0, description="next_after of the previous poll; 0 from the start.")
+            int,
+            Query(
+                ge=0,
+                le=MAX_POSITION,
+                description="next_after of the previous poll; 0 from the start.",
+            ),
         ] = 0,
         limit: Limit = settings.page_size_default,
     ) -> StageChangeFeed:

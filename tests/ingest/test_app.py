@@ -40,6 +40,9 @@ async def test_a_missing_or_wrong_api_key_is_401(client: httpx.AsyncClient) -> N
     wrong = await client.post("/v1/events", json=EVENT, headers={"X-API-Key": "nope"})
     assert wrong.status_code == 401
     assert "X-API-Key" in wrong.json()["detail"]
+    # a key that is not ASCII is just as wrong (compare_digest refuses non-ASCII str: was a 500)
+    latin = await client.post("/v1/events", json=EVENT, headers={b"X-API-Key": b"k-\xe9"})
+    assert latin.status_code == 401
 
 
 async def test_invalid_events_are_422_with_fields(client: httpx.AsyncClient) -> None:

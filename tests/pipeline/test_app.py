@@ -214,6 +214,23 @@ async def test_the_stage_change_feed(client: httpx.AsyncClient, sessions: Sessio
     assert bad.status_code == 422
     assert [e["loc"] for e in bad.json()["detail"]] == [["query", "after"], ["query", "limit"]]
 
+    # beyond 64 bits: refused by name, not an overflow in the database driver (was a 500)
+    huge = await client.get("/v1/stage-changes", params={"after": 2**63})
+    assert huge.status_code == 422
+    assert [e["loc"] for e in huge.json()["detail"]] == [["query", "after"]]
+
+
+@pytest.mark.parametrize("suffix", ["", "/history", "/score"])
+async def test_lead_ids_with_control_characters_are_422(
+    client: httpx.AsyncClient, suffix: str
+) -> None:
+    # No event can name such a lead; and PostgreSQL text cannot hold NUL (was a 500 there).
+    response = await client.get(f"/v1/leads/ada%00x{suffix}")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["path", "lead_id"]
+    assert "control characters" in error["msg"]
+
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}

@@ -51,7 +51,22 @@ def test_blank_or_control_or_overlong_lead_ids_are_refused(lead_id: str) -> None
 
 
 @pytest.mark.parametrize(
-    "when", ["yesterday", "2026-11-20T10:00:00", "2026-13-01T00:00:00Z", 12.5, None]
+    "when",
+    [
+        "yesterday",
+        "2026-11-20T10:00:00",
+        "2026-13-01T00:00:00Z",
+        12.5,
+        None,
+        # epoch seconds in a string are as much a guess as the number
+        "1700000000",
+        # shapes pydantic parses that RFC 3339 does not have
+        "2026-11-20 10:00:00Z",
+        "2026-11-20T10:00:00+0200",
+        # out of range once converted to UTC (was an OverflowError, a 500 in ingest)
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:00:00-02:00",
+    ],
 )
 def test_bad_or_naive_timestamps_are_refused(when: object) -> None:
     with pytest.raises(ValidationError) as exc:
