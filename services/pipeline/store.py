@@ -33,6 +33,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -354,17 +355,23 @@ def encode_cursor(total: float, lead_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The (total, lead_id) a cursor stands for; anything we could not have issued is refused
+    here rather than failing deeper (a huge number, a lone surrogate, a NUL for PostgreSQL)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+        match value:
+            case [int() | float() as total, str() as lead_id] if not isinstance(total, bool):
+                number = float(total)
+                lead_id.encode()
+                if math.isfinite(number) and not _CONTROL_CHARS.search(lead_id):
+                    return number, lead_id
+    except (binascii.Error, ValueError, OverflowError) as exc:  # UnicodeError is a ValueError
         raise InvalidCursor("is not one this API issued") from exc
-    match value:
-        case [int() | float() as total, str() as lead_id] if not isinstance(
-            total, bool
-        ) and math.isfinite(total):
-            return float(total), lead_id
     raise InvalidCursor("is not one this API issued")
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 async def lead_exists(session: AsyncSession, lead_id: str) -> bool:

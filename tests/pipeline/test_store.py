@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import math
 import random
 
@@ -387,3 +389,15 @@ async def test_a_forged_cursor_is_refused(sessions: Sessions, cursor: str) -> No
 @given(total=st.floats(allow_nan=False, allow_infinity=False), lead_id=st.text(max_size=300))
 def test_cursors_round_trip_exactly(total: float, lead_id: str) -> None:
     assert store.decode_cursor(store.encode_cursor(total, lead_id)) == (total, lead_id)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [[10**400, "a"], [1, "\ud800"], [1, "a\u0000b"], [True, "a"], ["1", "a"], [1.5]],
+    ids=["huge-number", "lone-surrogate", "nul", "bool", "text-total", "short"],
+)
+def test_cursors_we_could_not_have_issued_are_refused(payload: list[object]) -> None:
+    raw = json.dumps(payload).encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    with pytest.raises(store.InvalidCursor):
+        store.decode_cursor(cursor)
