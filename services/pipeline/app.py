@@ -12,13 +12,16 @@ them through the listing instead.
 
 # No ``from __future__ import annotations``: the routes' query types are built from the
 # settings inside create_app, and FastAPI can only resolve string annotations from globals.
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import store
@@ -38,6 +41,8 @@ from services.pipeline.settings import PipelineSettings
 from shared.background import BackgroundLoop
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
 from shared.probes import probes_router
+
+log = logging.getLogger(__name__)
 
 
 def app_database(app: FastAPI) -> Database:
@@ -92,6 +97,32 @@ def _unknown_lead(lead_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"lead {lead_id!r} is unknown")
 
 
+_DATABASE_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "The database does not answer; retry after Retry-After seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+}
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> Response:
+    """A database that is down or restarting is a 503 to retry, not a 500 to debug.
+
+    Errors that are not about reaching the database (a bug in a query) stay 500s.
+    """
+    reaching = isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+    if not reaching:
+        raise exc
+    log.warning("database unavailable: %s", exc)
+    return JSONResponse(
+        {"detail": "the database is unavailable; retry later"},
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
 def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     settings = settings or PipelineSettings()
 
@@ -119,7 +150,10 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         version="1",
         summary="Leads' scores, stages and stage history, for ops and CRMs.",
         lifespan=lifespan,
+        responses=_DATABASE_DOWN,
     )
+    app.add_exception_handler(SQLAlchemyError, _database_unavailable)
+    app.add_exception_handler(OSError, _database_unavailable)
 
     async def readiness() -> Mapping[str, bool]:
         database = app_database(app)

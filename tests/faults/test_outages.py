@@ -98,6 +98,10 @@ async def test_database_outage_under_the_pipeline(
         )
         assert not_ready == 503
         assert pipeline.running  # waiting for the database, not crashed
+        async with httpx.AsyncClient(base_url=pipeline.url, timeout=10) as client:
+            down = await client.get("/v1/leads")
+        assert down.status_code == 503  # a retryable answer, not a 500
+        assert "Retry-After" in down.headers
 
         await asyncio.to_thread(private_postgres.start)
         expected = reference(platform.accepted)
