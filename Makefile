@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
 run: install
@@ -35,6 +35,12 @@ faults: install
 	$(BIN)/pytest -q -m faults $(PYTEST_ARGS)
 
 test: lint unit integration faults
+
+# Benchmarks (not part of `make test`): each stage beside its raw limit, ~30 min on 2 cores.
+# BENCH_ARGS="--cases ingest_batch,scoring --quick" for a short run; see docs/benchmarks.md.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .leadflow .pytest_cache .mypy_cache .ruff_cache

@@ -10,7 +10,7 @@ that horizon cannot be told apart from a retry any more, so it is not scored.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -35,6 +35,30 @@ class Trait:
     set_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class DerivedFit:
+    """The fit computed from a lead's traits under one model, kept until the traits change.
+
+    Fit is a pure function of (model, trait values), and most events carry no traits, so
+    recomputing it for every event is wasted work. ``traits`` is a snapshot of the
+    :class:`Trait` objects it was computed from: traits are immutable and replaced on
+    every change, so identity tells whether the snapshot still holds.
+    """
+
+    model: object
+    traits: Mapping[str, Trait]
+    contributions: Sequence[Any]
+    fit: float
+
+    def holds_for(self, model: object, traits: Mapping[str, Trait]) -> bool:
+        snapshot = self.traits
+        return (
+            model is self.model
+            and len(traits) == len(snapshot)
+            and all(snapshot.get(name) is trait for name, trait in traits.items())
+        )
+
+
 @dataclass
 class LeadState:
     """One lead's scoring state; :func:`~services.scoring.scoring.apply_event` evolves copies."""
@@ -55,6 +79,13 @@ class LeadState:
     """Events applied so far; the sequence of the latest score update."""
     change_sequence: int = 0
     """Stage changes emitted so far; the sequence of the latest stage change (gapless)."""
+    # Derived, never serialised or compared; maintained by the methods below.
+    derived_fit: DerivedFit | None = field(default=None, init=False, compare=False, repr=False)
+    """The fit under the model last scored with (see :class:`DerivedFit`)."""
+    _seen_floor: datetime | None = field(default=None, init=False, compare=False, repr=False)
+    """The oldest time in ``seen`` (or older); ``None``: unknown, computed when needed."""
+    _caps_floor: date | None = field(default=None, init=False, compare=False, repr=False)
+    """The oldest day in ``caps`` (or older); ``None``: unknown, computed when needed."""
 
     @property
     def intent_seen(self) -> bool:
@@ -62,9 +93,13 @@ class LeadState:
 
     def copy(self) -> LeadState:
         """A copy that can be changed without touching this state (engagement is immutable)."""
-        return dataclasses.replace(
+        copied = dataclasses.replace(
             self, traits=dict(self.traits), caps=dict(self.caps), seen=dict(self.seen)
         )
+        copied.derived_fit = self.derived_fit  # immutable, and checked against the traits
+        copied._seen_floor = self._seen_floor
+        copied._caps_floor = self._caps_floor
+        return copied
 
     def trait_values(self) -> dict[str, JsonValue]:
         return {name: trait.value for name, trait in self.traits.items()}
@@ -93,6 +128,8 @@ class LeadState:
         if used >= max_per_day:
             return False
         self.caps[(rule, day)] = used + 1
+        if self._caps_floor is not None and day < self._caps_floor:
+            self._caps_floor = day
         return True
 
     def record(self, event_id: str, at: datetime, horizon: timedelta) -> datetime:
@@ -101,26 +138,40 @@ class LeadState:
         Returns the new ``as_of``.
         """
         self.seen[event_id] = at
+        if self._seen_floor is not None and at < self._seen_floor:
+            self._seen_floor = at
         if self.as_of is None or at > self.as_of:
             self.as_of = at
             cutoff = _horizon_start(at, horizon)
             first_day = cutoff.astimezone(UTC).date()
-            self.seen = {id_: when for id_, when in self.seen.items() if when >= cutoff}
-            self.caps = {key: n for key, n in self.caps.items() if key[1] >= first_day}
+            # Rebuilding costs O(entries): do it only when something actually expires, which
+            # the floors (the oldest time and day held) tell in O(1).
+            if self._seen_floor is None:
+                self._seen_floor = min(self.seen.values())
+            if self._seen_floor < cutoff:
+                self.seen = {id_: when for id_, when in self.seen.items() if when >= cutoff}
+                self._seen_floor = min(self.seen.values())  # holds at least this event
+            if self.caps:
+                if self._caps_floor is None:
+                    self._caps_floor = min(day for _, day in self.caps)
+                if self._caps_floor < first_day:
+                    self.caps = {key: n for key, n in self.caps.items() if key[1] >= first_day}
+                    self._caps_floor = min((day for _, day in self.caps), default=None)
         return self.as_of
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (str, numbers, None, lists, dicts), for orjson."""
+        text = _time_text
         return {
             "format": STATE_FORMAT,
             "lead_id": self.lead_id,
             "stage": None if self.stage is None else self.stage.value,
-            "as_of": None if self.as_of is None else format_time(self.as_of),
-            "traits": {n: [t.value, format_time(t.set_at)] for n, t in self.traits.items()},
+            "as_of": None if self.as_of is None else text(self.as_of),
+            "traits": {n: [t.value, text(t.set_at)] for n, t in self.traits.items()},
             "engagement": self.engagement.to_dict(),
             "intent_event": self.intent_event,
             "caps": [[rule, day.isoformat(), n] for (rule, day), n in sorted(self.caps.items())],
-            "seen": {event_id: format_time(at) for event_id, at in self.seen.items()},
+            "seen": {event_id: text(at) for event_id, at in self.seen.items()},
             "score_sequence": self.score_sequence,
             "change_sequence": self.change_sequence,
         }
@@ -142,6 +193,25 @@ class LeadState:
             score_sequence=int(data["score_sequence"]),
             change_sequence=int(data["change_sequence"]),
         )
+
+
+_TIME_TEXT: dict[datetime, str] = {}
+_TIME_TEXT_MAX = 100_000
+
+
+def _time_text(at: datetime) -> str:
+    """:func:`format_time`, remembered: a state is written after every batch that touches
+    it, with the same event times each time, and formatting is most of ``to_dict``.
+
+    Equal datetimes are the same instant, and :func:`format_time` depends only on the
+    instant, so the cache can never answer a different text.
+    """
+    text = _TIME_TEXT.get(at)
+    if text is None:
+        if len(_TIME_TEXT) >= _TIME_TEXT_MAX:
+            _TIME_TEXT.clear()
+        text = _TIME_TEXT[at] = format_time(at)
+    return text
 
 
 def _time(text: str) -> datetime:

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
-from services.scoring.lead import DEFAULT_HORIZON, LeadState
+from services.scoring.lead import DEFAULT_HORIZON, DerivedFit, LeadState
 from services.scoring.model import ScoringModel
 from services.scoring.rules import engagement_label, fit_contributions, match_engagement_rule
 from services.scoring.stages import DomainError, next_move
@@ -75,8 +75,7 @@ def apply_event(
     lead.score_sequence += 1
 
     half_life, now = model.engagement.half_life_seconds, as_of.timestamp()
-    fits = fit_contributions(model, lead.trait_values())
-    fit = sum(c.points for c in fits)
+    fits, fit = _fit(lead, model)
     engagement = lead.engagement.value_at(now, half_life)
     score = Score(fit=fit, engagement=engagement, total=fit + engagement)
 
@@ -127,6 +126,19 @@ def apply_event(
     return Outcome(lead, score_update=update, stage_change=change)
 
 
+def _fit(lead: LeadState, model: ScoringModel) -> tuple[list[RuleContribution], float]:
+    """The fit contributions of the lead's traits, reused while neither traits nor model change.
+
+    The contributions are immutable, so every score update may share them.
+    """
+    derived = lead.derived_fit
+    if derived is None or not derived.holds_for(model, lead.traits):
+        fits = fit_contributions(model, lead.trait_values())
+        derived = DerivedFit(model, dict(lead.traits), tuple(fits), sum(c.points for c in fits))
+        lead.derived_fit = derived
+    return list(derived.contributions), derived.fit
+
+
 def _engage(lead: LeadState, event: Event, model: ScoringModel) -> None:
     """Add the points of the first matching engagement rule, unless its daily cap is used up."""
     index = match_engagement_rule(model, event.type, event.properties)
@@ -141,7 +153,22 @@ def _engage(lead: LeadState, event: Event, model: ScoringModel) -> None:
 
 
 def _engagement_label(model: ScoringModel, index: int) -> str:
-    rules = model.engagement.rules
-    if index < len(rules):
-        return engagement_label(index, rules[index])
+    labels = _engagement_labels(model)
+    if index < len(labels):
+        return labels[index]
     return f"engagement.rules[{index}]"  # a state scored under a model with more rules
+
+
+_LABELS: dict[int, tuple[ScoringModel, tuple[str, ...]]] = {}
+
+
+def _engagement_labels(model: ScoringModel) -> tuple[str, ...]:
+    """The labels of a model's engagement rules, built once per model object (models are
+    frozen); held with the model itself, so a recycled ``id`` cannot match."""
+    held = _LABELS.get(id(model))
+    if held is None or held[0] is not model:
+        if len(_LABELS) >= 32:
+            _LABELS.clear()
+        rules = model.engagement.rules
+        held = _LABELS[id(model)] = (model, tuple(map(engagement_label, range(len(rules)), rules)))
+    return held[1]

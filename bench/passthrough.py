@@ -1,0 +1,114 @@
+"""The raw limit of the scoring worker: consume -> produce with the same transactions, no scoring.
+
+Run as a process (``python -m bench.passthrough``, configured by the same ``LEADFLOW_*``
+variables as scoring). It mirrors :mod:`services.scoring.worker` minus the domain: one
+transactional producer per assigned partition (the same ``transactional_id`` scheme),
+``getmany`` bounded by the same batch size, and per partition batch ONE transaction that
+sends every record on and commits the offset with ``send_offsets_to_transaction``. It
+logs ``took``/``released`` like the worker, so the bench sees when it holds its partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from services.scoring.settings import ScoringSettings
+from shared.kafka import make_consumer, make_producer
+from shared.log import configure_logging
+
+log = logging.getLogger("bench.passthrough")
+
+
+class Passthrough:
+    def __init__(self, settings: ScoringSettings) -> None:
+        self.settings = settings
+        self.group = settings.scoring_group
+        self.output = settings.topics.scores
+        self.consumer = make_consumer(
+            settings, name="passthrough", group_id=self.group, max_poll_interval_ms=300_000
+        )
+        self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self.lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+
+    async def take(self, assigned: Iterable[TopicPartition]) -> None:
+        async with self.lock:
+            for tp in assigned:
+                if tp in self.producers:
+                    continue
+                producer = make_producer(
+                    self.settings,
+                    name=f"passthrough-{tp.partition}",
+                    transactional_id=f"{self.group}.{tp.topic}.{tp.partition}",
+                )
+                await producer.start()
+                self.producers[tp] = producer
+                log.info("took %s[%d]", tp.topic, tp.partition)
+
+    async def release(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self.lock:
+            for tp in list(revoked):
+                producer = self.producers.pop(tp, None)
+                if producer is not None:
+                    await producer.stop()
+                    log.info("released %s[%d]", tp.topic, tp.partition)
+
+    async def run(self) -> None:
+        self.consumer.subscribe([self.settings.topics.events], listener=_Rebalance(self))
+        await self.consumer.start()
+        try:
+            while not self.stopping.is_set():
+                batches = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.scoring_batch_records
+                )
+                async with self.lock:
+                    await asyncio.gather(
+                        *(
+                            self.forward(tp, records)
+                            for tp, records in batches.items()
+                            if records and tp in self.producers
+                        )
+                    )
+        finally:
+            await self.release(list(self.producers))
+            await self.consumer.stop()
+
+    async def forward(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        producer = self.producers[tp]
+        async with producer.transaction():
+            deliveries = [
+                await producer.send(self.output, record.value, key=record.key) for record in records
+            ]
+            await asyncio.gather(*deliveries)
+            await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.group)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, passthrough: Passthrough) -> None:
+        self.passthrough = passthrough
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.passthrough.release(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.passthrough.take(assigned)
+
+
+async def main() -> None:
+    settings = ScoringSettings()
+    configure_logging("passthrough", settings.log_level, settings.log_format)
+    passthrough = Passthrough(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, passthrough.stopping.set)
+    await passthrough.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
