@@ -1,4 +1,4 @@
-"""Helpers several cases share: running repeated measurements, producing, HTTP clients."""
+"""What several cases share: running repeated measurements, producing, HTTP clients."""
 
 from __future__ import annotations
 
