@@ -10,7 +10,7 @@ that horizon cannot be told apart from a retry any more, so it is not scored.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -37,26 +37,17 @@ class Trait:
 
 @dataclass(frozen=True, slots=True)
 class DerivedFit:
-    """The fit computed from a lead's traits under one model, kept until the traits change.
+    """The fit that one set of matching fit rules gives under one model.
 
-    Fit is a pure function of (model, trait values), and most events carry no traits, so
-    recomputing it for every event is wasted work. ``traits`` is a snapshot of the
-    :class:`Trait` objects it was computed from: traits are immutable and replaced on
-    every change, so identity tells whether the snapshot still holds.
+    Fit is a pure function of (model, trait values) and most events carry no traits, so a
+    lead keeps its fit until its traits change (see :attr:`LeadState.fit_basis`). Values
+    are shared by every lead with the same matches (interned by the scoring module), so the
+    memory, and the garbage collector's work, per lead stays one tuple.
     """
 
     model: object
-    traits: Mapping[str, Trait]
-    contributions: Sequence[Any]
+    contributions: tuple[Any, ...]
     fit: float
-
-    def holds_for(self, model: object, traits: Mapping[str, Trait]) -> bool:
-        snapshot = self.traits
-        return (
-            model is self.model
-            and len(traits) == len(snapshot)
-            and all(snapshot.get(name) is trait for name, trait in traits.items())
-        )
 
 
 @dataclass
@@ -81,7 +72,10 @@ class LeadState:
     """Stage changes emitted so far; the sequence of the latest stage change (gapless)."""
     # Derived, never serialised or compared; maintained by the methods below.
     derived_fit: DerivedFit | None = field(default=None, init=False, compare=False, repr=False)
-    """The fit under the model last scored with (see :class:`DerivedFit`)."""
+    """The fit under the model last scored with, valid while :meth:`fit_holds`."""
+    fit_basis: tuple[Trait, ...] = field(default=(), init=False, compare=False, repr=False)
+    """The :class:`Trait` objects ``derived_fit`` was computed from. Traits are immutable
+    and replaced on every change, so identity tells whether the fit still holds."""
     _seen_floor: datetime | None = field(default=None, init=False, compare=False, repr=False)
     """The oldest time in ``seen`` (or older); ``None``: unknown, computed when needed."""
     _caps_floor: date | None = field(default=None, init=False, compare=False, repr=False)
@@ -97,9 +91,27 @@ class LeadState:
             self, traits=dict(self.traits), caps=dict(self.caps), seen=dict(self.seen)
         )
         copied.derived_fit = self.derived_fit  # immutable, and checked against the traits
+        copied.fit_basis = self.fit_basis
         copied._seen_floor = self._seen_floor
         copied._caps_floor = self._caps_floor
         return copied
+
+    def fit_holds(self, model: object) -> DerivedFit | None:
+        """``derived_fit`` if it was computed under ``model`` from the current traits."""
+        derived = self.derived_fit
+        if derived is None or derived.model is not model:
+            return None
+        basis, traits = self.fit_basis, self.traits
+        if len(basis) != len(traits):
+            return None
+        for held, trait in zip(basis, traits.values(), strict=True):
+            if held is not trait:
+                return None
+        return derived
+
+    def keep_fit(self, derived: DerivedFit) -> None:
+        self.derived_fit = derived
+        self.fit_basis = tuple(self.traits.values())
 
     def trait_values(self) -> dict[str, JsonValue]:
         return {name: trait.value for name, trait in self.traits.items()}

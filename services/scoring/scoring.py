@@ -129,14 +129,24 @@ def apply_event(
 def _fit(lead: LeadState, model: ScoringModel) -> tuple[list[RuleContribution], float]:
     """The fit contributions of the lead's traits, reused while neither traits nor model change.
 
-    The contributions are immutable, so every score update may share them.
+    The contributions are immutable, so every score update (and every lead with the same
+    matches) may share them.
     """
-    derived = lead.derived_fit
-    if derived is None or not derived.holds_for(model, lead.traits):
-        fits = fit_contributions(model, lead.trait_values())
-        derived = DerivedFit(model, dict(lead.traits), tuple(fits), sum(c.points for c in fits))
-        lead.derived_fit = derived
+    derived = lead.fit_holds(model)
+    if derived is None:
+        fits = tuple(fit_contributions(model, lead.trait_values()))
+        key = (id(model), fits)
+        derived = _FITS.get(key)
+        if derived is None or derived.model is not model:
+            if len(_FITS) >= 4096:
+                _FITS.clear()
+            derived = _FITS[key] = DerivedFit(model, fits, sum(c.points for c in fits))
+        lead.keep_fit(derived)
     return list(derived.contributions), derived.fit
+
+
+_FITS: dict[tuple[int, tuple[RuleContribution, ...]], DerivedFit] = {}
+"""Interned fits: at most one per model and set of matching rules (64 for the default)."""
 
 
 def _engage(lead: LeadState, event: Event, model: ScoringModel) -> None:
