@@ -86,7 +86,7 @@ async def run_cases(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                 write(f"  {name} FAILED:\n{failures[name]}")
                 case_rows = []
             durations[name] = round(time.monotonic() - started, 1)
-            load[name] = neighbours.report()
+            load[name] = neighbours.report(env.own_roots())
             if load[name]["foreign_cores"] > 0.1:
                 write(
                     f"  WARNING: other processes used {load[name]['foreign_cores']} cores during"

@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -303,6 +303,17 @@ class BenchEnv:
 
     # --- the machine ------------------------------------------------------------------
 
+    def own_roots(self) -> list[int]:
+        """Processes of this run outside the bench's own process tree: PostgreSQL (pg_ctl
+        daemonises it). The broker and the services are the bench's children."""
+        roots = []
+        if self._pg_server is not None:
+            with contextlib.suppress(Exception):
+                pid = self._pg_server.get_pid()
+                if pid is not None:
+                    roots.append(int(pid))
+        return roots
+
     @property
     def has_postgres(self) -> bool:
         return self._pg_url is not None
@@ -453,8 +464,6 @@ class MachineLoad:
     """Who else used the CPU during a case: the bench shares the machine with whatever else
     runs on it, and a busy neighbour (a compiler, a test suite) skews every number."""
 
-    OURS = ("java", "postgres", "py-spy")
-
     def __init__(self) -> None:
         self._t0 = time.monotonic()
         self._start = self._snapshot()
@@ -468,15 +477,18 @@ class MachineLoad:
                 snapshot[process.pid] = (process.info.get("name") or "?", times.user + times.system)
         return snapshot
 
-    def report(self) -> dict[str, Any]:
-        """Cores used on average by processes that are not the bench's own."""
+    def report(self, own: Iterable[int] = ()) -> dict[str, Any]:
+        """Cores used on average by processes that are not the bench's own (``own``: roots
+        started outside the bench's process tree, e.g. PostgreSQL's postmaster)."""
         elapsed = max(time.monotonic() - self._t0, 1e-9)
-        ours = {os.getpid()}
-        with contextlib.suppress(psutil.Error):
-            ours.update(child.pid for child in psutil.Process().children(recursive=True))
+        ours: set[int] = set()
+        for root in (os.getpid(), *own):
+            with contextlib.suppress(psutil.Error):
+                ours.add(root)
+                ours.update(child.pid for child in psutil.Process(root).children(recursive=True))
         foreign: dict[str, float] = {}
         for pid, (name, cpu) in self._snapshot().items():
-            if pid in ours or name in self.OURS:
+            if pid in ours:
                 continue
             used = cpu - self._start.get(pid, (name, 0.0))[1]
             if used > 0.01 * elapsed:
