@@ -7,16 +7,82 @@ auto-commit, read_uncommitted), so the safe settings live here once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from shared.settings import LeadflowSettings
 
 
 def encode_key(lead_id: str) -> bytes:
     return lead_id.encode()
+
+
+class KeyPartitioner:
+    """aiokafka's default partitioner (murmur2, as the Java client), each key's hash remembered.
+
+    aiokafka's murmur2 is pure Python, a few microseconds a key, and the same leads' keys
+    come back all day. Same choice as the default, so records of one lead still land where
+    any Kafka client would put them.
+    """
+
+    def __init__(self, max_keys: int = 200_000) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._max_keys = max_keys
+        self._keyless = DefaultPartitioner()
+
+    def __call__(self, key: bytes | None, all_partitions: Sequence[int], available: Any) -> int:
+        if key is None:
+            return int(self._keyless(key, all_partitions, available))
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self._max_keys:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
+PARTITIONER = KeyPartitioner()
+"""The one partitioner: every producer uses it, and code that groups records by partition
+before sending asks it (see :func:`partitions_of`)."""
+
+
+async def partitions_of(producer: AIOKafkaProducer, topic: str) -> list[int]:
+    """The topic's partitions, sorted, as the partitioner is given them."""
+    return sorted(await producer.partitions_for(topic))
+
+
+async def send_as_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    records: Iterable[tuple[bytes | None, bytes]],
+) -> list[asyncio.Future[Any]]:
+    """Hand ``(key, value)`` records for one partition to the producer as whole batches.
+
+    ``send`` costs a coroutine, a partition lookup, an accumulator call and a future per
+    record; a batch built here costs one append per record and a future per batch, with
+    the same idempotence, acks and transaction. Returns the futures that resolve when the
+    broker has the batches. Each batch waits for the partition's previous one to drain
+    (aiokafka keeps one in flight), so this is for many records at once.
+    """
+    deliveries: list[asyncio.Future[Any]] = []
+    batch = producer.create_batch()
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None) is not None:
+            continue
+        deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        batch = producer.create_batch()
+        # an empty batch takes any one record (the broker judges its size), but never
+        # lose one silently should that change
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            raise MessageSizeTooLargeError(f"a record of {len(value)} bytes fits no batch")
+    if batch.record_count():
+        deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+    return deliveries
 
 
 def make_producer(
@@ -39,6 +105,7 @@ def make_producer(
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 15000,
+        "partitioner": PARTITIONER,
     }
     if transactional_id is not None:
         options["transactional_id"] = transactional_id

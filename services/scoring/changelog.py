@@ -32,7 +32,7 @@ class PartitionState:
 
 
 def lead_record(state: LeadState) -> bytes:
-    return orjson.dumps(state.to_dict())
+    return state.to_json()
 
 
 def applied_offset_record(offset: int) -> bytes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import JsonValue
 
 from services.scoring.engagement import Engagement
@@ -172,21 +173,30 @@ class LeadState:
         return self.as_of
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types only (str, numbers, None, lists, dicts), for orjson."""
-        text = _time_text
-        return {
-            "format": STATE_FORMAT,
-            "lead_id": self.lead_id,
-            "stage": None if self.stage is None else self.stage.value,
-            "as_of": None if self.as_of is None else text(self.as_of),
-            "traits": {n: [t.value, text(t.set_at)] for n, t in self.traits.items()},
-            "engagement": self.engagement.to_dict(),
-            "intent_event": self.intent_event,
-            "caps": [[rule, day.isoformat(), n] for (rule, day), n in sorted(self.caps.items())],
-            "seen": {event_id: text(at) for event_id, at in self.seen.items()},
-            "score_sequence": self.score_sequence,
-            "change_sequence": self.change_sequence,
-        }
+        """Plain JSON types only (str, numbers, None, lists, dicts)."""
+        data: dict[str, Any] = orjson.loads(self.to_json())
+        return data
+
+    def to_json(self) -> bytes:
+        """The changelog record: written for every lead of every batch, so orjson formats
+        the times itself (as :func:`~shared.events.format_time` would: every time held
+        here is in UTC) rather than Python formatting each one."""
+        return orjson.dumps(
+            {
+                "format": STATE_FORMAT,
+                "lead_id": self.lead_id,
+                "stage": self.stage,
+                "as_of": self.as_of,
+                "traits": {n: (t.value, t.set_at) for n, t in self.traits.items()},
+                "engagement": self.engagement.to_dict(),
+                "intent_event": self.intent_event,
+                "caps": [(rule, day, n) for (rule, day), n in sorted(self.caps.items())],
+                "seen": self.seen,
+                "score_sequence": self.score_sequence,
+                "change_sequence": self.change_sequence,
+            },
+            option=orjson.OPT_UTC_Z,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LeadState:
@@ -205,25 +215,6 @@ class LeadState:
             score_sequence=int(data["score_sequence"]),
             change_sequence=int(data["change_sequence"]),
         )
-
-
-_TIME_TEXT: dict[datetime, str] = {}
-_TIME_TEXT_MAX = 100_000
-
-
-def _time_text(at: datetime) -> str:
-    """:func:`format_time`, remembered: a state is written after every batch that touches
-    it, with the same event times each time, and formatting is most of ``to_dict``.
-
-    Equal datetimes are the same instant, and :func:`format_time` depends only on the
-    instant, so the cache can never answer a different text.
-    """
-    text = _TIME_TEXT.get(at)
-    if text is None:
-        if len(_TIME_TEXT) >= _TIME_TEXT_MAX:
-            _TIME_TEXT.clear()
-        text = _TIME_TEXT[at] = format_time(at)
-    return text
 
 
 def _time(text: str) -> datetime:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import orjson
 from pydantic import JsonValue
 
 from services.scoring.model import EngagementRule, FitRule, ScoringModel
-from shared.events import RuleContribution
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "gte": operator.ge,
@@ -34,6 +34,18 @@ _SYMBOLS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """How much one rule adds to a lead's score: the plain form of the wire model
+    :class:`~shared.events.RuleContribution`, field for field (one of these is built per
+    engaged rule per event, so it has to be cheap)."""
+
+    rule: str
+    axis: str  # "fit" or "engagement"
+    points: float
+    count: int = 1
+
+
 def match_engagement_rule(
     model: ScoringModel, event_type: str, properties: Mapping[str, JsonValue]
 ) -> int | None:
@@ -46,12 +58,10 @@ def match_engagement_rule(
     return None
 
 
-def fit_contributions(
-    model: ScoringModel, traits: Mapping[str, JsonValue]
-) -> list[RuleContribution]:
+def fit_contributions(model: ScoringModel, traits: Mapping[str, JsonValue]) -> list[Contribution]:
     """One contribution per matching fit rule, in model order; their points sum to the fit."""
     return [
-        RuleContribution(rule=fit_label(index, rule), axis="fit", points=rule.points)
+        Contribution(fit_label(index, rule), "fit", float(rule.points))
         for index, rule in enumerate(model.fit.rules)
         if fit_rule_matches(rule, traits)
     ]

@@ -10,33 +10,72 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
+
+import orjson
 
 from services.scoring.lead import DEFAULT_HORIZON, DerivedFit, LeadState
 from services.scoring.model import ScoringModel
-from services.scoring.rules import engagement_label, fit_contributions, match_engagement_rule
+from services.scoring.rules import (
+    Contribution,
+    engagement_label,
+    fit_contributions,
+    match_engagement_rule,
+)
 from services.scoring.stages import DomainError, next_move
-from shared.events import Event, RuleContribution, Score, ScoreUpdate, StageChange
+from shared.events import Event, Score, ScoreUpdate, Stage, StageChange
 
-__all__ = ["DEFAULT_HORIZON", "DomainError", "Outcome", "apply_event", "change_id"]
+__all__ = ["DEFAULT_HORIZON", "DomainError", "NewScore", "Outcome", "apply_event", "change_id"]
 
 _CHANGE_NAMESPACE = uuid.UUID("5b0f6f3e-5d0c-4b8e-9a57-6c1d7a1f4e21")
 """Fixed forever: changing it would change every change_id of a replay."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class NewScore:
+    """A score update as plain values, field for field the wire model :class:`ScoreUpdate`.
+
+    Every applied event yields one, and building and encoding the pydantic model per event
+    cost more than scoring the event: the worker encodes this directly (:meth:`to_json`),
+    into the very bytes ``ScoreUpdate.model_dump_json`` gives.
+    """
+
+    lead_id: str
+    sequence: int
+    fit: float
+    engagement: float
+    total: float
+    as_of: datetime
+    stage: Stage
+    model_version: str
+    trigger_event_id: str
+    breakdown: tuple[Contribution, ...]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self, option=orjson.OPT_UTC_Z)
+
+    def to_model(self) -> ScoreUpdate:
+        return ScoreUpdate.model_validate(self, from_attributes=True)
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What applying one event produced.
 
     A skipped event (``skipped`` says why) produces nothing and leaves
-    ``state`` as it was; an applied one always produces a score update, and a
+    ``state`` as it was; an applied one always produces a score, and a
     stage change when the lead moved.
     """
 
     state: LeadState
-    score_update: ScoreUpdate | None = None
+    score: NewScore | None = None
     stage_change: StageChange | None = None
     skipped: str | None = None
+
+    @property
+    def score_update(self) -> ScoreUpdate | None:
+        """The score as the wire model (validated: for tests and tools, not the hot path)."""
+        return None if self.score is None else self.score.to_model()
 
 
 def change_id(lead_id: str, sequence: int) -> str:
@@ -49,10 +88,14 @@ def apply_event(
     event: Event,
     model: ScoringModel,
     horizon: timedelta = DEFAULT_HORIZON,
+    *,
+    in_place: bool = False,
 ) -> Outcome:
     """Score ``event`` for its lead; ``state`` is ``None`` for a lead never seen before.
 
-    The input state is never modified. The first event of a lead always yields
+    The input state is never modified, unless ``in_place``: then ``state`` itself is
+    updated and returned, which saves a copy per event for a caller that throws every state
+    away when it cannot commit them (the worker). The first event of a lead always yields
     a stage change with ``from_stage=None``: to ``lead``, or straight to the
     furthest stage it already qualifies for (one change, never two). Raises
     :class:`DomainError` for an event that cannot be applied (a ``stage.set``
@@ -65,7 +108,7 @@ def apply_event(
         if skipped is not None:
             return Outcome(state, skipped=skipped)
 
-    lead = LeadState(event.lead_id) if state is None else state.copy()
+    lead = state if state is not None and in_place else _fresh(state, event.lead_id)
     at = event.occurred_at
     lead.merge_traits(event.traits, at)
     _engage(lead, event, model)
@@ -102,31 +145,36 @@ def apply_event(
     if lead.stage is None:  # unreachable: a lead's first event always moves it
         raise DomainError(f"lead {lead.lead_id!r} has no stage after event {event.event_id!r}")
 
-    engaged = [
-        RuleContribution(
-            rule=_engagement_label(model, index),
-            axis="engagement",
-            points=rule.decayed.value_at(now, half_life),
-            count=rule.count,
+    labels = _engagement_labels(model)
+    engaged = tuple(
+        Contribution(
+            labels[index] if index < len(labels) else _unknown_rule(index),
+            "engagement",
+            rule.decayed.value_at(now, half_life),
+            rule.count,
         )
         for index, rule in sorted(lead.engagement.rules.items())
-    ]
-    update = ScoreUpdate(
-        lead_id=lead.lead_id,
-        sequence=lead.score_sequence,
-        fit=score.fit,
-        engagement=score.engagement,
-        total=score.total,
-        as_of=as_of,
-        stage=lead.stage,
-        model_version=model.version,
-        trigger_event_id=event.event_id,
-        breakdown=[*fits, *engaged],
     )
-    return Outcome(lead, score_update=update, stage_change=change)
+    new_score = NewScore(
+        lead.lead_id,
+        lead.score_sequence,
+        score.fit,
+        score.engagement,
+        score.total,
+        as_of,
+        lead.stage,
+        model.version,
+        event.event_id,
+        fits + engaged,
+    )
+    return Outcome(lead, score=new_score, stage_change=change)
 
 
-def _fit(lead: LeadState, model: ScoringModel) -> tuple[list[RuleContribution], float]:
+def _fresh(state: LeadState | None, lead_id: str) -> LeadState:
+    return LeadState(lead_id) if state is None else state.copy()
+
+
+def _fit(lead: LeadState, model: ScoringModel) -> tuple[tuple[Contribution, ...], float]:
     """The fit contributions of the lead's traits, reused while neither traits nor model change.
 
     The contributions are immutable, so every score update (and every lead with the same
@@ -140,12 +188,12 @@ def _fit(lead: LeadState, model: ScoringModel) -> tuple[list[RuleContribution], 
         if derived is None or derived.model is not model:
             if len(_FITS) >= 4096:
                 _FITS.clear()
-            derived = _FITS[key] = DerivedFit(model, fits, sum(c.points for c in fits))
+            derived = _FITS[key] = DerivedFit(model, fits, float(sum(c.points for c in fits)))
         lead.keep_fit(derived)
-    return list(derived.contributions), derived.fit
+    return derived.contributions, derived.fit
 
 
-_FITS: dict[tuple[int, tuple[RuleContribution, ...]], DerivedFit] = {}
+_FITS: dict[tuple[int, tuple[Contribution, ...]], DerivedFit] = {}
 """Interned fits: at most one per model and set of matching rules (64 for the default)."""
 
 
@@ -162,10 +210,7 @@ def _engage(lead: LeadState, event: Event, model: ScoringModel) -> None:
     lead.engagement = lead.engagement.add(index, rule.points, at, half_life)
 
 
-def _engagement_label(model: ScoringModel, index: int) -> str:
-    labels = _engagement_labels(model)
-    if index < len(labels):
-        return labels[index]
+def _unknown_rule(index: int) -> str:
     return f"engagement.rules[{index}]"  # a state scored under a model with more rules
 
 

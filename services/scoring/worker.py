@@ -31,17 +31,26 @@ from services.scoring.model import ScoringModel
 from services.scoring.scoring import DomainError, apply_event
 from services.scoring.settings import ScoringSettings
 from shared.events import Event
-from shared.kafka import encode_key, make_consumer, make_producer, reachable
+from shared.kafka import (
+    PARTITIONER,
+    encode_key,
+    make_consumer,
+    make_producer,
+    partitions_of,
+    reachable,
+    send_as_batches,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Output:
+    """A record for a keyed topic (scores, stage changes, dead letters)."""
+
     topic: str
     key: bytes
     value: bytes
-    partition: int | None = None
 
 
 @dataclass
@@ -59,7 +68,10 @@ class ScoredBatch:
 
     outputs: list[Output] = field(default_factory=list)
     leads: dict[str, LeadState] = field(default_factory=dict)
+    """The leads this batch changed (in place: see :meth:`ScoringWorker._process`)."""
     applied_offset: int = -1
+    scored: int = 0
+    duplicates: int = 0
 
 
 class ScoringWorker:
@@ -206,8 +218,15 @@ class ScoringWorker:
         self._report_lag(scorer.tp, batch.applied_offset)
 
     def _score(self, scorer: PartitionScorer, records: Sequence[Any]) -> ScoredBatch:
-        """Pure work: the outputs and new states of a batch, nothing written yet."""
+        """Pure work: the outputs and new states of a batch, nothing written yet.
+
+        States change in place (a copy per event would cost more than the scoring): when
+        the transaction fails, :meth:`_process` throws the whole partition state away and
+        restores it from the changelog, so no half-committed state is ever used.
+        """
         batch = ScoredBatch(applied_offset=scorer.state.applied_offset)
+        leads, known, model, horizon = batch.leads, scorer.state.leads, self.model, self.horizon
+        scores, stage_changes = self.topics.scores, self.topics.stage_changes
         for record in records:
             if record.offset <= batch.applied_offset:
                 metrics.EVENTS.labels("replayed").inc()
@@ -215,28 +234,30 @@ class ScoringWorker:
             batch.applied_offset = record.offset
             try:
                 event = Event.model_validate_json(record.value)
-                lead = batch.leads.get(event.lead_id) or scorer.state.leads.get(event.lead_id)
-                outcome = apply_event(lead, event, self.model, horizon=self.horizon)
+                lead_id = event.lead_id
+                outcome = apply_event(
+                    leads.get(lead_id) or known.get(lead_id), event, model, horizon, in_place=True
+                )
             except (ValidationError, DomainError, ValueError, TypeError) as exc:
                 batch.outputs.append(self._dead_letter(record, f"{type(exc).__name__}: {exc}"))
                 continue
-            if outcome.skipped is not None:
-                if not outcome.skipped.startswith("duplicate"):
+            if outcome.score is None:
+                if outcome.skipped is not None and not outcome.skipped.startswith("duplicate"):
                     # too old to de-duplicate: not scored, but never dropped silently
                     batch.outputs.append(self._dead_letter(record, outcome.skipped))
                 else:
-                    metrics.EVENTS.labels("duplicate").inc()
+                    batch.duplicates += 1
                 continue
-            metrics.EVENTS.labels("scored").inc()
-            batch.leads[event.lead_id] = outcome.state
-            key = encode_key(event.lead_id)
-            if outcome.score_update is not None:
-                value = outcome.score_update.model_dump_json().encode()
-                batch.outputs.append(Output(self.topics.scores, key, value))
+            batch.scored += 1
+            leads[lead_id] = outcome.state
+            key = encode_key(lead_id)
+            batch.outputs.append(Output(scores, key, outcome.score.to_json()))
             if outcome.stage_change is not None:
                 metrics.STAGE_CHANGES.labels(outcome.stage_change.to_stage.value).inc()
                 value = outcome.stage_change.model_dump_json().encode()
-                batch.outputs.append(Output(self.topics.stage_changes, key, value))
+                batch.outputs.append(Output(stage_changes, key, value))
+        metrics.EVENTS.labels("scored").inc(batch.scored)
+        metrics.EVENTS.labels("duplicate").inc(batch.duplicates)
         return batch
 
     def _dead_letter(self, record: Any, reason: str) -> Output:
@@ -257,27 +278,27 @@ class ScoringWorker:
 
     async def _commit(self, scorer: PartitionScorer, batch: ScoredBatch) -> None:
         """One transaction: outputs, changelog, offsets. All of it, or none of it."""
-        state_topic = self.topics.scoring_state
-        partition = scorer.tp.partition
-        outputs = [
-            *batch.outputs,
+        producer = scorer.producer
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        partitions: dict[str, list[int]] = {}
+        for output in batch.outputs:
+            topic = output.topic
+            if topic not in partitions:
+                partitions[topic] = await partitions_of(producer, topic)
+            partition = PARTITIONER(output.key, partitions[topic], None)
+            by_partition.setdefault((topic, partition), []).append((output.key, output.value))
+        # the state of input partition p goes to changelog partition p, whatever the keys hash to
+        by_partition[(self.topics.scoring_state, scorer.tp.partition)] = [
             *(
-                Output(state_topic, encode_key(lead_id), changelog.lead_record(state), partition)
+                (encode_key(lead_id), changelog.lead_record(state))
                 for lead_id, state in batch.leads.items()
             ),
-            Output(
-                state_topic,
-                changelog.APPLIED_OFFSET_KEY,
-                changelog.applied_offset_record(batch.applied_offset),
-                partition,
-            ),
+            (changelog.APPLIED_OFFSET_KEY, changelog.applied_offset_record(batch.applied_offset)),
         ]
-        producer = scorer.producer
         async with producer.transaction():
-            deliveries = [
-                await producer.send(o.topic, o.value, key=o.key, partition=o.partition)
-                for o in outputs
-            ]
+            deliveries = []
+            for (topic, partition), records in by_partition.items():
+                deliveries += await send_as_batches(producer, topic, partition, records)
             await asyncio.gather(*deliveries)
             await producer.send_offsets_to_transaction(
                 {scorer.tp: batch.applied_offset + 1}, self.settings.scoring_group

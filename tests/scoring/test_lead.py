@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from services.scoring.lead import DEFAULT_HORIZON, LeadState, Trait
 from services.scoring.model import ScoringModel
 from services.scoring.scoring import apply_event
-from shared.events import Event, Stage
+from shared.events import Event, Stage, format_time
 from tests.scoring.conftest import T0, MakeEvent, event_streams
 
 HOUR = timedelta(hours=1)
@@ -131,3 +131,19 @@ def test_an_unknown_layout_is_refused() -> None:
 def test_times_come_back_in_utc() -> None:
     state = LeadState("ada", as_of=datetime(2025, 3, 3, 12, 0, 0, 123456, tzinfo=UTC))
     assert LeadState.from_dict(state.to_dict()).as_of == state.as_of
+
+
+@settings(max_examples=25, deadline=None)
+@given(events=event_streams())
+def test_the_changelog_record_is_the_dict_form_in_json(
+    model: ScoringModel, events: list[Event]
+) -> None:
+    state: LeadState | None = None
+    for event in events:
+        state = apply_event(state, event, model).state
+        data = state.to_dict()
+        assert data["seen"] == {event_id: format_time(at) for event_id, at in state.seen.items()}
+        assert data["traits"] == {
+            n: [t.value, format_time(t.set_at)] for n, t in state.traits.items()
+        }
+        assert state.to_json() == orjson.dumps(data)

@@ -506,3 +506,35 @@ def test_engagement_does_not_depend_on_arrival_order(
     assert a.as_of == b.as_of
     assert a.engagement == pytest.approx(b.engagement, rel=1e-9)
     assert a.fit == b.fit
+
+
+@settings(max_examples=50, deadline=None)
+@given(events=event_streams())
+def test_the_worker_encoding_is_the_wire_model_byte_for_byte(
+    replay: Replay, events: list[Event]
+) -> None:
+    _, outcomes = replay(events)
+    for outcome in outcomes:
+        if outcome.score is not None:
+            wire = outcome.score.to_model()
+            assert outcome.score.to_json() == wire.model_dump_json().encode()
+            assert ScoreUpdate.model_validate_json(outcome.score.to_json()) == wire
+
+
+@settings(max_examples=25, deadline=None)
+@given(events=event_streams())
+def test_in_place_scoring_gives_the_same_outcomes(
+    model: ScoringModel, replay: Replay, events: list[Event]
+) -> None:
+    copied, outcomes = replay(events)
+    state = None
+    for event, expected in zip(events, outcomes, strict=True):
+        outcome = apply_event(state, event, model, in_place=True)
+        assert outcome.state is (state or outcome.state)  # the same object, changed
+        assert (outcome.score, outcome.stage_change, outcome.skipped) == (
+            expected.score,
+            expected.stage_change,
+            expected.skipped,
+        )
+        state = outcome.state
+    assert state == copied

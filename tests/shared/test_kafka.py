@@ -1,0 +1,50 @@
+"""The producer helpers: the cached partitioner and batched sends."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.kafka import KeyPartitioner, make_producer, send_as_batches
+from shared.settings import LeadflowSettings
+from tests.topics import read_records
+
+
+@given(key=st.binary(max_size=300), partitions=st.integers(1, 64))
+def test_the_partitioner_chooses_what_the_default_one_chooses(key: bytes, partitions: int) -> None:
+    every = list(range(partitions))
+    cached = KeyPartitioner(max_keys=4)
+    first, second = cached(key, every, every), cached(key, every, every)
+    assert first == second == DefaultPartitioner()(key, every, every)
+
+
+def test_the_partitioner_forgets_keys_past_its_bound() -> None:
+    cached = KeyPartitioner(max_keys=3)
+    for index in range(10):
+        cached(f"lead-{index}".encode(), [0, 1, 2], [0, 1, 2])
+    assert len(cached._hashes) <= 3
+
+
+@pytest.mark.integration
+async def test_batches_land_whole_and_in_order_in_a_transaction(
+    kafka_settings: LeadflowSettings,
+) -> None:
+    topic = kafka_settings.topics.scores
+    producer = make_producer(
+        kafka_settings, name="batches", transactional_id="batches-test", max_batch_size=16 * 1024
+    )
+    await producer.start()
+    try:
+        records = [(f"lead-{i % 7}".encode(), f"{i:05d}".encode() * 100) for i in range(600)]
+        records.insert(300, (b"big", b"x" * 20_000))  # larger than a batch: one of its own
+        async with producer.transaction():
+            deliveries = await send_as_batches(producer, topic, 1, records)
+            assert len(deliveries) > 2  # 320 KB in batches of 16 KB
+            for delivery in deliveries:
+                await delivery
+    finally:
+        await producer.stop()
+    landed = await read_records(kafka_settings, topic, lambda r: len(r) >= 601)
+    assert [(r.partition, r.key, r.value) for r in landed] == [(1, k, v) for k, v in records]
