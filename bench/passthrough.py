@@ -4,7 +4,8 @@ Run as a process (``python -m bench.passthrough``, configured by the same ``LEAD
 variables as scoring). It mirrors :mod:`services.scoring.worker` minus the domain: one
 transactional producer per assigned partition (the same ``transactional_id`` scheme),
 ``getmany`` bounded by the same batch size, and per partition batch ONE transaction that
-sends every record on and commits the offset with ``send_offsets_to_transaction``. It
+sends every record on (batched per output partition, as the worker sends) and commits the
+offset with ``send_offsets_to_transaction``. It
 logs ``took``/``released`` like the worker, so the bench sees when it holds its partitions.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from services.scoring.settings import ScoringSettings
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import PARTITIONER, make_consumer, make_producer, partitions_of, send_as_batches
 from shared.log import configure_logging
 
 log = logging.getLogger("bench.passthrough")
@@ -80,11 +81,17 @@ class Passthrough:
             await self.consumer.stop()
 
     async def forward(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        """The records on, keyed as they came, in batches per partition as the worker sends."""
         producer = self.producers[tp]
+        partitions = await partitions_of(producer, self.output)
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        for record in records:
+            partition = PARTITIONER(record.key, partitions, None)
+            by_partition.setdefault(partition, []).append((record.key, record.value))
         async with producer.transaction():
-            deliveries = [
-                await producer.send(self.output, record.value, key=record.key) for record in records
-            ]
+            deliveries = []
+            for partition, batch in by_partition.items():
+                deliveries += await send_as_batches(producer, self.output, partition, batch)
             await asyncio.gather(*deliveries)
             await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.group)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import TypedDict
 
 import orjson
 from pydantic import JsonValue
@@ -34,16 +34,15 @@ _SYMBOLS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Contribution:
-    """How much one rule adds to a lead's score: the plain form of the wire model
-    :class:`~shared.events.RuleContribution`, field for field (one of these is built per
-    engaged rule per event, so it has to be cheap)."""
+class Contribution(TypedDict):
+    """How much one rule adds to a lead's score: the wire model
+    :class:`~shared.events.RuleContribution` as a plain dict. One is built per engaged rule
+    per event, and a dict is the cheapest thing to build and for orjson to encode."""
 
     rule: str
     axis: str  # "fit" or "engagement"
     points: float
-    count: int = 1
+    count: int
 
 
 def match_engagement_rule(
@@ -61,7 +60,7 @@ def match_engagement_rule(
 def fit_contributions(model: ScoringModel, traits: Mapping[str, JsonValue]) -> list[Contribution]:
     """One contribution per matching fit rule, in model order; their points sum to the fit."""
     return [
-        Contribution(fit_label(index, rule), "fit", float(rule.points))
+        Contribution(rule=fit_label(index, rule), axis="fit", points=float(rule.points), count=1)
         for index, rule in enumerate(model.fit.rules)
         if fit_rule_matches(rule, traits)
     ]

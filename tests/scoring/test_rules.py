@@ -62,18 +62,18 @@ def test_where_keys_other_than_path_prefix_are_equalities(model: ScoringModel) -
 
 def test_the_ideal_customer_profile_lead_fits_75(model: ScoringModel) -> None:
     contributions = fit_contributions(model, ICP_TRAITS)
-    assert [(c.rule, c.axis, c.points, c.count) for c in contributions] == [
+    assert [(c["rule"], c["axis"], c["points"], c["count"]) for c in contributions] == [
         ("fit.rules[0]: industry in [software, saas, fintech, ecommerce]", "fit", 20, 1),
         ("fit.rules[1]: employees >= 50", "fit", 15, 1),
         ("fit.rules[3]: budget_usd >= 10000", "fit", 20, 1),
         ("fit.rules[4]: job_level in [c_level, vp, director, owner]", "fit", 20, 1),
     ]
-    assert sum(c.points for c in contributions) == 75
+    assert sum(c["points"] for c in contributions) == 75
 
 
 def test_a_competitor_loses_100(model: ScoringModel) -> None:
     contributions = fit_contributions(model, {**ICP_TRAITS, "competitor": True})
-    assert sum(c.points for c in contributions) == -25
+    assert sum(c["points"] for c in contributions) == -25
     assert fit_contributions(model, {"competitor": 1}) == []
     assert fit_contributions(model, {"competitor": "true"}) == []
 
@@ -101,8 +101,8 @@ def test_values_of_the_wrong_type_do_not_match_and_do_not_crash(
 
 
 def test_numbers_compare_exactly_even_when_huge(model: ScoringModel) -> None:
-    assert [c.points for c in fit_contributions(model, {"employees": 10**400})] == [15]
-    assert [c.points for c in fit_contributions(model, {"employees": 50.0})] == [15]
+    assert [c["points"] for c in fit_contributions(model, {"employees": 10**400})] == [15]
+    assert [c["points"] for c in fit_contributions(model, {"employees": 50.0})] == [15]
     assert fit_contributions(model, {"employees": 49.999}) == []
 
 
