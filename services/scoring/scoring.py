@@ -135,7 +135,7 @@ def apply_event(
     half_life, now = model.engagement.half_life_seconds, as_of.timestamp()
     fits, fit = _fit(lead, model)
     engagement = lead.engagement.value_at(now, half_life)
-    score = Score(fit=fit, engagement=engagement, total=fit + engagement)
+    total = fit + engagement
 
     previous = lead.stage
     move = next_move(
@@ -154,7 +154,7 @@ def apply_event(
             reason=move.reason,
             trigger_event_id=event.event_id,
             occurred_at=at,
-            score=score,
+            score=Score(fit=fit, engagement=engagement, total=total),
             model_version=model.version,
         )
     if lead.stage is None:  # unreachable: a lead's first event always moves it
@@ -173,9 +173,9 @@ def apply_event(
     new_score = NewScore(
         lead.lead_id,
         lead.score_sequence,
-        score.fit,
-        score.engagement,
-        score.total,
+        fit,
+        engagement,
+        total,
         as_of,
         lead.stage,
         model.version,

@@ -20,6 +20,18 @@ class ScoringSettings(LeadflowSettings):
     scoring_batch_records: int = Field(
         default=500, ge=1, description="Most input records scored in one Kafka transaction."
     )
+    scoring_gc_freeze_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="How often surviving objects (lead states) are hidden from Python's"
+        " cyclic garbage collector, so full collections stay short.",
+    )
+    scoring_gc_collect_seconds: float = Field(
+        default=900,
+        gt=0,
+        description="How often a full collection (a pause of about a second per million"
+        " leads) gives back cyclic garbage that was frozen; also done at every rebalance.",
+    )
     dedup_horizon_days: float = Field(
         default=30, gt=0, description="How long (event time) a lead remembers event ids."
     )

@@ -87,25 +87,23 @@ def automatic_move(
         return None  # customer and disqualified are left only by an explicit event
     fit, engagement = scores
     prospect, opportunity = model.stages.prospect, model.stages.opportunity
-    reasons: list[str] = []
     target = Stage.LEAD
     if fit >= prospect.fit_min:
         target = Stage.PROSPECT
-        reasons.append(f"fit {format_number(fit)} >= {format_number(prospect.fit_min)}")
-        if engagement >= opportunity.engagement_min:
+        if engagement >= opportunity.engagement_min or intent_event is not None:
             target = Stage.OPPORTUNITY
+    if current is not None and AUTOMATIC.index(target) <= AUTOMATIC.index(current):
+        return None  # most events: decided before any reason is worded
+    reasons: list[str] = []
+    if target is not Stage.LEAD and (current is None or current is Stage.LEAD):
+        reasons.append(f"fit {format_number(fit)} >= {format_number(prospect.fit_min)}")
+    if target is Stage.OPPORTUNITY:
+        if engagement >= opportunity.engagement_min:
             engaged = format_number(engagement)
             reasons.append(f"engagement {engaged} >= {format_number(opportunity.engagement_min)}")
-        elif intent_event is not None:
-            target = Stage.OPPORTUNITY
+        else:
             reasons.append(f"intent event {intent_event}")
-    if current is None:
-        return Move(target, " and ".join(reasons) or "first event")
-    if AUTOMATIC.index(target) <= AUTOMATIC.index(current):
-        return None
-    if current is not Stage.LEAD:
-        del reasons[0]  # already a prospect: the fit is not news
-    return Move(target, " and ".join(reasons))
+    return Move(target, " and ".join(reasons) or "first event")
 
 
 def _reason(event_type: str, properties: Mapping[str, JsonValue]) -> str:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from services.scoring import changelog, metrics
 from services.scoring.changelog import PartitionState
 from services.scoring.dead_letters import dead_letter
+from services.scoring.heap import HeapFreezer
 from services.scoring.lead import LeadState
 from services.scoring.model import ScoringModel
 from services.scoring.scoring import DomainError, apply_event
@@ -89,6 +90,9 @@ class ScoringWorker:
         self._retry_at = 0.0
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
+        self.heap = HeapFreezer(
+            settings.scoring_gc_freeze_seconds, settings.scoring_gc_collect_seconds
+        )
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; releases every partition on the way out."""
@@ -109,6 +113,7 @@ class ScoringWorker:
                             if tp in self.partitions  # revoked or broken since the fetch
                         )
                     )
+                self.heap.tick()
         finally:
             async with self._lock:
                 await self._release(list(self.partitions))
@@ -127,12 +132,14 @@ class ScoringWorker:
             for tp in assigned:
                 if tp not in self.partitions:
                     await self._take_or_defer(tp)
+            self.heap.settle()
 
     async def release(self, revoked: Iterable[TopicPartition]) -> None:
         async with self._lock:
             revoked = list(revoked)
             self._broken.difference_update(revoked)
             await self._release(revoked)
+            self.heap.settle()
 
     async def _take_or_defer(self, tp: TopicPartition) -> None:
         """Take ``tp``; if Kafka fails us now, pause it and try again later."""
