@@ -61,15 +61,21 @@ class PartitionScorer:
     tp: TopicPartition
     producer: AIOKafkaProducer
     state: PartitionState
+    scored_offset: int = -1
+    """The last input offset scored into ``state``; ahead of ``state.applied_offset`` (the
+    last committed) while a transaction is on its way."""
+    committing: asyncio.Task[None] | None = None
+    """The transaction of the previous batch, running while the next one is scored."""
 
 
 @dataclass
 class ScoredBatch:
-    """What one batch of one partition produces, before it is committed."""
+    """What one batch of one partition produces, encoded, before it is committed."""
 
     outputs: list[Output] = field(default_factory=list)
     leads: dict[str, LeadState] = field(default_factory=dict)
-    """The leads this batch changed (in place: see :meth:`ScoringWorker._process`)."""
+    """The leads this batch changed (in place: see :meth:`ScoringWorker._score`)."""
+    changelog: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     applied_offset: int = -1
     scored: int = 0
     duplicates: int = 0
@@ -106,13 +112,10 @@ class ScoringWorker:
                     timeout_ms=200, max_records=self.settings.scoring_batch_records
                 )
                 async with self._lock:
-                    await asyncio.gather(
-                        *(
-                            self._process(self.partitions[tp], records)
-                            for tp, records in batches.items()
-                            if tp in self.partitions  # revoked or broken since the fetch
-                        )
-                    )
+                    for tp, records in batches.items():
+                        scorer = self.partitions.get(tp)  # None: revoked or broken since
+                        if scorer is not None:
+                            await self._process(scorer, records)
                 self.heap.tick()
         finally:
             async with self._lock:
@@ -186,7 +189,7 @@ class ScoringWorker:
             self.consumer.seek(tp, state.applied_offset + 1)
         else:
             await self.consumer.seek_to_beginning(tp)
-        self.partitions[tp] = PartitionScorer(tp, producer, state)
+        self.partitions[tp] = PartitionScorer(tp, producer, state, state.applied_offset)
         log.info(
             "took %s[%d]: %d leads, resuming after offset %d",
             topic,
@@ -199,39 +202,55 @@ class ScoringWorker:
         for tp in list(revoked):
             scorer = self.partitions.pop(tp, None)
             if scorer is not None:
+                await self._settled(scorer)  # a transaction on its way ends first
                 await _close_quietly(scorer.producer)
                 log.info("released %s[%d]", tp.topic, tp.partition)
 
     # --- scoring ----------------------------------------------------------------
 
     async def _process(self, scorer: PartitionScorer, records: Sequence[Any]) -> None:
+        """Score a batch while the previous one commits, then start its own transaction.
+
+        One transaction at a time per partition (its producer allows no more), in offset
+        order; scoring, the CPU-bound part, overlaps the round trips of the commit before.
+        """
         batch = self._score(scorer, records)
-        if batch.applied_offset <= scorer.state.applied_offset:
-            return
+        if not await self._settled(scorer):
+            return  # the partition is being restored: this batch is scored again from there
+        if batch.applied_offset > scorer.state.applied_offset:
+            scorer.committing = asyncio.create_task(self._commit(scorer, batch))
+
+    async def _settled(self, scorer: PartitionScorer) -> bool:
+        """Wait for the partition's transaction on its way; ``False`` if it failed."""
+        task, scorer.committing = scorer.committing, None
+        if task is None:
+            return True
         try:
-            with metrics.TRANSACTION_SECONDS.time():
-                await self._commit(scorer, batch)
+            await task
         except (KafkaError, OSError, TimeoutError) as exc:
-            # Aborted, or unknown: drop the in-memory state and take the partition again from
-            # the changelog. Fenced means another worker took it: our membership is stale, the
-            # coming rebalance revokes it from us (and removes it from the retry set).
+            # Aborted, or unknown: drop the in-memory state (and whatever was scored on top
+            # of it) and take the partition again from the changelog. Fenced means another
+            # worker took it: our membership is stale, the coming rebalance revokes it from
+            # us (and removes it from the retry set).
             log.warning("transaction on %s failed (%r); restoring the partition", scorer.tp, exc)
-            self.consumer.pause(scorer.tp)
-            await self._release([scorer.tp])
-            self._broken.add(scorer.tp)
-            return
-        scorer.state.leads.update(batch.leads)
-        scorer.state.applied_offset = batch.applied_offset
-        self._report_lag(scorer.tp, batch.applied_offset)
+            if self.partitions.get(scorer.tp) is scorer:
+                self.consumer.pause(scorer.tp)
+                del self.partitions[scorer.tp]
+                await _close_quietly(scorer.producer)
+                self._broken.add(scorer.tp)
+            return False
+        return True
 
     def _score(self, scorer: PartitionScorer, records: Sequence[Any]) -> ScoredBatch:
-        """Pure work: the outputs and new states of a batch, nothing written yet.
+        """The outputs and new states of a batch, encoded, nothing written yet.
 
-        States change in place (a copy per event would cost more than the scoring): when
-        the transaction fails, :meth:`_process` throws the whole partition state away and
-        restores it from the changelog, so no half-committed state is ever used.
+        States change in place (a copy per event would cost more than the scoring): when a
+        transaction fails, :meth:`_settled` throws the whole partition state away and
+        restores it from the changelog, so no half-committed state is ever used. Every
+        record, the changelog's included, is encoded here, before the next batch can change
+        the states again.
         """
-        batch = ScoredBatch(applied_offset=scorer.state.applied_offset)
+        batch = ScoredBatch(applied_offset=scorer.scored_offset)
         leads, known, model, horizon = batch.leads, scorer.state.leads, self.model, self.horizon
         scores, stage_changes = self.topics.scores, self.topics.stage_changes
         for record in records:
@@ -265,6 +284,15 @@ class ScoringWorker:
                 batch.outputs.append(Output(stage_changes, key, value))
         metrics.EVENTS.labels("scored").inc(batch.scored)
         metrics.EVENTS.labels("duplicate").inc(batch.duplicates)
+        known.update(leads)
+        scorer.scored_offset = batch.applied_offset
+        batch.changelog = [
+            *(
+                (encode_key(lead_id), changelog.lead_record(state))
+                for lead_id, state in leads.items()
+            ),
+            (changelog.APPLIED_OFFSET_KEY, changelog.applied_offset_record(batch.applied_offset)),
+        ]
         return batch
 
     def _dead_letter(self, record: Any, reason: str) -> Output:
@@ -285,6 +313,12 @@ class ScoringWorker:
 
     async def _commit(self, scorer: PartitionScorer, batch: ScoredBatch) -> None:
         """One transaction: outputs, changelog, offsets. All of it, or none of it."""
+        with metrics.TRANSACTION_SECONDS.time():
+            await self._transaction(scorer, batch)
+        scorer.state.applied_offset = batch.applied_offset
+        self._report_lag(scorer.tp, batch.applied_offset)
+
+    async def _transaction(self, scorer: PartitionScorer, batch: ScoredBatch) -> None:
         producer = scorer.producer
         by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
         partitions: dict[str, list[int]] = {}
@@ -295,13 +329,7 @@ class ScoringWorker:
             partition = PARTITIONER(output.key, partitions[topic], None)
             by_partition.setdefault((topic, partition), []).append((output.key, output.value))
         # the state of input partition p goes to changelog partition p, whatever the keys hash to
-        by_partition[(self.topics.scoring_state, scorer.tp.partition)] = [
-            *(
-                (encode_key(lead_id), changelog.lead_record(state))
-                for lead_id, state in batch.leads.items()
-            ),
-            (changelog.APPLIED_OFFSET_KEY, changelog.applied_offset_record(batch.applied_offset)),
-        ]
+        by_partition[(self.topics.scoring_state, scorer.tp.partition)] = batch.changelog
         async with producer.transaction():
             deliveries = []
             for (topic, partition), records in by_partition.items():
