@@ -106,6 +106,9 @@ def make_producer(
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 15000,
         "partitioner": PARTITIONER,
+        "compression_type": None
+        if settings.kafka_compression == "none"
+        else settings.kafka_compression,
     }
     if transactional_id is not None:
         options["transactional_id"] = transactional_id
@@ -120,7 +123,13 @@ def make_consumer(
     group_id: str | None,
     **overrides: Any,
 ) -> AIOKafkaConsumer:
-    """A consumer that commits by hand and sees only committed transactions."""
+    """A consumer that commits by hand and sees only committed transactions.
+
+    ``fetch_max_wait_ms`` is short because a read_committed fetch parked by the broker
+    can sit out its whole wait after the transaction it is waiting for has committed
+    (seen here with Kafka 4.1: at aiokafka's default of 500 ms, the end-to-end p99 was
+    ~700 ms; at 50 ms, ~150 ms). An idle consumer pays 20 fetch requests a second for it.
+    """
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "client_id": f"{settings.kafka_client_id}-{name}",
@@ -128,6 +137,7 @@ def make_consumer(
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
+        "fetch_max_wait_ms": 50,
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)

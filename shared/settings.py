@@ -26,6 +26,10 @@ class LeadflowSettings(BaseSettings):
         default="leadflow", description="Prefix of every topic name (leadflow.events, ...)."
     )
     kafka_client_id: str = Field(default="leadflow", description="Kafka client.id prefix.")
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="none",
+        description="Compression of the batches every leadflow producer writes.",
+    )
     log_level: str = Field(default="INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field(
         default="text", description="json for log shippers, text for people."
