@@ -28,12 +28,20 @@ def test_the_partitioner_forgets_keys_past_its_bound() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("compression", ["none", "zstd", "lz4"])
 async def test_batches_land_whole_and_in_order_in_a_transaction(
-    kafka_settings: LeadflowSettings,
+    kafka_settings: LeadflowSettings, compression: str
 ) -> None:
-    topic = kafka_settings.topics.scores
+    settings = kafka_settings.model_copy(update={"kafka_compression": compression})
+    topics = settings.topics
+    topic = {"none": topics.scores, "zstd": topics.stage_changes, "lz4": topics.dead_letters}[
+        compression
+    ]
     producer = make_producer(
-        kafka_settings, name="batches", transactional_id="batches-test", max_batch_size=16 * 1024
+        settings,
+        name="batches",
+        transactional_id=f"batches-{compression}",
+        max_batch_size=16 * 1024,
     )
     await producer.start()
     try:
@@ -46,5 +54,5 @@ async def test_batches_land_whole_and_in_order_in_a_transaction(
                 await delivery
     finally:
         await producer.stop()
-    landed = await read_records(kafka_settings, topic, lambda r: len(r) >= 601)
+    landed = await read_records(settings, topic, lambda r: len(r) >= 601)
     assert [(r.partition, r.key, r.value) for r in landed] == [(1, k, v) for k, v in records]
