@@ -44,6 +44,9 @@ from shared.kafka import (
 
 log = logging.getLogger(__name__)
 
+YIELD_EVERY = 50
+"""Records scored between two turns of the event loop (a few milliseconds of work)."""
+
 
 @dataclass
 class Output:
@@ -214,7 +217,7 @@ class ScoringWorker:
         One transaction at a time per partition (its producer allows no more), in offset
         order; scoring, the CPU-bound part, overlaps the round trips of the commit before.
         """
-        batch = self._score(scorer, records)
+        batch = await self._score(scorer, records)
         if not await self._settled(scorer):
             return  # the partition is being restored: this batch is scored again from there
         if batch.applied_offset > scorer.state.applied_offset:
@@ -241,19 +244,22 @@ class ScoringWorker:
             return False
         return True
 
-    def _score(self, scorer: PartitionScorer, records: Sequence[Any]) -> ScoredBatch:
+    async def _score(self, scorer: PartitionScorer, records: Sequence[Any]) -> ScoredBatch:
         """The outputs and new states of a batch, encoded, nothing written yet.
 
         States change in place (a copy per event would cost more than the scoring): when a
         transaction fails, :meth:`_settled` throws the whole partition state away and
         restores it from the changelog, so no half-committed state is ever used. Every
         record, the changelog's included, is encoded here, before the next batch can change
-        the states again.
+        the states again. Every :data:`YIELD_EVERY` records the event loop gets a turn, so
+        the previous batch's transaction moves on through its round trips meanwhile.
         """
         batch = ScoredBatch(applied_offset=scorer.scored_offset)
         leads, known, model, horizon = batch.leads, scorer.state.leads, self.model, self.horizon
         scores, stage_changes = self.topics.scores, self.topics.stage_changes
-        for record in records:
+        for index, record in enumerate(records, 1):
+            if index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if record.offset <= batch.applied_offset:
                 metrics.EVENTS.labels("replayed").inc()
                 continue
