@@ -65,7 +65,7 @@ async def send_as_batches(
 
     ``send`` costs a coroutine, a partition lookup, an accumulator call and a future per
     record; a batch built here costs one append per record and a future per batch, with
-    the same idempotence, acks and transaction. Returns the futures that resolve when the
+    the same idempotence, acks and transaction, and goes without waiting out ``linger_ms``. Returns the futures that resolve when the
     broker has the batches. Each batch waits for the partition's previous one to drain
     (aiokafka keeps one in flight), so this is for many records at once.
     """
@@ -81,6 +81,7 @@ async def send_as_batches(
         if batch.append(key=key, value=value, timestamp=None) is None:
             raise MessageSizeTooLargeError(f"a record of {len(value)} bytes fits no batch")
     if batch.record_count():
+        batch.close()  # complete: no linger for more records, and no send() joins it
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))
     return deliveries
 
