@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 from asgi_lifespan import LifespanManager
+from prometheus_client import REGISTRY
 
-from services.ingest.app import create_app
+from services.ingest.app import Accepted, accepted, create_app
 from services.ingest.settings import IngestSettings
+from shared.events import EventIn
 
 EVENT = {
     "event_id": "e-1",
@@ -19,12 +22,11 @@ EVENT = {
 }
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+async def serve(api_keys: list[str]) -> AsyncIterator[httpx.AsyncClient]:
     # Nothing listens on this port: any request that reached Kafka would fail with 503.
     settings = IngestSettings(
         kafka_bootstrap_servers="127.0.0.1:1",
-        api_keys=["k-1", "k-2"],
+        api_keys=api_keys,
         max_body_bytes=4096,
         publish_timeout_seconds=0.5,
     )
@@ -35,6 +37,18 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async for client in serve(["k-1", "k-2"]):
+        yield client
+
+
+@pytest.fixture
+async def keyless_client() -> AsyncIterator[httpx.AsyncClient]:
+    async for client in serve([]):
+        yield client
+
+
 async def test_a_missing_or_wrong_api_key_is_401(client: httpx.AsyncClient) -> None:
     assert (await client.post("/v1/events", json=EVENT)).status_code == 401
     wrong = await client.post("/v1/events", json=EVENT, headers={"X-API-Key": "nope"})
@@ -43,6 +57,24 @@ async def test_a_missing_or_wrong_api_key_is_401(client: httpx.AsyncClient) -> N
     # a key that is not ASCII is just as wrong (compare_digest refuses non-ASCII str: was a 500)
     latin = await client.post("/v1/events", json=EVENT, headers={b"X-API-Key": b"k-\xe9"})
     assert latin.status_code == 401
+    empty = await client.post("/v1/events", json=EVENT, headers={"X-API-Key": ""})
+    assert empty.status_code == 401
+    assert wrong.headers["WWW-Authenticate"] == "ApiKey"
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])
+async def test_the_api_key_is_checked_before_the_body(client: httpx.AsyncClient, path: str) -> None:
+    headers = {"Content-Type": "text/csv"}
+    assert (await client.post(path, content=b"x", headers=headers)).status_code == 401
+    with_key = await client.post(path, content=b"x", headers={**headers, "X-API-Key": "k-1"})
+    assert with_key.status_code == 415
+
+
+async def test_without_configured_keys_none_is_asked_for(
+    keyless_client: httpx.AsyncClient,
+) -> None:
+    response = await keyless_client.post("/v1/events", json={**EVENT, "lead_id": ""})
+    assert response.status_code == 422
 
 
 async def test_invalid_events_are_422_with_fields(client: httpx.AsyncClient) -> None:
@@ -91,3 +123,25 @@ async def test_probes_and_openapi(client: httpx.AsyncClient) -> None:
         "application/cloudevents+json"
         in (schema["paths"]["/v1/events"]["post"]["requestBody"]["content"])
     )
+
+
+def test_accepted_is_the_documented_body() -> None:
+    events = [EventIn.model_validate({**EVENT, "event_id": f"zoë-{i}/\u2028"}) for i in range(2)]
+    response = accepted(events)
+    assert response.status_code == 202
+    assert response.headers["content-type"] == "application/json"
+    expected = Accepted(accepted=2, event_ids=[e.event_id for e in events])
+    assert response.body == expected.model_dump_json().encode()
+    assert orjson.loads(response.body) == expected.model_dump()
+
+
+def publish_count(endpoint: str) -> float:
+    labels = {"endpoint": endpoint}
+    return REGISTRY.get_sample_value("leadflow_ingest_publish_seconds_count", labels) or 0.0
+
+
+async def test_a_refused_write_still_counts_its_publish_time(client: httpx.AsyncClient) -> None:
+    before = publish_count("single")
+    response = await client.post("/v1/events", json=EVENT, headers={"X-API-Key": "k-1"})
+    assert response.status_code == 503
+    assert publish_count("single") == before + 1

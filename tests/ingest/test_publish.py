@@ -137,3 +137,30 @@ async def test_a_stopped_broker_gives_503_and_a_retry_lands_once_it_is_back(
         assert set(values_by_id(records)) == {first["event_id"], second["event_id"]}
     finally:
         broker.stop()
+
+
+async def test_a_lead_lands_on_one_partition_whichever_endpoint_carries_it(
+    ingest_url: str, kafka_settings: LeadflowSettings
+) -> None:
+    """Single events go through the producer's partitioner, batches through ingest's grouping:
+    both must put a lead where the other does, or its events could be scored out of order."""
+    leads = [f"lead-{i}@example.com" for i in range(12)]
+    singles = [event(lead) for lead in leads]
+    small = [event(lead) for lead in leads]  # a few per partition: sent record by record
+    large = [event(lead) for lead in leads for _ in range(20)]  # a batch per partition
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=30) as client:
+        for item in singles:
+            assert (await client.post("/v1/events", json=item)).status_code == 202
+        for items in (small, large):
+            assert (await client.post("/v1/events/batch", json=items)).status_code == 202
+
+    total = len(singles) + len(small) + len(large)
+    records = await read_records(
+        kafka_settings, kafka_settings.topics.events, lambda r: len(r) >= total
+    )
+    partitions: dict[bytes, set[int]] = {}
+    for record in records:
+        partitions.setdefault(record.key, set()).add(record.partition)
+    assert len(partitions) == len(leads)
+    assert all(len(p) == 1 for p in partitions.values())
+    assert len(set().union(*partitions.values())) > 1  # the leads do spread
