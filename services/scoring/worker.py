@@ -6,7 +6,10 @@ from the group, the topic and the partition. Initialising that producer
 aborts the previous owner's open transaction and fences it, which is how
 zombies are stopped without KIP-447 (aiokafka sends TxnOffsetCommit v0).
 Each batch of a partition is one transaction: outputs, dead letters, the
-changelog and the consumer offset commit or vanish together.
+changelog and the consumer offset commit or vanish together. A partition has one
+transaction on its way at a time, and its next batch is scored meanwhile: states
+change in place, so a failed transaction drops the partition's whole state (and what
+was scored on top of it) and restores it from the changelog.
 """
 
 from __future__ import annotations
