@@ -45,6 +45,7 @@ class PipelineConsumer:
         self.database_ok = True
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._committing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -57,6 +58,7 @@ class PipelineConsumer:
                 if batches:
                     await self._persist(batches)
         finally:
+            await self._committed()
             await self.consumer.stop()
 
     def stop(self) -> None:
@@ -81,6 +83,17 @@ class PipelineConsumer:
         metrics.PERSISTED.labels("stage_change").inc(len(changes))
         metrics.PERSISTED.labels("score").inc(len(updates))
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        # The commit's round trip overlaps the next fetch; commits stay one at a time, in
+        # order, and each only after its batch's database commit.
+        await self._committed()
+        self._committing = asyncio.create_task(self._commit(offsets))
+
+    async def _committed(self) -> None:
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
+
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
