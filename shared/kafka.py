@@ -65,9 +65,10 @@ async def send_as_batches(
 
     ``send`` costs a coroutine, a partition lookup, an accumulator call and a future per
     record; a batch built here costs one append per record and a future per batch, with
-    the same idempotence, acks and transaction, and goes without waiting out ``linger_ms``. Returns the futures that resolve when the
-    broker has the batches. Each batch waits for the partition's previous one to drain
-    (aiokafka keeps one in flight), so this is for many records at once.
+    the same idempotence, acks and transaction, and goes without waiting out
+    ``linger_ms``. Returns the futures that resolve when the broker has the batches.
+    Each batch waits for the partition's previous one to drain (aiokafka keeps one in
+    flight), so this is for many records at once.
     """
     deliveries: list[asyncio.Future[Any]] = []
     batch = producer.create_batch()
