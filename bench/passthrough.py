@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from services.scoring.settings import ScoringSettings
-from shared.kafka import PARTITIONER, make_consumer, make_producer, partitions_of, send_as_batches
+from shared.kafka import make_consumer, make_producer, send_keyed
 from shared.log import configure_logging
 
 log = logging.getLogger("bench.passthrough")
@@ -83,15 +83,10 @@ class Passthrough:
     async def forward(self, tp: TopicPartition, records: Sequence[Any]) -> None:
         """The records on, keyed as they came, in batches per partition as the worker sends."""
         producer = self.producers[tp]
-        partitions = await partitions_of(producer, self.output)
-        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        for record in records:
-            partition = PARTITIONER(record.key, partitions, None)
-            by_partition.setdefault(partition, []).append((record.key, record.value))
         async with producer.transaction():
-            deliveries = []
-            for partition, batch in by_partition.items():
-                deliveries += await send_as_batches(producer, self.output, partition, batch)
+            deliveries = await send_keyed(
+                producer, self.output, ((r.key, r.value) for r in records)
+            )
             await asyncio.gather(*deliveries)
             await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.group)
 

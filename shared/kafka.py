@@ -47,19 +47,39 @@ class KeyPartitioner:
 
 PARTITIONER = KeyPartitioner()
 """The one partitioner: every producer uses it, and code that groups records by partition
-before sending asks it (see :func:`partitions_of`)."""
+before sending asks it (see :func:`by_partition`)."""
 
 
-async def partitions_of(producer: AIOKafkaProducer, topic: str) -> list[int]:
-    """The topic's partitions, sorted, as the partitioner is given them."""
-    return sorted(await producer.partitions_for(topic))
+Record = tuple[bytes | None, bytes]
+"""A record as it is sent: its key and its value."""
+
+
+async def send_keyed(
+    producer: AIOKafkaProducer, topic: str, records: Iterable[Record]
+) -> list[asyncio.Future[Any]]:
+    """:func:`send_as_batches` for each partition the records' keys choose, in their order."""
+    deliveries: list[asyncio.Future[Any]] = []
+    for partition, share in (await by_partition(producer, topic, records)).items():
+        deliveries += await send_as_batches(producer, topic, partition, share)
+    return deliveries
+
+
+async def by_partition(
+    producer: AIOKafkaProducer, topic: str, records: Iterable[Record]
+) -> dict[int, list[Record]]:
+    """``records`` grouped by the partition :data:`PARTITIONER` gives their keys, in order."""
+    partitions = sorted(await producer.partitions_for(topic))
+    grouped: dict[int, list[Record]] = {}
+    for key, value in records:
+        grouped.setdefault(PARTITIONER(key, partitions, None), []).append((key, value))
+    return grouped
 
 
 async def send_as_batches(
     producer: AIOKafkaProducer,
     topic: str,
     partition: int,
-    records: Iterable[tuple[bytes | None, bytes]],
+    records: Iterable[Record],
 ) -> list[asyncio.Future[Any]]:
     """Hand ``(key, value)`` records for one partition to the producer as whole batches.
 

@@ -8,8 +8,9 @@ replica that cannot do its job without restarting it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -26,11 +27,13 @@ class Readiness(BaseModel):
 
 
 def probes_router(
-    readiness: ReadinessCheck, liveness: Callable[[], bool] = lambda: True
+    readiness: ReadinessCheck,
+    liveness: Callable[[], bool] = lambda: True,
+    responses: Mapping[int | str, dict[str, Any]] | None = None,
 ) -> APIRouter:
     """``/healthz`` (``liveness``: false asks to be restarted), ``/readyz`` (``readiness``:
-    one flag per dependency) and ``/metrics``."""
-    router = APIRouter(tags=["operations"])
+    one flag per dependency) and ``/metrics``; ``responses``: documented on each."""
+    router = APIRouter(tags=["operations"], responses=dict(responses or {}))
 
     @router.get(
         "/healthz",
@@ -69,3 +72,16 @@ def probes_router(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def install_probes(
+    app: FastAPI, readiness: ReadinessCheck, liveness: Callable[[], bool] = lambda: True
+) -> None:
+    """Add the probes to ``app``'s own route table, where they are documented as if included.
+
+    Not ``include_router``: this FastAPI matches an included router by walking its routes
+    with per-request scope bookkeeping, a cost every request to a route listed after it
+    pays.
+    """
+    router = probes_router(readiness, liveness, responses=app.router.responses)
+    app.router.routes.extend(router.routes)

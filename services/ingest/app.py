@@ -27,7 +27,7 @@ from services.ingest.publisher import EventPublisher, KafkaUnavailable
 from services.ingest.settings import IngestSettings
 from shared import cloudevents
 from shared.events import Event, EventIn
-from shared.probes import probes_router
+from shared.probes import install_probes
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
@@ -204,11 +204,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def readiness() -> Mapping[str, bool]:
         return {"kafka": await publisher.is_ready()}
 
-    # The probes' routes join the app's own table rather than an included router: this
-    # FastAPI matches an included router by walking its routes with per-request scope
-    # bookkeeping, a cost every request to a route listed after it paid. Same routes, order
-    # and documentation.
-    app.router.routes.extend(probes_router(readiness).routes)
+    install_probes(app, readiness)
 
     keys = [key.encode() for key in settings.api_keys]
 

@@ -19,13 +19,7 @@ from aiokafka.errors import KafkaError
 
 from services.ingest.settings import IngestSettings
 from shared.events import Event
-from shared.kafka import (
-    PARTITIONER,
-    encode_key,
-    make_producer,
-    partitions_of,
-    send_as_batches,
-)
+from shared.kafka import by_partition, encode_key, make_producer, send_as_batches
 
 log = logging.getLogger(__name__)
 
@@ -108,23 +102,15 @@ class EventPublisher:
         per partition is in flight at a time), which would throttle single-event posts.
         """
         topic = self._topic
-        partitions = await partitions_of(producer, topic)
-        grouped: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        for event in events:
-            key = encode_key(event.lead_id)
-            grouped.setdefault(PARTITIONER(key, partitions, None), []).append(
-                (key, event.to_json())
-            )
+        records = ((encode_key(event.lead_id), event.to_json()) for event in events)
         deliveries: list[asyncio.Future[Any]] = []
-        for partition, records in grouped.items():
-            if len(records) >= OWN_BATCH_MIN:
-                deliveries += await send_as_batches(producer, topic, partition, records)
+        for partition, share in (await by_partition(producer, topic, records)).items():
+            if len(share) >= OWN_BATCH_MIN:
+                deliveries += await send_as_batches(producer, topic, partition, share)
                 continue
             # few records: the producer's open batch gathers them with other requests'
-            for record_key, value in records:
-                deliveries.append(
-                    await producer.send(topic, value, key=record_key, partition=partition)
-                )
+            for key, value in share:
+                deliveries.append(await producer.send(topic, value, key=key, partition=partition))
         return deliveries
 
     async def is_ready(self) -> bool:

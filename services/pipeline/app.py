@@ -40,7 +40,7 @@ from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from shared.background import BackgroundLoop
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
-from shared.probes import probes_router
+from shared.probes import install_probes
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         consumer: BackgroundLoop[PipelineConsumer] | None = getattr(app.state, "consumer", None)
         return consumer is None or consumer.alive()
 
-    app.include_router(probes_router(readiness, alive))
+    install_probes(app, readiness, alive)
 
     Limit = Annotated[
         int,

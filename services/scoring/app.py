@@ -12,7 +12,7 @@ from services.scoring.model import ScoringModel, load_model
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
 from shared.background import BackgroundLoop
-from shared.probes import probes_router
+from shared.probes import install_probes
 
 
 def create_app(
@@ -38,7 +38,7 @@ def create_app(
     async def readiness() -> Mapping[str, bool]:
         return {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}
 
-    app.include_router(probes_router(readiness, worker.alive))
+    install_probes(app, readiness, worker.alive)
 
     @app.get("/v1/model", summary="The active scoring model")
     async def get_model() -> dict[str, Any]:

@@ -36,28 +36,19 @@ from services.scoring.scoring import DomainError, apply_event
 from services.scoring.settings import ScoringSettings
 from shared.events import Event
 from shared.kafka import (
-    PARTITIONER,
+    Record,
     encode_key,
     make_consumer,
     make_producer,
-    partitions_of,
     reachable,
     send_as_batches,
+    send_keyed,
 )
 
 log = logging.getLogger(__name__)
 
 YIELD_EVERY = 50
 """Records scored between two turns of the event loop (a few milliseconds of work)."""
-
-
-@dataclass
-class Output:
-    """A record for a keyed topic (scores, stage changes, dead letters)."""
-
-    topic: str
-    key: bytes
-    value: bytes
 
 
 @dataclass
@@ -78,13 +69,17 @@ class PartitionScorer:
 class ScoredBatch:
     """What one batch of one partition produces, encoded, before it is committed."""
 
-    outputs: list[Output] = field(default_factory=list)
+    outputs: dict[str, list[Record]] = field(default_factory=dict)
+    """Per topic (scores, stage changes, dead letters), in order."""
     leads: dict[str, LeadState] = field(default_factory=dict)
     """The leads this batch changed (in place: see :meth:`ScoringWorker._score`)."""
-    changelog: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    changelog: list[Record] = field(default_factory=list)
     applied_offset: int = -1
     scored: int = 0
     duplicates: int = 0
+
+    def emit(self, topic: str, record: Record) -> None:
+        self.outputs.setdefault(topic, []).append(record)
 
 
 class ScoringWorker:
@@ -141,14 +136,13 @@ class ScoringWorker:
             for tp in assigned:
                 if tp not in self.partitions:
                     await self._take_or_defer(tp)
-            self.heap.settle()
+            self.heap.settle()  # once per rebalance: aiokafka calls this after every one
 
     async def release(self, revoked: Iterable[TopicPartition]) -> None:
         async with self._lock:
             revoked = list(revoked)
             self._broken.difference_update(revoked)
             await self._release(revoked)
-            self.heap.settle()
 
     async def _take_or_defer(self, tp: TopicPartition) -> None:
         """Take ``tp``; if Kafka fails us now, pause it and try again later."""
@@ -260,6 +254,7 @@ class ScoringWorker:
         batch = ScoredBatch(applied_offset=scorer.scored_offset)
         leads, known, model, horizon = batch.leads, scorer.state.leads, self.model, self.horizon
         scores, stage_changes = self.topics.scores, self.topics.stage_changes
+        dead_letters = self.topics.dead_letters
         for index, record in enumerate(records, 1):
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -274,23 +269,23 @@ class ScoringWorker:
                     leads.get(lead_id) or known.get(lead_id), event, model, horizon, in_place=True
                 )
             except (ValidationError, DomainError, ValueError, TypeError) as exc:
-                batch.outputs.append(self._dead_letter(record, f"{type(exc).__name__}: {exc}"))
+                batch.emit(dead_letters, self._dead_letter(record, f"{type(exc).__name__}: {exc}"))
                 continue
             if outcome.score is None:
                 if outcome.skipped is not None and not outcome.skipped.startswith("duplicate"):
                     # too old to de-duplicate: not scored, but never dropped silently
-                    batch.outputs.append(self._dead_letter(record, outcome.skipped))
+                    batch.emit(dead_letters, self._dead_letter(record, outcome.skipped))
                 else:
                     batch.duplicates += 1
                 continue
             batch.scored += 1
             leads[lead_id] = outcome.state
             key = encode_key(lead_id)
-            batch.outputs.append(Output(scores, key, outcome.score.to_json()))
+            batch.emit(scores, (key, outcome.score.to_json()))
             if outcome.stage_change is not None:
                 metrics.STAGE_CHANGES.labels(outcome.stage_change.to_stage.value).inc()
                 value = outcome.stage_change.model_dump_json().encode()
-                batch.outputs.append(Output(stage_changes, key, value))
+                batch.emit(stage_changes, (key, value))
         metrics.EVENTS.labels("scored").inc(batch.scored)
         metrics.EVENTS.labels("duplicate").inc(batch.duplicates)
         known.update(leads)
@@ -304,7 +299,7 @@ class ScoringWorker:
         ]
         return batch
 
-    def _dead_letter(self, record: Any, reason: str) -> Output:
+    def _dead_letter(self, record: Any, reason: str) -> Record:
         metrics.EVENTS.labels("dead_letter").inc()
         metrics.DEAD_LETTERS.inc()
         log.warning(
@@ -318,7 +313,7 @@ class ScoringWorker:
             key=record.key,
             value=record.value,
         )
-        return Output(self.topics.dead_letters, record.key or b"", value)
+        return record.key or b"", value
 
     async def _commit(self, scorer: PartitionScorer, batch: ScoredBatch) -> None:
         """One transaction: outputs, changelog, offsets. All of it, or none of it."""
@@ -329,20 +324,15 @@ class ScoringWorker:
 
     async def _transaction(self, scorer: PartitionScorer, batch: ScoredBatch) -> None:
         producer = scorer.producer
-        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
-        partitions: dict[str, list[int]] = {}
-        for output in batch.outputs:
-            topic = output.topic
-            if topic not in partitions:
-                partitions[topic] = await partitions_of(producer, topic)
-            partition = PARTITIONER(output.key, partitions[topic], None)
-            by_partition.setdefault((topic, partition), []).append((output.key, output.value))
-        # the state of input partition p goes to changelog partition p, whatever the keys hash to
-        by_partition[(self.topics.scoring_state, scorer.tp.partition)] = batch.changelog
         async with producer.transaction():
-            deliveries = []
-            for (topic, partition), records in by_partition.items():
-                deliveries += await send_as_batches(producer, topic, partition, records)
+            # the state of input partition p goes to changelog partition p, whatever the
+            # keys hash to
+            changelog_partition = scorer.tp.partition
+            deliveries = await send_as_batches(
+                producer, self.topics.scoring_state, changelog_partition, batch.changelog
+            )
+            for topic, records in batch.outputs.items():
+                deliveries += await send_keyed(producer, topic, records)
             await asyncio.gather(*deliveries)
             await producer.send_offsets_to_transaction(
                 {scorer.tp: batch.applied_offset + 1}, self.settings.scoring_group
