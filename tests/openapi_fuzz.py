@@ -13,9 +13,13 @@ bounded, so a failure reproduces and the suite stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import schemathesis
+from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import (
@@ -30,6 +34,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
     unsupported_method,
 )
+
+from tests.servers import serving
 
 SEED = 20261120
 MAX_EXAMPLES = 60
@@ -136,3 +142,11 @@ def checks(*unexpressible: str) -> list[schemathesis.CheckFunction]:
         ignored_auth,
         client_errors_name_the_problem,
     ]
+
+
+@contextmanager
+def serving_documented(app: FastAPI, document: dict[str, Any]) -> Iterator[str]:
+    """``app`` on loopback, checked to serve the very ``document`` the cases come from."""
+    with serving(app) as url:
+        assert httpx.get(f"{url}/openapi.json").json() == document
+        yield url

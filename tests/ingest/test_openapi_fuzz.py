@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from shared.settings import LeadflowSettings
-from tests.openapi_fuzz import FUZZ_SETTINGS, checks, config
-from tests.servers import serving
+from tests.openapi_fuzz import FUZZ_SETTINGS, checks, config, serving_documented
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -44,8 +42,7 @@ CHECKS = checks(
 @pytest.fixture
 def ingest_url(kafka_settings: LeadflowSettings) -> Iterator[str]:
     settings = IngestSettings(**kafka_settings.model_dump(), api_keys=[API_KEY])
-    with serving(create_app(settings)) as url:
-        assert httpx.get(f"{url}/openapi.json").json() == DOCUMENT
+    with serving_documented(create_app(settings), DOCUMENT) as url:
         yield url
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,9 +18,8 @@ from services.pipeline import store
 from services.pipeline.app import create_app
 from services.pipeline.settings import PipelineSettings
 from shared.events import Stage
-from tests.openapi_fuzz import FUZZ_SETTINGS, checks, config
+from tests.openapi_fuzz import FUZZ_SETTINGS, checks, config, serving_documented
 from tests.pipeline.records import score_update, stage_change
-from tests.servers import serving
 
 pytestmark = pytest.mark.faults
 
@@ -61,8 +59,7 @@ async def seeded(database_url: str, sessions: async_sessionmaker[AsyncSession]) 
 def pipeline_url(seeded: str) -> Iterator[str]:
     # The REST API alone: the database is migrated and seeded, no consumer writes to it.
     settings = PipelineSettings(database_url=seeded, migrate_on_start=False, pipeline_consume=False)
-    with serving(create_app(settings)) as url:
-        assert httpx.get(f"{url}/openapi.json").json() == DOCUMENT
+    with serving_documented(create_app(settings), DOCUMENT) as url:
         yield url
 
 
