@@ -79,3 +79,13 @@ def http_session(connections: int = 256) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=120), raise_for_status=False
     )
+
+
+async def post_batch(client: aiohttp.ClientSession, ingest_url: str, body: bytes) -> int:
+    """``POST /v1/events/batch`` of a JSON array; the status (body read: the connection is
+    reused)."""
+    async with client.post(
+        f"{ingest_url}/v1/events/batch", data=body, headers={"content-type": "application/json"}
+    ) as response:
+        await response.read()
+        return response.status

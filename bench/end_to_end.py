@@ -34,7 +34,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import http_session, repeat, run_id, started_producer
+from bench.common import http_session, post_batch, repeat, run_id, started_producer
 from bench.env import BenchEnv, Config, CpuMeter, GroupOffsets
 from bench.payload import batch_bodies, bench_events
 from bench.stats import Row, Summary, Target, percentile, write
@@ -198,13 +198,9 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
 
         async def poster() -> None:
             for body in queue:
-                async with client.post(
-                    f"{ingest.url}/v1/events/batch",
-                    data=body,
-                    headers={"content-type": "application/json"},
-                ) as response:
-                    if response.status != 202:
-                        raise RuntimeError(f"ingest answered {response.status}")
+                status = await post_batch(client, ingest.url, body)
+                if status != 202:
+                    raise RuntimeError(f"ingest answered {status}")
 
         started = time.perf_counter()
         await asyncio.gather(poster(), poster())
@@ -226,13 +222,8 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
         tasks: list[asyncio.Task[None]] = []
 
         async def post_background(body: bytes) -> None:
-            async with client.post(
-                f"{ingest.url}/v1/events/batch",
-                data=body,
-                headers={"content-type": "application/json"},
-            ) as response:
-                if response.status != 202:
-                    failures["background"] += 1
+            if await post_batch(client, ingest.url, body) != 202:
+                failures["background"] += 1
 
         async def probe(index: int) -> None:
             lead_id = f"probe-{tag}-{index}@bench.example.com"

@@ -16,6 +16,7 @@ import time
 
 from bench.common import (
     http_session,
+    post_batch,
     produce_all,
     repeat,
     run_id,
@@ -53,14 +54,9 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
 
             async def poster() -> None:
                 for body in queue:
-                    async with client.post(
-                        f"{ingest.url}/v1/events/batch",
-                        data=body,
-                        headers={"content-type": "application/json"},
-                    ) as response:
-                        if response.status != 202:
-                            raise RuntimeError(f"ingest answered {response.status}")
-                        await response.read()
+                    status = await post_batch(client, ingest.url, body)
+                    if status != 202:
+                        raise RuntimeError(f"ingest answered {status}")
 
             started = time.perf_counter()
             await asyncio.gather(*(poster() for _ in range(IN_FLIGHT)))
