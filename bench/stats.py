@@ -144,24 +144,25 @@ def spread(summary: Summary) -> str:
 COLUMNS = ("case", "metric", "unit", "leadflow", "baseline", "raw", "ratio", "target", "ok")
 
 
+def _cells(row: Row, missed: str) -> list[str]:
+    """One row's columns; ``missed`` is how a missed target reads."""
+    passed = row.passed
+    return [
+        row.case,
+        row.metric,
+        row.unit,
+        spread(row.leadflow),
+        row.baseline_name or "",
+        "" if row.baseline is None else spread(row.baseline),
+        "" if row.ratio is None else f"{row.ratio:.2f}",
+        "" if row.target is None else row.target.text(row.unit),
+        "" if passed is None else ("yes" if passed else missed),
+    ]
+
+
 def table_lines(rows: Sequence[Row]) -> list[str]:
     """One table: median [min-max] of each side, the ratio, the target and whether it is met."""
-    cells = [list(COLUMNS)]
-    for row in rows:
-        passed = row.passed
-        cells.append(
-            [
-                row.case,
-                row.metric,
-                row.unit,
-                spread(row.leadflow),
-                row.baseline_name or "",
-                "" if row.baseline is None else spread(row.baseline),
-                "" if row.ratio is None else f"{row.ratio:.2f}",
-                "" if row.target is None else row.target.text(row.unit),
-                "" if passed is None else ("yes" if passed else "NO"),
-            ]
-        )
+    cells = [list(COLUMNS), *(_cells(row, "NO") for row in rows)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
     lines = []
     for index, line in enumerate(cells):
@@ -173,30 +174,8 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
 
 def markdown_lines(rows: Sequence[Row]) -> list[str]:
     """The same table in Markdown, for docs/benchmarks.md."""
-    lines = [
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-    ]
-    for row in rows:
-        passed = row.passed
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    row.case,
-                    row.metric,
-                    row.unit,
-                    spread(row.leadflow),
-                    row.baseline_name or "",
-                    "" if row.baseline is None else spread(row.baseline),
-                    "" if row.ratio is None else f"{row.ratio:.2f}",
-                    "" if row.target is None else row.target.text(row.unit),
-                    "" if passed is None else ("yes" if passed else "**no**"),
-                ]
-            )
-            + " |"
-        )
-    return lines
+    header = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return header + ["| " + " | ".join(_cells(row, "**no**")) + " |" for row in rows]
 
 
 def write(line: str = "") -> None:
