@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from bench.common import produce_all, started_producer
 from bench.env import BenchEnv, CpuMeter, GroupOffsets, OwnershipTail, wait_settled
@@ -29,6 +29,10 @@ class GroupRun:
     counted: int
     seconds: float
     cpu: dict[str, float]
+
+    def details(self) -> dict[str, Any]:
+        """What the JSON keeps of a run."""
+        return {"counted": self.counted, "seconds": round(self.seconds, 2), "cpu": self.cpu}
 
 
 async def time_group(

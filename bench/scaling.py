@@ -30,9 +30,7 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
             result = await time_group(
                 env, "scoring", records, workers=workers, partitions=PARTITIONS
             )
-            details[workers].append(
-                {"counted": result.counted, "seconds": round(result.seconds, 2), "cpu": result.cpu}
-            )
+            details[workers].append(result.details())
             return result.rate
 
         return measure

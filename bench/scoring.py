@@ -35,9 +35,7 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
                 env, kind, warmup if first else records, partitions=PARTITIONS,
                 batch_records=BATCH_RECORDS,
             )  # fmt: skip
-            details[kind].append(
-                {"counted": result.counted, "seconds": round(result.seconds, 2), "cpu": result.cpu}
-            )
+            details[kind].append(result.details())
             return result.rate
 
         return measure
