@@ -53,7 +53,9 @@ def app_database(app: FastAPI) -> Database:
     return database
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
+    """Async although it awaits nothing: FastAPI runs a plain function in a worker thread,
+    a thread hop on every request."""
     return app_database(request.app)
 
 

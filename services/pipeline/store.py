@@ -37,6 +37,7 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from functools import cache, lru_cache
 from itertools import pairwise
 from typing import Any, TypeVar, cast
 
@@ -56,6 +57,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline.api_models import (
@@ -140,10 +142,7 @@ async def record_batch(
                 _leads_from_scores(dialect), [_lead_score_row(s, now) for s in newest_scores]
             )
         if changes:
-            await execute(
-                _insert(dialect, STAGE_CHANGES).on_conflict_do_nothing(),
-                [_stage_change_row(c, now) for c in changes],
-            )
+            await execute(_stage_changes(dialect), [_stage_change_row(c, now) for c in changes])
         if newest_scores:
             await execute(_breakdowns(dialect), [_breakdown_row(s, now) for s in newest_scores])
 
@@ -176,13 +175,25 @@ async def _executor(session: AsyncSession) -> Executor:
     dialect = connection.dialect
 
     async def through_asyncpg(statement: Insert, rows: list[dict[str, Any]]) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=list(rows[0]))
-        order = compiled.positiontup or []
+        sql, order = _compiled(statement, dialect, tuple(rows[0]))
         await driver.executemany(
-            compiled.string, [tuple(_driver_value(row[name]) for name in order) for row in rows]
+            sql, [tuple(_driver_value(row[name]) for name in order) for row in rows]
         )
 
     return through_asyncpg
+
+
+@lru_cache(maxsize=64)
+def _compiled(
+    statement: Insert, dialect: Dialect, columns: tuple[str, ...]
+) -> tuple[str, list[str]]:
+    """The SQL of one of this module's statements, and the row keys in bind order.
+
+    The statements are built once per dialect, so this holds four entries per engine;
+    compiling them took a fifth of a batch's time in Python, rebuilding them as much again.
+    """
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+    return compiled.string, list(compiled.positiontup or [])
 
 
 def _driver_value(value: Any) -> Any:
@@ -241,6 +252,7 @@ def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     raise NotImplementedError(f"pipeline supports SQLite and PostgreSQL, not {dialect}")
 
 
+@cache
 def _leads_from_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
     """Create the lead, or move it to a newer stage change while it has no score update."""
     insert = _insert(dialect, LEADS)
@@ -264,6 +276,7 @@ def _leads_from_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
     )
 
 
+@cache
 def _leads_from_scores(dialect: str) -> postgresql.Insert | sqlite.Insert:
     """Create the lead, or take a newer score update's stage and score."""
     insert = _insert(dialect, LEADS)
@@ -276,6 +289,13 @@ def _leads_from_scores(dialect: str) -> postgresql.Insert | sqlite.Insert:
     )
 
 
+@cache
+def _stage_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """Record a stage change once: redelivered, it changes nothing."""
+    return _insert(dialect, STAGE_CHANGES).on_conflict_do_nothing()
+
+
+@cache
 def _breakdowns(dialect: str) -> postgresql.Insert | sqlite.Insert:
     insert = _insert(dialect, SCORE_BREAKDOWNS)
     new = insert.excluded
@@ -344,7 +364,11 @@ def _breakdown_row(update: ScoreUpdate, now: datetime) -> dict[str, Any]:
         "total": update.total,
         "as_of": update.as_of,
         "model_version": update.model_version,
-        "breakdown": [item.model_dump(mode="json") for item in update.breakdown],
+        # the JSON form of each RuleContribution, spelled out: model_dump took 20 us a record
+        "breakdown": [
+            {"rule": item.rule, "axis": item.axis, "points": item.points, "count": item.count}
+            for item in update.breakdown
+        ],
         "updated_at": now,
     }
 

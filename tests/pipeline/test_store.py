@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import random
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.pipeline import store
 from services.pipeline.api_models import Lead
 from services.pipeline.db import Database
-from shared.events import ScoreUpdate, Stage, StageChange
+from shared.events import RuleContribution, ScoreUpdate, Stage, StageChange
 from tests.pipeline.conftest import empty_tables
 from tests.pipeline.records import score_update, snapshot, stage_change
 
@@ -405,3 +406,24 @@ def test_cursors_we_could_not_have_issued_are_refused(payload: list[object]) -> 
     cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     with pytest.raises(store.InvalidCursor):
         store.decode_cursor(cursor)
+
+
+@given(
+    st.lists(
+        st.builds(
+            RuleContribution,
+            rule=st.text(max_size=40),
+            axis=st.sampled_from(["fit", "engagement"]),
+            points=st.floats(allow_nan=False, allow_infinity=False),
+            count=st.integers(min_value=0, max_value=2**31),
+        ),
+        max_size=12,
+    )
+)
+def test_the_stored_breakdown_is_each_contribution_in_json_form(
+    contributions: list[RuleContribution],
+) -> None:
+    # the store spells the document out for speed; it must stay the model's JSON form
+    update = score_update("ada", 1, 10.0).model_copy(update={"breakdown": contributions})
+    row = store._breakdown_row(update, datetime.now(UTC))
+    assert row["breakdown"] == [item.model_dump(mode="json") for item in contributions]
