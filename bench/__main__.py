@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmups", type=int, default=1, help="discarded runs first")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every size")
     parser.add_argument("--single-rate", type=float, default=0.0, help="ingest_single req/s")
-    parser.add_argument("--e2e-rate", type=float, default=0.0, help="end_to_end events/s")
+    parser.add_argument(
+        "--e2e-rate",
+        type=float,
+        default=0.0,
+        help="end_to_end: the latency runs at this events/s (skips the burst and the ladder)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of the JSON")
     parser.add_argument(
         "--profile",

@@ -306,24 +306,20 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
         drain = time.perf_counter() - ended
         return drain <= DRAIN_LIMIT_S, drain
 
-    try:
-        capacity = await repeat(
-            "end_to_end burst", {"leadflow": sustainable}, config.runs, config.warmups
-        )
-        burst_rate = Summary(capacity["leadflow"]).median
-        # A burst fills every batch, which is the most efficient way through; a steady
-        # stream comes in small batches. Sustainable: the highest steady rate (a ladder
-        # from a quarter of the burst rate, x1.25 per step) after which the system drains
-        # the backlog within DRAIN_LIMIT_S.
+    async def ladder(burst_rate: float) -> float:
+        """A burst fills every batch, which is the most efficient way through; a steady
+        stream comes in small batches. Sustainable: the highest steady rate (a ladder from a
+        quarter of the burst rate, x1.25 per step) after which the system drains the backlog
+        within DRAIN_LIMIT_S."""
         await caught_up(env, settings, groups, timeout=900)
-        ladder: list[dict[str, float]] = []
+        steps: list[dict[str, float]] = []
         steady = 0.0
         rate = burst_rate / 4
         step_seconds = config.seconds(quick=6, full=15)
         failed = False
         while rate <= burst_rate and not (failed and steady):
             ok, drain = await keeps_up(rate, step_seconds)
-            ladder.append({"rate": round(rate, 1), "drain_s": round(drain, 2)})
+            steps.append({"rate": round(rate, 1), "drain_s": round(drain, 2)})
             write(f"  end_to_end: steady {rate:,.0f} events/s: drained in {drain:.2f}s")
             if ok:
                 steady = rate
@@ -332,8 +328,18 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
                 failed = True
                 rate /= 1.25
             if failed and not steady and rate < burst_rate / 20:
-                raise RuntimeError(f"the system kept up at no steady rate: {ladder}")
-        details["ladder"] = ladder
+                raise RuntimeError(f"the system kept up at no steady rate: {steps}")
+        details["ladder"] = steps
+        return steady
+
+    capacity: dict[str, list[float]] = {}
+    steady = 0.0
+    try:
+        if not config.e2e_rate:  # a fixed rate skips the burst and the ladder
+            capacity = await repeat(
+                "end_to_end burst", {"leadflow": sustainable}, config.runs, config.warmups
+            )
+            steady = await ladder(Summary(capacity["leadflow"]).median)
         half = config.e2e_rate or steady / 2
         # a short warm-up at the rate
         await latency_run(half, min(10.0, seconds))
@@ -368,7 +374,7 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
         details["end_to_end_latency_tool"] = await end_to_end_tool(
             env, config.size(quick=500, full=2000)
         )
-        details["burst_events_per_s"] = capacity["leadflow"]
+        details["burst_events_per_s"] = capacity.get("leadflow", [])
     finally:
         await client.close()
         await env.stop(ingest, scoring, pipeline)
@@ -381,24 +387,25 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
         "p99.9": percentile(pooled, 99.9),
     }
     at = f"@ {half:,.0f} events/s"
-    rows = [
-        Row(
-            "end_to_end",
-            "burst throughput (30k events through all 3 services)"
-            if not config.quick
-            else "burst throughput (through all 3 services)",
-            "events/s",
-            Summary(capacity["leadflow"]),
-            extra=details,
-        ),
-        Row(
-            "end_to_end",
-            f"sustainable steady rate (drains in <= {DRAIN_LIMIT_S:g}s)",
-            "events/s",
-            Summary([steady]),
-            notes="one ladder per run; the latency runs below offer half of it",
-        ),
-    ]
+    rows: list[Row] = []
+    if capacity:
+        rows += [
+            Row(
+                "end_to_end",
+                "burst throughput (30k events through all 3 services)"
+                if not config.quick
+                else "burst throughput (through all 3 services)",
+                "events/s",
+                Summary(capacity["leadflow"]),
+            ),
+            Row(
+                "end_to_end",
+                f"sustainable steady rate (drains in <= {DRAIN_LIMIT_S:g}s)",
+                "events/s",
+                Summary([steady]),
+                notes="one ladder per run; the latency runs below offer half of it",
+            ),
+        ]
     for key, target in (("p50", None), ("p99", Target("value_max", 250.0)), ("p99.9", None)):
         rows.append(
             Row(
@@ -412,4 +419,5 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
                 target=target,
             )
         )
+    rows[0].extra = details
     return rows
