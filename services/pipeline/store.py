@@ -84,6 +84,9 @@ LEADS = cast(Table, LeadRow.__table__)
 STAGE_CHANGES = cast(Table, StageChangeRow.__table__)
 SCORE_BREAKDOWNS = cast(Table, ScoreBreakdownRow.__table__)
 
+_LEAD_COLUMNS = tuple(LEADS.c[name] for name in Lead.model_fields)
+"""What a :class:`Lead` shows, read as plain rows (see :func:`get_lead`)."""
+
 SessionFactory = async_sessionmaker[AsyncSession]
 Keyed = TypeVar("Keyed", StageChange, ScoreUpdate)
 
@@ -377,7 +380,10 @@ def _breakdown_row(update: ScoreUpdate, now: datetime) -> dict[str, Any]:
 
 
 async def get_lead(session: AsyncSession, lead_id: str) -> Lead | None:
-    row = await session.get(LeadRow, lead_id)
+    """The lead's row as a plain row: the API's most frequent read (CRMs poll it), for which
+    loading an ORM object into the session's identity map cost more than the query."""
+    query = select(*_LEAD_COLUMNS).where(LEADS.c.lead_id == lead_id)
+    row = (await session.execute(query)).first()
     return None if row is None else Lead.model_validate(row, from_attributes=True)
 
 
@@ -398,17 +404,18 @@ async def list_leads(
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    query = select(LeadRow).order_by(LeadRow.total.desc(), LeadRow.lead_id).limit(limit + 1)
+    leads = LEADS.c
+    query = select(*_LEAD_COLUMNS).order_by(leads.total.desc(), leads.lead_id).limit(limit + 1)
     if stage is not None:
-        query = query.where(LeadRow.stage == stage.value)
+        query = query.where(leads.stage == stage.value)
     if min_score is not None:
-        query = query.where(LeadRow.total >= min_score)
+        query = query.where(leads.total >= min_score)
     if cursor is not None:
         total, lead_id = decode_cursor(cursor)
         query = query.where(
-            or_(LeadRow.total < total, and_(LeadRow.total == total, LeadRow.lead_id > lead_id))
+            or_(leads.total < total, and_(leads.total == total, leads.lead_id > lead_id))
         )
-    rows = list((await session.scalars(query)).all())
+    rows = list((await session.execute(query)).all())
     more = len(rows) > limit
     rows = rows[:limit]
     return LeadPage(
