@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 from services.ingest.settings import IngestSettings
 from shared.events import Event
@@ -34,6 +39,10 @@ every single-event post wait for it (median at 1000 posts/s: about 7 ms with 5 m
 linger, 2.5 ms without), and its per-partition timers split concurrent posts over more
 produce requests (16 events each instead of 32 for 32 posts in flight), more CPU per event.
 Under light load the requests are smaller, and the broker gets more of them."""
+
+
+SEQUENCE_BROKEN = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
+"""Errors after which the producer's id and sequence numbers are of no more use."""
 
 
 class KafkaUnavailable(Exception):
@@ -65,6 +74,7 @@ class EventPublisher:
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Write ``events`` keyed by lead_id; return only when all are acknowledged."""
+        producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
                 producer = await self._connected()
@@ -74,7 +84,31 @@ class EventPublisher:
                     await asyncio.gather(*await self._send(producer, events))
         except (KafkaError, TimeoutError, OSError) as exc:
             log.warning("publishing %d event(s) failed: %r", len(events), exc)
+            if isinstance(exc, SEQUENCE_BROKEN) and producer is not None:
+                await self._replace(producer)
             raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def _replace(self, broken: AIOKafkaProducer) -> None:
+        """Drop a producer whose sequence numbers the broker no longer accepts.
+
+        Batches that failed during a broker outage leave gaps in an idempotent
+        producer's sequence numbers, and aiokafka keeps its producer id: every later
+        batch is refused with OutOfOrderSequenceNumber, for good (seen after a broker
+        restart under load). A new producer gets a new id and starts its sequences
+        afresh. The refused events were answered 503; their retries keep their
+        event_ids, which scoring de-duplicates.
+        """
+        async with self._lock:
+            replaced = self._producer is broken  # or another request replaced it already
+            if replaced:
+                self._producer = None
+        if not replaced:
+            return
+        log.warning("replacing ingest's Kafka producer: the next one gets a new producer id")
+        try:
+            await broken.stop()
+        except KafkaError as exc:
+            log.debug("stopping the replaced producer: %r", exc)
 
     async def _send_one(self, producer: AIOKafkaProducer, event: Event) -> None:
         """One event (``POST /v1/events``): ``send`` as is, then its delivery.
