@@ -72,21 +72,27 @@ class Engagement:
         return self.total.value_at(at, half_life)
 
     def to_dict(self) -> dict[str, Any]:
+        """Rules as ``[index, value, as_of, count]`` rows, in the order they first scored."""
         return {
             "total": [self.total.value, self.total.as_of],
-            "rules": {
-                str(index): [r.decayed.value, r.decayed.as_of, r.count]
-                for index, r in sorted(self.rules.items())
-            },
+            "rules": [
+                (index, r.decayed.value, r.decayed.as_of, r.count)
+                for index, r in self.rules.items()
+            ],
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Engagement:
+        """The inverse of :meth:`to_dict`; also reads the rules of a lead state in format 1,
+        an object of ``{"<index>": [value, as_of, count]}``."""
         value, as_of = data["total"]
+        rules = data["rules"]
+        if isinstance(rules, Mapping):
+            rules = [(index, *row) for index, row in rules.items()]
         return cls(
             total=Decayed(float(value), None if as_of is None else float(as_of)),
             rules={
                 int(index): RuleEngagement(Decayed(float(v), float(at)), int(count))
-                for index, (v, at, count) in data["rules"].items()
+                for index, v, at, count in rules
             },
         )

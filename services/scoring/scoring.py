@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import orjson
 
-from services.scoring.lead import DEFAULT_HORIZON, DerivedFit, LeadState
+from services.scoring.lead import DEFAULT_HORIZON, DerivedFit, LeadState, micros, utc_day
 from services.scoring.model import ScoringModel
 from services.scoring.rules import (
     Contribution,
@@ -218,9 +218,10 @@ def _engage(lead: LeadState, event: Event, model: ScoringModel) -> None:
     if index is None:
         return
     rule = model.engagement.rules[index]
-    day = event.occurred_at.astimezone(UTC).date()
-    if rule.max_per_day is not None and not lead.take_cap_slot(index, day, rule.max_per_day):
-        return  # over the cap: the event is still applied, it just scores 0
+    if rule.max_per_day is not None:
+        day = utc_day(micros(event.occurred_at))
+        if not lead.take_cap_slot(index, day, rule.max_per_day):
+            return  # over the cap: the event is still applied, it just scores 0
     at, half_life = event.occurred_at.timestamp(), model.engagement.half_life_seconds
     lead.engagement = lead.engagement.add(index, rule.points, at, half_life)
 
