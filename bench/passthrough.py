@@ -2,11 +2,13 @@
 
 Run as a process (``python -m bench.passthrough``, configured by the same ``LEADFLOW_*``
 variables as scoring). It mirrors :mod:`services.scoring.worker` minus the domain: one
-transactional producer per assigned partition (the same ``transactional_id`` scheme),
-``getmany`` bounded by the same batch size, and per partition batch ONE transaction that
-sends every record on (batched per output partition, as the worker sends) and commits the
-offset with ``send_offsets_to_transaction``. It
-logs ``took``/``released`` like the worker, so the bench sees when it holds its partitions.
+transactional producer per assigned partition (the same ``transactional_id`` scheme), the
+same poll (:func:`shared.kafka.poll_idle_first`, bounded by the same batch size), and per
+partition batch ONE transaction that sends every record on (batched per output partition,
+as the worker sends) and commits the offset with ``send_offsets_to_transaction``; one
+transaction per partition on its way at a time, the partitions' transactions overlapping.
+It logs ``took``/``released`` like the worker, so the bench sees when it holds its
+partitions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from services.scoring.settings import ScoringSettings
-from shared.kafka import make_consumer, make_producer, send_keyed
+from shared.kafka import make_consumer, make_producer, poll_idle_first, send_keyed
 from shared.log import configure_logging
 
 log = logging.getLogger("bench.passthrough")
@@ -35,6 +37,7 @@ class Passthrough:
             settings, name="passthrough", group_id=self.group, max_poll_interval_ms=300_000
         )
         self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self.committing: dict[TopicPartition, asyncio.Task[None]] = {}
         self.lock = asyncio.Lock()
         self.stopping = asyncio.Event()
 
@@ -57,6 +60,7 @@ class Passthrough:
             for tp in list(revoked):
                 producer = self.producers.pop(tp, None)
                 if producer is not None:
+                    await self.settled(tp)
                     await producer.stop()
                     log.info("released %s[%d]", tp.topic, tp.partition)
 
@@ -65,20 +69,31 @@ class Passthrough:
         await self.consumer.start()
         try:
             while not self.stopping.is_set():
-                batches = await self.consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.scoring_batch_records
+                idle = [tp for tp in self.producers if self.idle(tp)]
+                batches = await poll_idle_first(
+                    self.consumer,
+                    idle,
+                    committing=len(idle) < len(self.producers),
+                    max_records=self.settings.scoring_batch_records,
                 )
                 async with self.lock:
-                    await asyncio.gather(
-                        *(
-                            self.forward(tp, records)
-                            for tp, records in batches.items()
-                            if records and tp in self.producers
-                        )
-                    )
+                    for tp, records in batches.items():
+                        if records and tp in self.producers:
+                            await self.settled(tp)
+                            self.committing[tp] = asyncio.create_task(self.forward(tp, records))
         finally:
             await self.release(list(self.producers))
             await self.consumer.stop()
+
+    def idle(self, tp: TopicPartition) -> bool:
+        task = self.committing.get(tp)
+        return task is None or task.done()
+
+    async def settled(self, tp: TopicPartition) -> None:
+        """The partition's transaction on its way has ended; a failure ends the run."""
+        task = self.committing.pop(tp, None)
+        if task is not None:
+            await task
 
     async def forward(self, tp: TopicPartition, records: Sequence[Any]) -> None:
         """The records on, keyed as they came, in batches per partition as the worker sends."""

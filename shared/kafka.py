@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
@@ -52,6 +52,9 @@ before sending asks it (see :func:`by_partition`)."""
 
 Record = tuple[bytes | None, bytes]
 """A record as it is sent: its key and its value."""
+
+Batches = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+"""Records as ``getmany`` gives them: per partition, in offset order."""
 
 
 async def send_keyed(
@@ -163,6 +166,31 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def poll_idle_first(
+    consumer: AIOKafkaConsumer,
+    idle: Sequence[TopicPartition],
+    *,
+    committing: bool,
+    max_records: int,
+    timeout_ms: int = 200,
+) -> Batches:
+    """The next records for a consumer that has a transaction per partition on its way.
+
+    aiokafka hands out one partition's buffered records until they run out, so a plain
+    ``getmany`` keeps giving the partition whose transaction was just started, and its
+    next batch waits for that transaction: one partition at a time. While some
+    partitions are ``committing``, the ``idle`` ones are asked first, without waiting, so
+    the transactions of different partitions overlap. Otherwise (nothing idle has records
+    yet, or nothing is committing) every assigned partition is polled as usual.
+    """
+    if committing and idle:
+        ready: Batches = await consumer.getmany(*idle, timeout_ms=0, max_records=max_records)
+        if ready:
+            return ready
+    batches: Batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    return batches
 
 
 async def reachable(consumer: AIOKafkaConsumer, timeout: float = 2.0) -> bool:

@@ -9,7 +9,9 @@ Each batch of a partition is one transaction: outputs, dead letters, the
 changelog and the consumer offset commit or vanish together. A partition has one
 transaction on its way at a time, and its next batch is scored meanwhile: states
 change in place, so a failed transaction drops the partition's whole state (and what
-was scored on top of it) and restores it from the changelog.
+was scored on top of it) and restores it from the changelog. Partitions with no
+transaction on their way are polled first, so the transactions of different partitions
+overlap too.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from shared.kafka import (
     encode_key,
     make_consumer,
     make_producer,
+    poll_idle_first,
     reachable,
     send_as_batches,
     send_keyed,
@@ -109,8 +112,12 @@ class ScoringWorker:
         try:
             while not self._stopping.is_set():
                 await self._retry_broken()
-                batches = await self.consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.scoring_batch_records
+                idle = [tp for tp, s in self.partitions.items() if _idle(s.committing)]
+                batches = await poll_idle_first(
+                    self.consumer,
+                    idle,
+                    committing=len(idle) < len(self.partitions),
+                    max_records=self.settings.scoring_batch_records,
                 )
                 async with self._lock:
                     for tp, records in batches.items():
@@ -355,6 +362,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         await self.worker.take(assigned)
+
+
+def _idle(committing: asyncio.Task[None] | None) -> bool:
+    """No transaction on its way (a finished one is settled when the next batch comes)."""
+    return committing is None or committing.done()
 
 
 async def _close_quietly(producer: AIOKafkaProducer) -> None:

@@ -1,13 +1,22 @@
-"""The producer helpers: the cached partitioner and batched sends."""
+"""The Kafka helpers: the cached partitioner, batched sends, the idle-first poll."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.kafka import KeyPartitioner, make_producer, send_as_batches
+from shared.kafka import (
+    KeyPartitioner,
+    make_consumer,
+    make_producer,
+    poll_idle_first,
+    send_as_batches,
+)
 from shared.settings import LeadflowSettings
 from tests.topics import read_records
 
@@ -56,3 +65,35 @@ async def test_batches_land_whole_and_in_order_in_a_transaction(
         await producer.stop()
     landed = await read_records(settings, topic, lambda r: len(r) >= 601)
     assert [(r.partition, r.key, r.value) for r in landed] == [(1, k, v) for k, v in records]
+
+
+@pytest.mark.integration
+async def test_idle_partitions_are_polled_before_the_one_being_committed(
+    kafka_settings: LeadflowSettings,
+) -> None:
+    topic = kafka_settings.topics.events
+    producer = make_producer(kafka_settings, name="idle-first")
+    await producer.start()
+    try:
+        for partition in (0, 1):
+            records = [(b"k", f"{partition}-{i}".encode()) for i in range(200)]
+            await asyncio.gather(*await send_as_batches(producer, topic, partition, records))
+    finally:
+        await producer.stop()
+    consumer = make_consumer(kafka_settings, name="idle-first", group_id=None)
+    await consumer.start()
+    try:
+        both = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+        consumer.assign(both)
+        await consumer.seek_to_beginning(*both)
+        for tp in both:  # until each partition has records buffered
+            assert await consumer.getmany(tp, timeout_ms=10_000, max_records=1)
+        # aiokafka drains one partition's buffer before the next: the reason for the policy
+        (first,) = await consumer.getmany(max_records=5)
+        (other,) = [tp for tp in both if tp != first]
+        idle_first = await poll_idle_first(consumer, [other], committing=True, max_records=5)
+        assert list(idle_first) == [other]
+        plain = await poll_idle_first(consumer, [other], committing=False, max_records=5)
+        assert list(plain) == [first]
+    finally:
+        await consumer.stop()
