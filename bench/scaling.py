@@ -1,6 +1,6 @@
 """scaling: total events/s scored by 1, 2 and 3 worker processes on a 6-partition topic.
 
-Each count is timed like the scoring case (from the settled group to the last commit);
+Each count is timed like the scoring case (from the full topic to the last commit);
 the ratio of 2 and 3 workers is their speed-up over one. On 2 cores the broker and the
 workers share the CPU, so the ceiling is the machine, not the design: see the CPU use
 recorded per run in the JSON.

@@ -1,7 +1,8 @@
 """scoring: events/s scored with transactions by one worker, from a pre-filled topic.
 
-The worker is the real service (``python -m services.scoring``), timed from its settled
-assignment (restore excluded) to the last committed offset. Baseline: the passthrough
+The worker is the real service (``python -m services.scoring``), holding its partitions
+before the topic is filled, timed from the full topic to the last committed offset (see
+:mod:`bench.consumers`). Baseline: the passthrough
 (``bench/passthrough.py``): the same consumer, the same per-partition transactional
 producers and batch size, one transaction per partition batch, no scoring.
 """
