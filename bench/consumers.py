@@ -1,13 +1,16 @@
 """Timing a consumer group through a pre-filled topic: the scoring and scaling cases.
 
 The workers start on an empty topic, and the group settles there (every partition taken,
-its state restored: the "took" lines of every worker). Then the topic is filled, and the
-clock runs from the moment it is full until the group's committed offsets reach its end.
-Scoring commits its offsets inside each batch's transaction, so that moment is "every
-score committed". What was committed while the topic was being filled is left out of the
-count. (Filled first, with the workers started after, the first worker to join scored on
-its own until the others had joined: a third of the records in the 2- and 3-worker runs,
-all of them in quick runs, which then reported 0 events/s.)
+its state restored: the "took" lines of every worker). Then the topic is filled in ONE
+Kafka transaction: the workers read committed records only, so none of them scores
+anything until the commit makes every record visible at once, a pre-filled topic. The
+clock runs from that commit until the group's committed offsets reach the end. Scoring
+commits its offsets inside each batch's transaction, so that moment is "every score
+committed". (Filled first, with the workers started after, the first worker to join scored
+on its own until the others had joined: a third of the records in the 2- and 3-worker
+runs, all of them in quick runs, which then reported 0 events/s. Filled without a
+transaction after the group settled, the passthrough consumed two thirds of the records
+while they were being written.)
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bench.common import produce_all, started_producer
+from bench.common import produce_all
 from bench.env import BenchEnv, CpuMeter, GroupOffsets, OwnershipTail, wait_settled
+from shared.kafka import make_producer
 from shared.processes import ServiceProcess
 from shared.settings import LeadflowSettings
 
@@ -57,11 +61,7 @@ async def time_group(
         tails = [OwnershipTail(p.log_file) for p in processes if p.log_file is not None]
         async with GroupOffsets(env.bootstrap_servers) as offsets:
             await wait_settled(tails, partitions, processes)
-            producer = await started_producer(settings, "bench-prefill")
-            try:
-                await produce_all(producer, topic, records, batch=5000, in_flight=4)
-            finally:
-                await producer.stop()
+            await _fill_at_once(settings, topic, records, transactional_id=f"{group}-fill")
             meter = CpuMeter(_pids(env, kind, processes))
             started = time.monotonic()
             before = sum((await offsets.committed(group, topic)).values())
@@ -84,11 +84,29 @@ async def time_group(
     counted = len(records) - before
     if counted < len(records) // 2:
         raise RuntimeError(
-            f"{kind}: {before} of {len(records)} records were committed while the topic was"
-            " being filled, so what is left is too little to time; use a larger size"
+            f"{kind}: {before} of {len(records)} records were committed before the clock"
+            " started, so what is left is too little to time"
         )
     seconds = finished - started
     return GroupRun(counted / seconds, counted, seconds, cpu)
+
+
+async def _fill_at_once(
+    settings: LeadflowSettings,
+    topic: str,
+    records: Sequence[tuple[bytes, bytes]],
+    *,
+    transactional_id: str,
+) -> None:
+    """Every record in one transaction: the workers read committed records only, so they
+    see none of them until the commit, then all of them, as a topic filled beforehand."""
+    producer = make_producer(settings, name="bench-fill", transactional_id=transactional_id)
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await produce_all(producer, topic, records, batch=5000, in_flight=4)
+    finally:
+        await producer.stop()
 
 
 def _start_workers(
