@@ -43,8 +43,10 @@ async def repeat(
     return results
 
 
-async def started_producer(settings: LeadflowSettings, name: str) -> AIOKafkaProducer:
-    producer = make_producer(settings, name=name)
+async def started_producer(
+    settings: LeadflowSettings, name: str, *, transactional_id: str | None = None
+) -> AIOKafkaProducer:
+    producer = make_producer(settings, name=name, transactional_id=transactional_id)
     await producer.start()
     return producer
 

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bench.common import produce_all
+from bench.common import produce_all, started_producer
 from bench.env import BenchEnv, CpuMeter, GroupOffsets, OwnershipTail, wait_settled
-from shared.kafka import make_producer
 from shared.processes import ServiceProcess
 from shared.settings import LeadflowSettings
 
@@ -100,8 +99,7 @@ async def _fill_at_once(
 ) -> None:
     """Every record in one transaction: the workers read committed records only, so they
     see none of them until the commit, then all of them, as a topic filled beforehand."""
-    producer = make_producer(settings, name="bench-fill", transactional_id=transactional_id)
-    await producer.start()
+    producer = await started_producer(settings, "bench-fill", transactional_id=transactional_id)
     try:
         async with producer.transaction():
             await produce_all(producer, topic, records, batch=5000, in_flight=4)

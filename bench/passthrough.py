@@ -69,11 +69,9 @@ class Passthrough:
         await self.consumer.start()
         try:
             while not self.stopping.is_set():
-                idle = [tp for tp in self.producers if self.idle(tp)]
                 batches = await poll_idle_first(
                     self.consumer,
-                    idle,
-                    committing=len(idle) < len(self.producers),
+                    {tp: self.committing.get(tp) for tp in self.producers},
                     max_records=self.settings.scoring_batch_records,
                 )
                 async with self.lock:
@@ -84,10 +82,6 @@ class Passthrough:
         finally:
             await self.release(list(self.producers))
             await self.consumer.stop()
-
-    def idle(self, tp: TopicPartition) -> bool:
-        task = self.committing.get(tp)
-        return task is None or task.done()
 
     async def settled(self, tp: TopicPartition) -> None:
         """The partition's transaction on its way has ended; a failure ends the run."""

@@ -7,7 +7,7 @@ auto-commit, read_uncommitted), so the safe settings live here once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -170,22 +170,23 @@ def make_consumer(
 
 async def poll_idle_first(
     consumer: AIOKafkaConsumer,
-    idle: Sequence[TopicPartition],
+    transactions: Mapping[TopicPartition, asyncio.Future[Any] | None],
     *,
-    committing: bool,
     max_records: int,
     timeout_ms: int = 200,
 ) -> Batches:
     """The next records for a consumer that has a transaction per partition on its way.
 
+    ``transactions`` holds each owned partition's transaction on its way (``None``: none).
     aiokafka hands out one partition's buffered records until they run out, so a plain
     ``getmany`` keeps giving the partition whose transaction was just started, and its
     next batch waits for that transaction: one partition at a time. While some
-    partitions are ``committing``, the ``idle`` ones are asked first, without waiting, so
-    the transactions of different partitions overlap. Otherwise (nothing idle has records
-    yet, or nothing is committing) every assigned partition is polled as usual.
+    transactions are on their way, the idle partitions are asked first, without waiting,
+    so the transactions of different partitions overlap. Otherwise (nothing idle has
+    records yet, or nothing is committing) every assigned partition is polled as usual.
     """
-    if committing and idle:
+    idle = [tp for tp, task in transactions.items() if task is None or task.done()]
+    if idle and len(idle) < len(transactions):
         ready: Batches = await consumer.getmany(*idle, timeout_ms=0, max_records=max_records)
         if ready:
             return ready

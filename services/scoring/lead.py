@@ -37,13 +37,15 @@ restores, and each lead is written in format 2 the next time it changes."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _DAY_US = 86_400_000_000
-_OLDEST_US = -62_135_596_800_000_000
-"""0001-01-01T00:00:00Z, the oldest time Python holds: horizons are clamped to it."""
 
 
 def micros(at: datetime) -> int:
     """An aware time as microseconds since the epoch: exact, unlike ``timestamp()``."""
     return (at - EPOCH) // _MICROSECOND
+
+
+_OLDEST_US = micros(datetime.min.replace(tzinfo=UTC))
+"""The oldest time Python holds: horizons are clamped to it."""
 
 
 def from_micros(at_us: int) -> datetime:

@@ -112,11 +112,9 @@ class ScoringWorker:
         try:
             while not self._stopping.is_set():
                 await self._retry_broken()
-                idle = [tp for tp, s in self.partitions.items() if _idle(s.committing)]
                 batches = await poll_idle_first(
                     self.consumer,
-                    idle,
-                    committing=len(idle) < len(self.partitions),
+                    {tp: scorer.committing for tp, scorer in self.partitions.items()},
                     max_records=self.settings.scoring_batch_records,
                 )
                 async with self._lock:
@@ -362,11 +360,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         await self.worker.take(assigned)
-
-
-def _idle(committing: asyncio.Task[None] | None) -> bool:
-    """No transaction on its way (a finished one is settled when the next batch comes)."""
-    return committing is None or committing.done()
 
 
 async def _close_quietly(producer: AIOKafkaProducer) -> None:

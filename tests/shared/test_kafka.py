@@ -91,9 +91,12 @@ async def test_idle_partitions_are_polled_before_the_one_being_committed(
         # aiokafka drains one partition's buffer before the next: the reason for the policy
         (first,) = await consumer.getmany(max_records=5)
         (other,) = [tp for tp in both if tp != first]
-        idle_first = await poll_idle_first(consumer, [other], committing=True, max_records=5)
+        on_its_way = asyncio.get_running_loop().create_future()  # first's transaction
+        idle_first = await poll_idle_first(
+            consumer, {first: on_its_way, other: None}, max_records=5
+        )
         assert list(idle_first) == [other]
-        plain = await poll_idle_first(consumer, [other], committing=False, max_records=5)
+        plain = await poll_idle_first(consumer, {first: None, other: None}, max_records=5)
         assert list(plain) == [first]
     finally:
         await consumer.stop()
