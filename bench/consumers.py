@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from bench.common import produce_all, started_producer
 from bench.env import BenchEnv, CpuMeter, GroupOffsets, OwnershipTail, wait_settled
-from shared.processes import ServiceProcess
+from devtools.processes import ServiceProcess
 from shared.settings import LeadflowSettings
 
 Kind = Literal["scoring", "passthrough"]

@@ -32,9 +32,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from sqlalchemy import make_url
 
-from shared.broker import LocalKafka, create_topics, free_port, resolve_jars
-from shared.processes import ServiceProcess
+from devtools.broker import LocalKafka, free_port, resolve_jars
+from devtools.processes import ServiceProcess
 from shared.settings import LeadflowSettings
+from shared.topic_admin import create_topics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"

@@ -24,7 +24,7 @@ from bench.common import Measure, http_session, repeat, run_id
 from bench.env import BenchEnv, Config, CpuMeter
 from bench.payload import bench_events
 from bench.stats import Row, Summary, Target, percentile
-from shared.processes import ServiceProcess
+from devtools.processes import ServiceProcess
 
 CONNECTIONS = 32
 HEADERS = {"content-type": "application/json"}

@@ -1,6 +1,6 @@
 """Realistic events of about 300 bytes: the synthetic stream plus the context platforms send.
 
-:func:`shared.synthetic.synthetic_stream` gives the shape of a real funnel (traits, a heavy
+:func:`devtools.synthetic.synthetic_stream` gives the shape of a real funnel (traits, a heavy
 tail of engaged leads, six weeks of event time, in time order); marketing platforms also
 send campaign and session context, which is what brings a real event to ~300 bytes.
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
+from devtools.synthetic import synthetic_stream
 from shared.events import Event
 from shared.kafka import encode_key
-from shared.synthetic import synthetic_stream
 
 DEVICES = ["desktop", "mobile", "tablet"]
 SOURCES = ["newsletter", "linkedin", "google", "partner", "direct"]

@@ -10,9 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
-from shared.broker import LocalKafka, create_topics
 from shared.settings import LeadflowSettings
-from shared.system import run_system, say
+from shared.topic_admin import create_topics
 
 SERVICES = ("ingest", "scoring", "pipeline")
 DEFAULT_DATA_DIR = Path(".leadflow")
@@ -20,6 +19,9 @@ DEFAULT_DATA_DIR = Path(".leadflow")
 
 def _kafka(args: argparse.Namespace) -> int:
     """Just the broker and the topics, until Ctrl-C."""
+    from devtools.broker import LocalKafka
+    from devtools.system import say
+
     settings = LeadflowSettings()
     kafka = LocalKafka(args.data_dir / "kafka", port=args.port)
     stop = threading.Event()
@@ -56,12 +58,14 @@ def _service(name: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from devtools.system import run_system
+
     available = [name for name in SERVICES if _has_service(name)]
     return run_system(args.data_dir, available, args.partitions)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shared.demo import run_demo
+    from devtools.demo import run_demo
 
     asyncio.run(run_demo(args.ingest_url, args.pipeline_url, args.leads, args.seed))
     return 0

@@ -36,6 +36,14 @@ class LeadflowSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds to.")
 
+    # --- who may call the HTTP APIs (shared/auth.py) ---
+
+    # --- how every client reaches Kafka: TLS and SASL (shared/kafka.py) ---
+
+    # --- limits of the HTTP server (shared/server.py) ---
+
+    # --- operations: logs, metrics, running it ---
+
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_namespace)

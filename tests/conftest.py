@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import LocalKafka, create_topics, free_port
+from devtools.broker import LocalKafka, free_port
 from shared.settings import LeadflowSettings
+from shared.topic_admin import create_topics
 
 
 @pytest.fixture(scope="session")

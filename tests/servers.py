@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from shared.broker import free_port
+from devtools.broker import free_port
 
 
 @contextmanager

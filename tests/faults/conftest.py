@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import LocalKafka
+from devtools.broker import LocalKafka
 from tests.faults.deployment import Deployment
 from tests.postgres import EmbeddedPostgres
 

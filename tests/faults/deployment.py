@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.broker import LocalKafka, create_topics, free_port
+from devtools.broker import LocalKafka, free_port
+from devtools.processes import ServiceProcess
 from shared.events import StageChange
-from shared.processes import ServiceProcess
 from shared.settings import LeadflowSettings
+from shared.topic_admin import create_topics
 from tests.reference import Expected, change_sequence_problems, score_mismatches
 from tests.topics import read_records
 

@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 
-from shared.synthetic import synthetic_stream
+from devtools.synthetic import synthetic_stream
 from tests.faults.deployment import (
     Deployment,
     Platform,

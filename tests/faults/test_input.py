@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from devtools.synthetic import synthetic_stream
 from shared.kafka import encode_key, make_producer
-from shared.synthetic import synthetic_stream
 from tests.faults.deployment import (
     Deployment,
     Platform,

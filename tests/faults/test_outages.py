@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.broker import LocalKafka, free_port
-from shared.synthetic import synthetic_stream
+from devtools.broker import LocalKafka, free_port
+from devtools.synthetic import synthetic_stream
 from tests.faults.deployment import (
     Deployment,
     Platform,

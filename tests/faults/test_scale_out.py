@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import LocalKafka
-from shared.synthetic import synthetic_stream
+from devtools.broker import LocalKafka
+from devtools.synthetic import synthetic_stream
 from tests.faults.deployment import (
     Deployment,
     Platform,

@@ -11,10 +11,11 @@ import httpx
 import orjson
 import pytest
 
+from devtools.broker import LocalKafka, free_port
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from shared.broker import LocalKafka, create_topics, free_port
 from shared.settings import LeadflowSettings
+from shared.topic_admin import create_topics
 from tests.servers import serving
 from tests.topics import read_records
 

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from shared.broker import LocalKafka, create_topics
-from shared.processes import ServiceProcess
+from devtools.broker import LocalKafka
+from devtools.processes import ServiceProcess
 from shared.settings import LeadflowSettings
+from shared.topic_admin import create_topics
 
 COLOURS = {"kafka": "90", "ingest": "36", "scoring": "35", "pipeline": "33", "leadflow": "1"}
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.synthetic import synthetic_stream
+from devtools.synthetic import synthetic_stream
 
 BATCH = 500
 
