@@ -60,7 +60,7 @@ def run_system(data_dir: Path, services: Sequence[str], partitions: int = 3) -> 
     running: list[ServiceProcess] = []
     status = 0
     try:
-        asyncio.run(create_topics(kafka.bootstrap_servers, settings.topics, partitions))
+        asyncio.run(create_topics(settings, partitions))
         say("kafka", f"topics ready: {', '.join(s.name for s in settings.topics.specs())}")
         env = {
             "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,

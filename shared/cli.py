@@ -22,14 +22,14 @@ def _kafka(args: argparse.Namespace) -> int:
     from devtools.broker import LocalKafka
     from devtools.system import say
 
-    settings = LeadflowSettings()
     kafka = LocalKafka(args.data_dir / "kafka", port=args.port)
+    settings = kafka.client_settings(LeadflowSettings())
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     kafka.start()
     try:
-        asyncio.run(create_topics(kafka.bootstrap_servers, settings.topics, args.partitions))
+        asyncio.run(create_topics(settings, args.partitions))
         say("kafka", f"ready on {kafka.bootstrap_servers}; Ctrl-C stops it")
         stop.wait()
     finally:
@@ -38,16 +38,25 @@ def _kafka(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    """Create the topics on an existing cluster (LEADFLOW_KAFKA_BOOTSTRAP_SERVERS)."""
+    """Create the missing topics on an existing cluster, connecting as the services do
+    (LEADFLOW_KAFKA_BOOTSTRAP_SERVERS and the Kafka security settings)."""
     settings = LeadflowSettings()
-    asyncio.run(
+    report = asyncio.run(
         create_topics(
-            settings.kafka_bootstrap_servers,
-            settings.topics,
+            settings,
             args.partitions,
             replication_factor=args.replication_factor,
+            min_insync_replicas=args.min_insync_replicas,
         )
     )
+    for spec in report.created:
+        config = ", ".join(f"{key}={value}" for key, value in sorted(spec.config.items()))
+        print(  # noqa: T201 - the command's output
+            f"created {spec.name}: {args.partitions} partitions, replication factor "
+            f"{args.replication_factor}" + (f", {config}" if config else "")
+        )
+    for name in report.existing:
+        print(f"{name} exists already: left as it is, not altered")  # noqa: T201
     return 0
 
 
@@ -94,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--partitions", type=int, default=3)
     topics.add_argument(
         "--replication-factor", type=int, default=1, help="3 on a production cluster"
+    )
+    topics.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        default=None,
+        help="min.insync.replicas of each topic created (2 with 3 replicas); "
+        "default: the cluster's",
     )
     topics.set_defaults(handler=_topics)
 

@@ -136,7 +136,9 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
             settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
         )
         app.state.database = database
-        consumer = BackgroundLoop("pipeline-consumer", lambda: PipelineConsumer(settings, database))
+        consumer = BackgroundLoop(
+            "pipeline-consumer", lambda: PipelineConsumer(settings, database), settings
+        )
         app.state.consumer = consumer
         if settings.pipeline_consume:
             consumer.start()

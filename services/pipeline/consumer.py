@@ -48,9 +48,9 @@ class PipelineConsumer:
         self._committing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        await self.consumer.start()
-        self.started.set()
         try:
+            await self.consumer.start()
+            self.started.set()
             while not self._stopping.is_set():
                 batches = await self.consumer.getmany(
                     timeout_ms=200, max_records=self.settings.pipeline_batch_records

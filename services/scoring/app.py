@@ -20,7 +20,9 @@ def create_app(
 ) -> FastAPI:
     settings = settings or ScoringSettings()
     scoring_model = model or load_model(settings.scoring_model)  # a bad model fails at start
-    worker = BackgroundLoop("scoring-worker", lambda: ScoringWorker(settings, scoring_model))
+    worker = BackgroundLoop(
+        "scoring-worker", lambda: ScoringWorker(settings, scoring_model), settings
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -47,6 +47,7 @@ from shared.kafka import (
     send_as_batches,
     send_keyed,
 )
+from shared.topic_admin import check_partitions
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,11 @@ class ScoringWorker:
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; releases every partition on the way out."""
-        self.consumer.subscribe([self.topics.events], listener=_Rebalance(self))
-        await self.consumer.start()
-        self.started.set()
         try:
+            await check_partitions(self.settings)
+            self.consumer.subscribe([self.topics.events], listener=_Rebalance(self))
+            await self.consumer.start()
+            self.started.set()
             while not self._stopping.is_set():
                 await self._retry_broken()
                 batches = await poll_idle_first(
