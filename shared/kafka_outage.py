@@ -146,6 +146,8 @@ class Reconnection:
         self.max_delay = max_delay
         self.repeat_seconds = repeat_seconds
         self.cause: str | None = None
+        self.failures = 0
+        """Failed tries since the last success."""
         self.delay = 0.0
         self.next_try = 0.0
         self._logged_at = 0.0
@@ -161,6 +163,7 @@ class Reconnection:
             log.error("%s cannot use Kafka: %s; retrying with backoff", self.what, cause)
             self._logged_at = now
         self.cause = cause
+        self.failures += 1
         self.delay = min(self.max_delay, self.delay * 2 if self.delay else self.first_delay)
         self.next_try = now + self.delay
         return self.delay
@@ -169,5 +172,6 @@ class Reconnection:
         if self.cause is not None:
             log.warning("%s reaches Kafka again", self.what)
         self.cause = None
+        self.failures = 0
         self.delay = 0.0
         self.next_try = 0.0

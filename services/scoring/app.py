@@ -36,6 +36,7 @@ def create_app(
         summary="Scores leads on fit and engagement and moves them through the stages.",
         lifespan=lifespan,
     )
+    app.state.worker = worker
 
     async def readiness() -> Mapping[str, bool]:
         return {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}
