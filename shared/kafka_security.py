@@ -9,6 +9,7 @@ producer, consumer and admin client.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import ssl
 from functools import cache
@@ -138,8 +139,24 @@ def token_provider(spec: str) -> AbstractTokenProvider:
     return provider
 
 
-def ssl_context(settings: LeadflowSettings) -> ssl.SSLContext:
-    """The system's CAs, or only ``LEADFLOW_KAFKA_SSL_CA_FILE``; a client certificate if set."""
+def on_uvloop() -> bool:
+    """Whether the running event loop is uvloop's (uvicorn picks it when it is installed)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return type(loop).__module__.startswith("uvloop")
+
+
+def ssl_context(settings: LeadflowSettings, *, tls13: bool = True) -> ssl.SSLContext:
+    """The system's CAs, or only ``LEADFLOW_KAFKA_SSL_CA_FILE``; a client certificate if set.
+
+    ``tls13=False`` caps the protocol at TLS 1.2: on uvloop, closing a TLS 1.3 connection
+    to a Kafka broker waits out uvloop's whole TLS shutdown timeout, 30 seconds (seen with
+    uvloop 0.23 and Kafka 4.1 on Java 17; the asyncio loop and TLS 1.2 close at once), and
+    aiokafka awaits every close: each changelog restore, so each partition scoring takes,
+    stalled that long.
+    """
     key_password = settings.kafka_ssl_key_password
     context: ssl.SSLContext = create_ssl_context(
         cafile=settings.kafka_ssl_ca_file,
@@ -148,6 +165,8 @@ def ssl_context(settings: LeadflowSettings) -> ssl.SSLContext:
         password=None if key_password is None else key_password.get_secret_value(),
     )
     context.check_hostname = settings.kafka_ssl_check_hostname
+    if not tls13:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
     return context
 
 
@@ -156,7 +175,7 @@ def security_options(settings: LeadflowSettings) -> dict[str, Any]:
     protocol = settings.kafka_security_protocol
     options: dict[str, Any] = {"security_protocol": protocol}
     if protocol in TLS_PROTOCOLS:
-        options["ssl_context"] = ssl_context(settings)
+        options["ssl_context"] = ssl_context(settings, tls13=not on_uvloop())
     if protocol in SASL_PROTOCOLS:
         mechanism = settings.kafka_sasl_mechanism
         options["sasl_mechanism"] = mechanism

@@ -104,8 +104,8 @@ async def check_partitions(settings: LeadflowSettings) -> None:
         missing = set(names) - set(await admin.list_topics())
         if missing:
             raise UnknownTopicOrPartitionError(
-                f"topic {', '.join(sorted(missing))} does not exist (yet): "
-                "`leadflow topics` creates it"
+                f"not created yet: {', '.join(sorted(missing))} (`leadflow topics` creates "
+                "the topics)"
             )
         described = {t["topic"]: t for t in await admin.describe_topics(names)}
     finally:

@@ -5,12 +5,14 @@ No broker: what every client of every service gets is decided here, so it is che
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+import uvloop
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
@@ -289,3 +291,14 @@ def test_causes_are_explained_in_words_naming_the_setting(ca_file: Path) -> None
     assert "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS" in explain(ConnectionRefusedError(), loaded, server)
     closed = explain(KafkaConnectionError("Connection at x closed"), loaded, server)
     assert "LEADFLOW_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in closed
+
+
+def test_on_uvloop_tls_stops_at_1_2_where_closing_1_3_stalls(ca_file: Path) -> None:
+    loaded = settings(kafka_security_protocol="SSL", kafka_ssl_ca_file=ca_file)
+
+    async def context_made() -> ssl.SSLContext:
+        made: ssl.SSLContext = security_options(loaded)["ssl_context"]
+        return made
+
+    assert uvloop.run(context_made()).maximum_version == ssl.TLSVersion.TLSv1_2
+    assert asyncio.run(context_made()).maximum_version == ssl.TLSVersion.MAXIMUM_SUPPORTED

@@ -27,7 +27,9 @@ from services.pipeline.settings import PipelineSettings
 from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
 from shared.background import BackgroundLoop
+from shared.kafka_outage import KafkaUnreachable, check_connection
 from shared.settings import LeadflowSettings
+from shared.topic_admin import wait_until_ready
 from tests.kafka_security.conftest import Certificates
 from tests.pipeline.test_end_to_end import QUALIFIED, System, event
 from tests.servers import serving
@@ -45,9 +47,11 @@ async def secure_system(secure_settings: LeadflowSettings, tmp_path: Path) -> As
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'pipeline.db'}"
     with ExitStack() as servers:
         ingest_url = servers.enter_context(serving(create_ingest(IngestSettings(**common))))
-        servers.enter_context(serving(create_scoring(ScoringSettings(**common))))
+        scoring_url = servers.enter_context(serving(create_scoring(ScoringSettings(**common))))
         pipeline = create_pipeline(PipelineSettings(**common, database_url=database_url))
         pipeline_url = servers.enter_context(serving(pipeline))
+        for url in (ingest_url, scoring_url, pipeline_url):  # the clock measures the flow
+            await _ready(url)
         async with (
             httpx.AsyncClient(base_url=ingest_url, timeout=30) as ingest,
             httpx.AsyncClient(base_url=pipeline_url, timeout=30) as reader,
@@ -111,6 +115,11 @@ def _kafka_lines(caplog: pytest.LogCaptureFixture, service: str) -> list[logging
         for r in caplog.records
         if r.levelno >= logging.ERROR and r.getMessage().startswith(f"{service} cannot use Kafka")
     ]
+
+
+async def _ready(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200, timeout=60)
 
 
 async def _not_ready(url: str) -> None:
@@ -188,3 +197,23 @@ async def _tries(app: FastAPI, service: str) -> int:
     """How many times the service's Kafka loop has failed to get in so far."""
     loop: BackgroundLoop[Any] = app.state.consumer if service == "pipeline" else app.state.worker
     return loop.reconnection.failures
+
+
+async def test_plain_gets_in_too_and_other_mistakes_are_named(
+    secure_settings: LeadflowSettings,
+) -> None:
+    fields = secure_settings.model_dump()
+    plain = LeadflowSettings(**{**fields, "kafka_sasl_mechanism": "PLAIN"})
+    await check_connection(plain)
+    await wait_until_ready(plain, timeout=30)  # an admin client of the factory, as PLAIN
+
+    scram256 = LeadflowSettings(**{**fields, "kafka_sasl_mechanism": "SCRAM-SHA-256"})
+    with pytest.raises(KafkaUnreachable) as lacking:
+        await check_connection(scram256)
+    assert "does not offer LEADFLOW_KAFKA_SASL_MECHANISM=SCRAM-SHA-256" in str(lacking.value)
+
+    no_tls = {"kafka_sasl_mechanism": None, "kafka_ssl_ca_file": None}
+    plaintext = LeadflowSettings(**{**fields, **no_tls, "kafka_security_protocol": "PLAINTEXT"})
+    with pytest.raises(KafkaUnreachable) as wrong_protocol:
+        await check_connection(plaintext)
+    assert "LEADFLOW_KAFKA_SECURITY_PROTOCOL=PLAINTEXT" in str(wrong_protocol.value)
