@@ -82,16 +82,16 @@ NO_CREDENTIALS = (
 
 
 def _credential(headers: Headers) -> str:
-    """The one credential sent, or a 401. ASCII only: keys and tokens are, and
-    compare_digest refuses other str."""
-    authorization = headers.get("authorization")
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            raise unauthenticated("the Authorization header must use the Bearer scheme")
+    """The one credential sent, or a 401: a Bearer ``Authorization`` first, then
+    ``X-API-Key`` (another scheme in ``Authorization`` may be a proxy's). ASCII only:
+    keys and tokens are, and compare_digest refuses other str."""
+    scheme, _, value = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer":
         credential = value.strip()
     else:
         credential = (headers.get(API_KEY_HEADER) or "").strip()
+        if not credential and scheme:
+            raise unauthenticated("the Authorization header must use the Bearer scheme")
     if not credential:
         raise unauthenticated(NO_CREDENTIALS)
     if not credential.isascii():
@@ -105,6 +105,7 @@ class Authenticator:
     def __init__(self, keys: Mapping[bytes, ApiKey], verifier: JwksVerifier | None) -> None:
         self.keys = keys
         self.verifier = verifier
+        self._callers = {digest: Principal(key.name, key.scopes) for digest, key in keys.items()}
 
     @property
     def enabled(self) -> bool:
@@ -120,7 +121,7 @@ class Authenticator:
         key = find_key(self.keys, credential.encode())
         if key is None:
             raise unauthenticated("unknown API key")
-        return Principal(key.name, key.scopes)
+        return self._callers[key.digest]
 
     async def _token(self, verifier: JwksVerifier, token: str) -> Principal:
         try:
@@ -444,3 +445,11 @@ def _declare(
             **{"WWW-Authenticate": "Bearer"},
         )
         responses["403"] = _refusal(f"The key or token lacks scope {scope}")
+        if SCHEME_JWT in schemes:
+            responses.setdefault(
+                "503",
+                _refusal(
+                    "The token issuer's keys cannot be fetched now",
+                    **{"Retry-After": "Seconds to wait before retrying."},
+                ),
+            )

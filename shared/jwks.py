@@ -92,8 +92,8 @@ class JwksVerifier:
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS:
             raise InvalidToken(f"token algorithm {alg!r} is not accepted")
-        if not isinstance(kid, str):
-            raise InvalidToken("token header has no kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("token header has a kid that is not a string")
         key = await self._key(kid)
         return self._decode(token, key)
 
@@ -125,19 +125,25 @@ class JwksVerifier:
             raise InvalidToken("token is invalid") from None
         return Claims(str(claims["sub"]), scopes_of(claims, rules.scope_claim))
 
-    async def _key(self, kid: str) -> jwt.PyJWK:
+    async def _key(self, kid: str | None) -> jwt.PyJWK:
+        """The key ``kid`` names; a token without a kid, the set's only key."""
         now = self.clock()
         stale = self._fetched_at is None or now - self._fetched_at >= self.cache_seconds
-        unknown = kid not in self._keys
         may_refresh = self._fetched_at is None or now - self._fetched_at >= self.refresh_min_seconds
-        if stale or (unknown and may_refresh):
+        if stale or (self._find(kid) is None and may_refresh):
             await self._refresh(self._fetched_at)
-        key = self._keys.get(kid)
+        key = self._find(kid)
         if key is None and not self._keys:
             raise KeySetUnavailable("no key set could be fetched yet")
         if key is None:
             raise InvalidToken("token signing key is not in the issuer's key set")
         return key
+
+    def _find(self, kid: str | None) -> jwt.PyJWK | None:
+        if kid is not None:
+            return self._keys.get(kid)
+        only = list(self._keys.values())
+        return only[0] if len(only) == 1 else None
 
     async def _refresh(self, seen: float | None) -> None:
         if self._fetching is None:
@@ -156,4 +162,4 @@ class JwksVerifier:
                 return  # keep the keys we had; retried after refresh_min_seconds
             finally:
                 self._fetched_at = self.clock()
-            self._keys = {key.key_id: key for key in keys if key.key_id}
+            self._keys = {key.key_id or "": key for key in keys}

@@ -131,7 +131,7 @@ class Gate:
     def _limit(self, principal: Principal) -> None:
         if self.limiter is None:
             return
-        wait = self.limiter.retry_after(principal.name)
+        wait = self.limiter.retry_after(f"{principal.kind}:{principal.name}")
         if wait is not None:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,

@@ -43,7 +43,7 @@ CHECKS = checks(
 
 @pytest.fixture
 def ingest_url(kafka_settings: LeadflowSettings) -> Iterator[str]:
-    settings = IngestSettings(**kafka_settings.model_dump(), api_keys=KEYS)
+    settings = IngestSettings(**{**kafka_settings.model_dump(), "api_keys": KEYS})
     with serving_documented(create_app(settings), DOCUMENT) as url:
         yield url
 

@@ -260,6 +260,16 @@ async def test_403_names_the_caller_the_scope_and_the_operation(
     assert "lacks scope admin" in erase.json()["detail"]
 
 
+async def test_a_proxy_s_authorization_leaves_the_api_key_header(
+    protected: httpx.AsyncClient,
+) -> None:
+    headers = {"Authorization": "Basic cHJveHk6cHc=", "X-API-Key": READER_KEY}
+    assert (await protected.get("/v1/things/1", headers=headers)).status_code == 200
+    basic = await protected.get("/v1/things/1", headers={"Authorization": "Basic cHJveHk6cHc="})
+    assert basic.status_code == 401
+    assert "Bearer scheme" in basic.json()["detail"]
+
+
 async def test_the_caller_is_in_request_state(protected: httpx.AsyncClient) -> None:
     for headers in ({"X-API-Key": READER_KEY}, {"Authorization": f"Bearer {READER_KEY}"}):
         response = await protected.get("/v1/things/1", headers=headers)

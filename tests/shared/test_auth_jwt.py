@@ -162,6 +162,12 @@ async def test_none_and_hmac_tokens_are_refused(first: Signer, jwks_url: str) ->
         await verifier(jwks_url).verify("not.a.token")
 
 
+async def test_a_token_without_kid_uses_the_only_key(first: Signer, jwks_url: str) -> None:
+    payload = jwt.decode(first.token(), options={"verify_signature": False})
+    token = jwt.encode(payload, first.key, algorithm="RS256")
+    assert (await verifier(jwks_url).verify(token)).subject == "svc-crm"
+
+
 async def test_the_key_set_is_cached(first: Signer, keyset: KeySet, jwks_url: str) -> None:
     checking = verifier(jwks_url, refresh_min_seconds=60.0)
     for _ in range(3):
