@@ -62,7 +62,7 @@ class EventPublisher:
         self._topic = settings.topics.events
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
-        self.reconnection = Reconnection("ingest")
+        self.reconnection = Reconnection("ingest", max_delay=5.0)  # the front door: try often
 
     async def _connected(self) -> AIOKafkaProducer:
         if self._producer is not None:
