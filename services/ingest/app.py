@@ -27,6 +27,7 @@ from services.ingest.publisher import EventPublisher, KafkaUnavailable
 from services.ingest.settings import IngestSettings
 from shared import cloudevents
 from shared.events import Event, EventIn
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 
 API_KEY_HEADER = "X-API-Key"
@@ -205,6 +206,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return {"kafka": await publisher.is_ready()}
 
     install_probes(app, readiness)
+    install_http_edge(app, settings)
 
     keys = [key.encode() for key in settings.api_keys]
 

@@ -12,6 +12,7 @@ from services.scoring.model import ScoringModel, load_model
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
 from shared.background import BackgroundLoop
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 
 
@@ -39,6 +40,7 @@ def create_app(
         return {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}
 
     install_probes(app, readiness, worker.alive)
+    install_http_edge(app, settings)
 
     @app.get("/v1/model", summary="The active scoring model")
     async def get_model() -> dict[str, Any]:
