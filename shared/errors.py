@@ -29,10 +29,12 @@ MAX_REPORTED_ERRORS = 100
 TOO_MANY_ERRORS = "too_many_errors"
 
 
-def unreported(count: int, where: str = "body") -> dict[str, Any]:
-    """The last entry of a cut list, in the shape of the others: ``count`` more not shown."""
-    more = f"{count} more errors" if count else "more errors"
-    return {"loc": [where], "msg": f"{more} not shown", "type": TOO_MANY_ERRORS}
+def unreported(count: int, where: str = "body", unchecked: str | None = None) -> dict[str, Any]:
+    """The last entry of a cut list, in the shape of the others: ``count`` more errors not
+    shown, and what was not even checked."""
+    parts = [f"{count} more errors not shown"] if count else []
+    parts += [unchecked] if unchecked else []
+    return {"loc": [where], "msg": "; ".join(parts), "type": TOO_MANY_ERRORS}
 
 
 def capped(
