@@ -195,7 +195,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         self.transport.write(refusal_response(refusal.status, refusal.reason))
         self._drop(refusal.metric)
-        log.info("%s: %s (%d)", self._peer(), refusal.reason, refusal.status)
+        log.debug("%s: %s (%d)", self._peer(), refusal.reason, refusal.status)  # counted
 
     def _drop(self, metric: str) -> None:
         http_metrics.refused(metric).inc()

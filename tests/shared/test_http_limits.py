@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
+from prometheus_client import REGISTRY
 
 from shared.settings import LeadflowSettings
 from tests.servers import serving
@@ -24,6 +25,7 @@ LIMITS = LeadflowSettings(
     http_header_timeout_seconds=0.5,
     http_body_timeout_seconds=0.5,
     http_max_connections=8,
+    http_keepalive_timeout_seconds=1,
 )
 DEADLINE = 10.0
 """Longest any answer may take to arrive: far above every timeout above."""
@@ -93,6 +95,16 @@ def test_a_normal_request_is_served_and_kept_alive(address: tuple[str, int]) -> 
         assert sock.recv(65536).endswith(b"5 bytes")
 
 
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
+    address: tuple[str, int],
+) -> None:
+    with connect(address) as sock:
+        sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.count(b"HTTP/1.1") == 1  # closed without a word once idle
+
+
 def test_headers_just_under_the_limit_and_a_body_in_the_same_read_are_served(
     address: tuple[str, int],
 ) -> None:
@@ -137,12 +149,19 @@ def test_an_unfinished_huge_header_is_cut_at_the_limit(address: tuple[str, int])
     assert answer == b"" or status_of(answer) == 431
 
 
-def test_a_thousand_headers_are_refused(address: tuple[str, int]) -> None:
+def refusals(reason: str) -> float:
+    value = REGISTRY.get_sample_value("leadflow_http_connections_refused_total", {"reason": reason})
+    return value or 0.0
+
+
+def test_a_thousand_headers_are_refused_and_counted(address: tuple[str, int]) -> None:
+    before = refusals("too_many_headers")
     headers = b"".join(b"h%d: 1\r\n" % i for i in range(1000))
     with connect(address) as sock:
         send_ignoring_reset(sock, b"GET /ok HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
         answer = refused(sock)
     assert answer == b"" or status_of(answer) == 431
+    assert refusals("too_many_headers") == before + 1
 
 
 def test_the_most_headers_allowed_are_served(address: tuple[str, int]) -> None:
