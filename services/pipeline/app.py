@@ -1,4 +1,4 @@
-"""pipeline's HTTP surface (DESIGN section 5): leads, their history and score, the funnel, the feed.
+"""pipeline's HTTP surface (docs/architecture.md §6): leads, history, score, funnel and feed.
 
 Reads only: the Kafka consumer writes through :func:`services.pipeline.store.record_batch`.
 
@@ -38,6 +38,7 @@ from services.pipeline.consumer import PipelineConsumer
 from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
+from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
 from shared.http_edge import install_http_edge
@@ -91,6 +92,9 @@ LeadId = Annotated[
 ]
 """A lead id in a path. Ids come from events, which never hold control characters; refusing
 them here also keeps NUL away from PostgreSQL, whose text cannot hold it."""
+
+READS = [Depends(RequireScope("leads:read"))]
+"""Every read of lead data needs leads:read (when authentication is on)."""
 
 MAX_POSITION = 2**63 - 1
 """Feed positions are 64-bit integers in both databases."""
@@ -185,7 +189,12 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         ),
     ]
 
-    @app.get("/v1/leads", summary="Leads by total score, highest first", tags=["leads"])
+    @app.get(
+        "/v1/leads",
+        summary="Leads by total score, highest first",
+        tags=["leads"],
+        dependencies=READS,
+    )
     async def list_leads(
         session: SessionDep,
         stage: Annotated[Stage | None, Query(description="Only leads in this stage.")] = None,
@@ -217,6 +226,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     # The suffixed routes come first: the path converter would otherwise swallow them.
     @app.get(
         "/v1/leads/{lead_id:path}/history",
+        dependencies=READS,
         summary="The lead's stage changes, in sequence order",
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
@@ -229,6 +239,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/leads/{lead_id:path}/score",
+        dependencies=READS,
         summary="The lead's newest score, rule by rule",
         responses={
             404: {"model": Problem, "description": "Unknown lead, or no score update recorded yet"}
@@ -248,6 +259,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/leads/{lead_id:path}",
+        dependencies=READS,
         summary="The lead's stage and score",
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
@@ -260,6 +272,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/funnel",
+        dependencies=READS,
         summary="Leads per stage, how far they got, and conversion between stages",
         description=(store.funnel.__doc__ or "").strip(),
         tags=["funnel"],
@@ -269,6 +282,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/stage-changes",
+        dependencies=READS,
         summary="Every stage change once, in the order recorded, for CRMs that poll",
         tags=["stage changes"],
     )
@@ -286,4 +300,5 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     ) -> StageChangeFeed:
         return await store.feed(session, after=after, limit=limit)
 
+    install_auth(app, settings)
     return app
