@@ -16,6 +16,8 @@ from pythonjsonlogger.json import JsonFormatter
 from services.ingest.app import create_app as create_ingest
 from services.pipeline.app import create_app as create_pipeline
 from services.scoring.app import create_app as create_scoring
+from services.scoring.settings import ScoringSettings
+from shared.api_keys import format_line, key_digest
 from shared.errors import MAX_REPORTED_ERRORS
 from shared.http_edge import install_http_edge
 from shared.settings import LeadflowSettings
@@ -228,3 +230,22 @@ async def test_every_service_is_wrapped(create: type[FastAPI]) -> None:
             response = await http.get(path)
             assert_security_headers(response)
             assert response.headers["cache-control"] == "no-store"
+
+
+async def test_the_access_log_and_metrics_see_what_authentication_decided(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = "lf_reader-key-value"
+    keys = format_line("reader", ["leads:read"], key_digest(key.encode()))
+    app = create_scoring(ScoringSettings(api_keys=keys))
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 5555))
+    before = sample("/v1/model", "GET", "401")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with caplog.at_level(logging.INFO, logger="leadflow.access"):
+            allowed = await http.get("/v1/model", headers={"Authorization": f"Bearer {key}"})
+            refused = await http.get("/v1/model", headers={"X-API-Key": "lf_wrong"})
+    assert (allowed.status_code, refused.status_code) == (200, 401)
+    assert sample("/v1/model", "GET", "401") == before + 1
+    lines = [r for r in caplog.records if r.name == "leadflow.access"]
+    assert [(r.status, r.key_name) for r in lines] == [(200, "reader"), (401, None)]  # type: ignore[attr-defined]
+    assert all(key not in r.getMessage() and "lf_wrong" not in r.getMessage() for r in lines)
