@@ -109,7 +109,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._refuse(Refusal(400, "invalid HTTP request", "malformed"))
             return
         except httptools.HttpParserUpgrade:
-            return  # no upgrades are served (ws="none"): the app has answered the request
+            pass  # no upgrade is served (ws="none"): the request goes to the app as it is
         except httptools.HttpParserError:
             self._refuse(Refusal(400, "invalid HTTP request", "malformed"))
             return

@@ -214,3 +214,11 @@ def served_again(address: tuple[str, int]) -> bool:
         if answer and status_of(answer) == 200:
             return True
     return False
+
+
+def test_an_upgrade_request_is_served_as_plain_http(address: tuple[str, int]) -> None:
+    with connect(address) as sock:
+        sock.sendall(
+            b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"
+        )
+        assert status_of(read_until_closed(sock)) == 200
