@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from shared.http_limits import HttpLimits, bounded_protocol
 from shared.log import configure_logging
@@ -32,7 +33,7 @@ def http_limits(settings: LeadflowSettings) -> HttpLimits:
 
 
 def server_config(
-    app: FastAPI, settings: LeadflowSettings, *, host: str, port: int
+    app: Starlette, settings: LeadflowSettings, *, host: str, port: int
 ) -> uvicorn.Config:
     """The one uvicorn configuration, the tests' servers included.
 

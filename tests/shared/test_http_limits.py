@@ -218,7 +218,6 @@ def served_again(address: tuple[str, int]) -> bool:
 
 def test_an_upgrade_request_is_served_as_plain_http(address: tuple[str, int]) -> None:
     with connect(address) as sock:
-        sock.sendall(
-            b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"
-        )
+        upgrade = b"Connection: Upgrade, close\r\nUpgrade: websocket\r\n"
+        sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n")
         assert status_of(read_until_closed(sock)) == 200
