@@ -96,7 +96,7 @@ class LeadflowSettings(BaseSettings):
         description="A request's headers must arrive within this; else 408 and closed.",
     )
     http_body_timeout_seconds: float = Field(
-        default=30.0,
+        default=15.0,
         gt=0,
         description="A request's whole body must arrive within this once its headers did.",
     )
