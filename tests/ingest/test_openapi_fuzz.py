@@ -88,6 +88,8 @@ hostile_bodies = st.one_of(
     hostile_json(),
     hostile_json().map(event_text),
     deep_json().map(lambda t: f"[{event_text(t)}]"),
+    # valid JSON at the depths where the parsers on the way give up
+    st.integers(250, 258).map(lambda d: event_text("[" * d + "1" + "]" * d)),
     st.integers(0, 60_000).map(lambda n: event_text("1", unknown_fields(n))),
     ODD_TEXT.map(lambda t: event_text(orjson.dumps(t).decode())),
 )
