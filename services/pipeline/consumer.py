@@ -4,6 +4,9 @@ Records are read with read_committed, so only what scoring committed is
 seen. A batch is written in one database transaction and the offsets are
 committed only after it: a crash in between redelivers the batch, and the
 writes are idempotent on ``(lead_id, sequence)``, so nothing counts twice.
+The offset committed is the consumer's position, not the last record's offset
+plus one: scoring's transactions end in a commit marker that takes an offset of
+its own, and a group committed before the marker shows a lag of one forever.
 While the database is down the loop retries the same batch and the service
 reports not-ready; nothing is skipped.
 """
@@ -16,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,6 +49,9 @@ class PipelineConsumer:
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
         self._committing: asyncio.Task[None] | None = None
+        self._requested: dict[TopicPartition, int] = {}
+        """The offset last handed to a commit, per partition (dropped when it failed)."""
+        self._lag_reported: set[TopicPartition] = set()
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -57,6 +63,9 @@ class PipelineConsumer:
                 )
                 if batches:
                     await self._persist(batches)
+                else:
+                    await self._commit_passed_markers()
+                await self._report_lag()
         finally:
             await self._committed()
             await self.consumer.stop()
@@ -82,11 +91,56 @@ class PipelineConsumer:
         self.database_ok = True
         metrics.PERSISTED.labels("stage_change").inc(len(changes))
         metrics.PERSISTED.labels("score").inc(len(updates))
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        # The position is past the batch and past any marker the fetch has seen after it
+        # (nothing else: the next records are only taken by the next getmany).
+        offsets = {tp: at for tp in batches if (at := await self._position(tp)) is not None}
+        await self._start_commit(offsets)
+
+    async def _commit_passed_markers(self) -> None:
+        """Commit positions that moved with no record: the fetch passed only markers.
+
+        A transaction's marker can come in a fetch of its own, after its records were
+        persisted and committed; every record before the position is in the database, so
+        committing it at once keeps the commit order.
+        """
+        positions = await self._positions()
+        advanced = {tp: at for tp, at in positions.items() if at > self._requested.get(tp, -1)}
+        if advanced:
+            await self._start_commit(advanced)
+
+    async def _start_commit(self, offsets: dict[TopicPartition, int]) -> None:
         # The commit's round trip overlaps the next fetch; commits stay one at a time, in
         # order, and each only after its batch's database commit.
         await self._committed()
+        self._requested.update(offsets)
         self._committing = asyncio.create_task(self._commit(offsets))
+
+    async def _positions(self) -> dict[TopicPartition, int]:
+        """Positions of the partitions fetched since they were assigned (others have none)."""
+        fetched = [
+            tp for tp in self.consumer.assignment() if self.consumer.highwater(tp) is not None
+        ]
+        return {tp: at for tp in fetched if (at := await self._position(tp)) is not None}
+
+    async def _position(self, tp: TopicPartition) -> int | None:
+        try:
+            position: int = await self.consumer.position(tp)
+        except IllegalStateError:
+            return None  # revoked meanwhile: its new owner reads on from its committed offset
+        return position
+
+    async def _report_lag(self) -> None:
+        positions = await self._positions()
+        for tp, position in positions.items():
+            lag = metrics.consumer_lag(
+                position, self.consumer.highwater(tp), self.consumer.last_stable_offset(tp)
+            )
+            if lag is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                self._lag_reported.add(tp)
+        for tp in self._lag_reported - set(self.consumer.assignment()):
+            metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))  # another member's now
+            self._lag_reported.discard(tp)
 
     async def _committed(self) -> None:
         task, self._committing = self._committing, None
@@ -99,6 +153,9 @@ class PipelineConsumer:
         except (CommitFailedError, KafkaError) as exc:
             # a rebalance took the partitions: their new owner re-reads, idempotently
             log.warning("committing offsets failed (%s); records will be re-read", exc)
+            for tp, offset in offsets.items():
+                if self._requested.get(tp) == offset:
+                    del self._requested[tp]  # still ours after all: committed again when idle
 
     def _decode(
         self, batches: Mapping[TopicPartition, Sequence[Any]]
