@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,6 +27,7 @@ from services.pipeline import metrics
 from services.pipeline.db import Database
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import record_batch
+from shared.consumer_lag import LagGauge, fetched_positions, position
 from shared.events import ScoreUpdate, StageChange
 from shared.kafka import make_consumer, reachable
 
@@ -51,7 +52,7 @@ class PipelineConsumer:
         self._committing: asyncio.Task[None] | None = None
         self._requested: dict[TopicPartition, int] = {}
         """The offset last handed to a commit, per partition (dropped when it failed)."""
-        self._lag_reported: set[TopicPartition] = set()
+        self._lag = LagGauge(metrics.CONSUMER_LAG)
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -65,7 +66,7 @@ class PipelineConsumer:
                     await self._persist(batches)
                 else:
                     await self._commit_passed_markers()
-                await self._report_lag()
+                self._lag.update(self.consumer)
         finally:
             await self._committed()
             await self.consumer.stop()
@@ -93,7 +94,7 @@ class PipelineConsumer:
         metrics.PERSISTED.labels("score").inc(len(updates))
         # The position is past the batch and past any marker the fetch has seen after it
         # (nothing else: the next records are only taken by the next getmany).
-        offsets = {tp: at for tp in batches if (at := await self._position(tp)) is not None}
+        offsets = {tp: at for tp in batches if (at := position(self.consumer, tp)) is not None}
         await self._start_commit(offsets)
 
     async def _commit_passed_markers(self) -> None:
@@ -103,7 +104,7 @@ class PipelineConsumer:
         persisted and committed; every record before the position is in the database, so
         committing it at once keeps the commit order.
         """
-        positions = await self._positions()
+        positions = fetched_positions(self.consumer)
         advanced = {tp: at for tp, at in positions.items() if at > self._requested.get(tp, -1)}
         if advanced:
             await self._start_commit(advanced)
@@ -114,33 +115,6 @@ class PipelineConsumer:
         await self._committed()
         self._requested.update(offsets)
         self._committing = asyncio.create_task(self._commit(offsets))
-
-    async def _positions(self) -> dict[TopicPartition, int]:
-        """Positions of the partitions fetched since they were assigned (others have none)."""
-        fetched = [
-            tp for tp in self.consumer.assignment() if self.consumer.highwater(tp) is not None
-        ]
-        return {tp: at for tp in fetched if (at := await self._position(tp)) is not None}
-
-    async def _position(self, tp: TopicPartition) -> int | None:
-        try:
-            position: int = await self.consumer.position(tp)
-        except IllegalStateError:
-            return None  # revoked meanwhile: its new owner reads on from its committed offset
-        return position
-
-    async def _report_lag(self) -> None:
-        positions = await self._positions()
-        for tp, position in positions.items():
-            lag = metrics.consumer_lag(
-                position, self.consumer.highwater(tp), self.consumer.last_stable_offset(tp)
-            )
-            if lag is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
-                self._lag_reported.add(tp)
-        for tp in self._lag_reported - set(self.consumer.assignment()):
-            metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))  # another member's now
-            self._lag_reported.discard(tp)
 
     async def _committed(self) -> None:
         task, self._committing = self._committing, None

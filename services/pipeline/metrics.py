@@ -13,19 +13,6 @@ BATCH_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "leadflow_pipeline_consumer_lag",
-    "Committed records of the partition the pipeline has not read yet",
+    "Committed records of the partition the pipeline has not read yet (0 at rest)",
     ["topic", "partition"],
 )
-
-
-def consumer_lag(position: int, highwater: int | None, last_stable: int | None) -> int | None:
-    """Records between the consumer's position and the end it may read, ``None`` if unknown.
-
-    A read_committed consumer can read up to the last stable offset, not the highwater: an
-    open transaction's records are not lag yet. Both ends count the transaction markers,
-    and so does the position once a fetch has passed them, so at rest this is zero.
-    """
-    end = last_stable if last_stable is not None and last_stable >= 0 else highwater
-    if end is None or end < 0:
-        return None
-    return max(0, end - position)

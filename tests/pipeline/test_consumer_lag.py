@@ -1,4 +1,5 @@
-"""Both consumer groups at rest: committed offsets at the end of every partition (lag 0).
+"""Both consumer groups at rest: committed offsets at the end of every partition (lag 0),
+and the lag gauges of both say so.
 
 Scoring writes its outputs in transactions, and each transaction ends in a commit
 marker that takes an offset of its own: a group that commits the last record's
@@ -124,12 +125,20 @@ async def test_both_groups_commit_to_the_end_of_their_partitions_once_traffic_st
             ends = await end_offsets(kafka_settings, outputs)
             assert sum(ends.values()) > 30  # records and markers did flow through
 
-            def gauge(tp: TopicPartition) -> float | None:
-                labels = {"topic": tp.topic, "partition": str(tp.partition)}
-                return REGISTRY.get_sample_value("leadflow_pipeline_consumer_lag", labels)
+            inputs = await end_offsets(kafka_settings, [topics.events])
+            read = [("leadflow_pipeline_consumer_lag", tp) for tp in ends if ends[tp]]
+            read += [("leadflow_scoring_consumer_lag", tp) for tp in inputs if inputs[tp]]
+
+            def gauges() -> list[float | None]:
+                return [
+                    REGISTRY.get_sample_value(
+                        name, {"topic": tp.topic, "partition": str(tp.partition)}
+                    )
+                    for name, tp in read
+                ]
 
             await eventually(
-                lambda: asyncio.sleep(0, [gauge(tp) for tp in ends if ends[tp]]),
+                lambda: asyncio.sleep(0, gauges()),
                 lambda values: all(v == 0 for v in values),
                 timeout=10,
             )

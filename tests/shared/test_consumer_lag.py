@@ -1,8 +1,8 @@
-"""The pipeline's consumer lag: from its position to the end a read_committed reader may read."""
+"""Consumer lag: from the position to the end a read_committed reader may read."""
 
 from __future__ import annotations
 
-from services.pipeline.metrics import consumer_lag
+from shared.consumer_lag import consumer_lag
 
 
 def test_lag_counts_to_the_last_stable_offset_not_past_an_open_transaction() -> None:
