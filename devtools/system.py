@@ -46,10 +46,10 @@ RUN_VARIABLES = (
 class Ports:
     """Where ``leadflow run`` puts each process: one port each, on loopback."""
 
-    kafka: int = 9092
-    ingest: int = 8001
-    scoring: int = 8002
-    pipeline: int = 8003
+    kafka: int
+    ingest: int
+    scoring: int
+    pipeline: int
 
     def of(self, service: str) -> int:
         return {"ingest": self.ingest, "scoring": self.scoring, "pipeline": self.pipeline}[service]
@@ -124,15 +124,12 @@ async def prepare_broker(kafka: LocalKafka, partitions: int) -> None:
     await wait_for_group_coordinators(kafka.bootstrap_servers, groups)
 
 
-def run_system(
-    data_dir: Path, services: Sequence[str], partitions: int = 3, ports: Ports | None = None
-) -> int:
+def run_system(data_dir: Path, services: Sequence[str], partitions: int, ports: Ports) -> int:
     """Run until Ctrl-C; returns the exit status (non-zero if a service died).
 
     Raises :class:`devtools.instance_lock.AlreadyRunning` when another run holds
     ``data_dir``.
     """
-    ports = ports or Ports()
     with holding(data_dir):
         return _run(data_dir, services, partitions, ports)
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.settings import LeadflowSettings
 from shared.topic_admin import create_topics
+
+if TYPE_CHECKING:
+    from devtools.settings import DeveloperSettings
+    from devtools.system import Ports
 
 SERVICES = ("ingest", "scoring", "pipeline")
 DEFAULT_DATA_DIR = Path(".leadflow")
@@ -29,7 +33,8 @@ def _kafka(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with holding(args.data_dir):
-            kafka = LocalKafka(args.data_dir / "kafka", port=args.port)
+            port = args.port or _developer_settings("kafka").kafka_port
+            kafka = LocalKafka(args.data_dir / "kafka", port=port)
             kafka.start()
             try:
                 asyncio.run(prepare_broker(kafka, args.partitions))
@@ -64,9 +69,9 @@ def _service(name: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from devtools.instance_lock import AlreadyRunning
-    from devtools.system import Ports, run_system
+    from devtools.system import run_system
 
-    ports = Ports(args.kafka_port, args.ingest_port, args.scoring_port, args.pipeline_port)
+    ports = run_ports(args)
     available = [name for name in SERVICES if _has_service(name)]
     try:
         return run_system(args.data_dir, available, args.partitions, ports)
@@ -74,13 +79,28 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"leadflow run: {exc}")
 
 
+def run_ports(args: argparse.Namespace) -> Ports:
+    """Each port from its option, else its ``LEADFLOW_*_PORT``, else the usual one."""
+    from devtools.system import Ports
+
+    env = _developer_settings("run")
+    return Ports(
+        kafka=args.kafka_port or env.kafka_port,
+        ingest=args.ingest_port or env.ingest_port,
+        scoring=args.scoring_port or env.scoring_port,
+        pipeline=args.pipeline_port or env.pipeline_port,
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
     from devtools.demo import DemoFailed, run_demo
 
+    env = _developer_settings("demo")
+    ingest_url = args.ingest_url or f"http://127.0.0.1:{env.ingest_port}"
+    pipeline_url = args.pipeline_url or f"http://127.0.0.1:{env.pipeline_port}"
+    api_key = args.api_key or env.demo_api_key
     try:
-        asyncio.run(
-            run_demo(args.ingest_url, args.pipeline_url, args.leads, args.seed, args.api_key)
-        )
+        asyncio.run(run_demo(ingest_url, pipeline_url, args.leads, args.seed, api_key))
     except DemoFailed as exc:
         return _fail(f"leadflow demo: {exc}")
     return 0
@@ -92,9 +112,19 @@ def _fail(line: str) -> int:
     return 1
 
 
-def _from_env(name: str, default: object) -> str:
-    """An option's default from ``LEADFLOW_*``; argparse converts (and checks) it as typed."""
-    return os.environ.get(name, str(default))
+def _developer_settings(command: str) -> DeveloperSettings:
+    """The defaults of the developer commands' options; a bad variable: one line, exit 1."""
+    from pydantic import ValidationError
+
+    from devtools.settings import DeveloperSettings
+
+    try:
+        return DeveloperSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LEADFLOW_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise SystemExit(f"leadflow {command}: {problems}") from None
 
 
 def _has_service(name: str) -> bool:
@@ -108,21 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the whole system: Kafka, topics, the three services")
     run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     run.add_argument("--partitions", type=int, default=3)
-    for name, default in (("kafka", 9092), ("ingest", 8001), ("scoring", 8002), ("pipeline", 8003)):
+    for name, usual in (("kafka", 9092), ("ingest", 8001), ("scoring", 8002), ("pipeline", 8003)):
         variable = f"LEADFLOW_{name.upper()}_PORT"
         run.add_argument(
-            f"--{name}-port",
-            type=int,
-            default=_from_env(variable, default),
-            help=f"{name}'s port on 127.0.0.1 (default: ${variable}, else {default})",
+            f"--{name}-port", type=int, help=f"on 127.0.0.1 (default: ${variable}, else {usual})"
         )
     run.set_defaults(handler=_run)
 
     kafka = commands.add_parser("kafka", help="a local single-node Kafka broker with the topics")
     kafka.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    kafka.add_argument(
-        "--port", type=int, default=_from_env("LEADFLOW_KAFKA_PORT", 9092), help="as run's"
-    )
+    kafka.add_argument("--port", type=int, help="default: $LEADFLOW_KAFKA_PORT, else 9092")
     kafka.add_argument("--partitions", type=int, default=3)
     kafka.set_defaults(handler=_kafka)
 
@@ -134,13 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(handler=_topics)
 
     demo = commands.add_parser("demo", help="post a synthetic stream, show the funnel")
-    ingest_port = os.environ.get("LEADFLOW_INGEST_PORT", "8001")
-    pipeline_port = os.environ.get("LEADFLOW_PIPELINE_PORT", "8003")
-    demo.add_argument("--ingest-url", default=f"http://127.0.0.1:{ingest_port}")
-    demo.add_argument("--pipeline-url", default=f"http://127.0.0.1:{pipeline_port}")
+    demo.add_argument("--ingest-url", help="default: 127.0.0.1, $LEADFLOW_INGEST_PORT or 8001")
+    demo.add_argument("--pipeline-url", help="default: 127.0.0.1, $LEADFLOW_PIPELINE_PORT or 8003")
     demo.add_argument(
         "--api-key",
-        default=os.environ.get("LEADFLOW_DEMO_API_KEY"),
         help="sent as a bearer token to ingest and pipeline (default: $LEADFLOW_DEMO_API_KEY)",
     )
     demo.add_argument("--leads", type=int, default=300)

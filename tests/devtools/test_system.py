@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from devtools.system import Ports, child_environment
-from shared.cli import SERVICES, build_parser
+from shared.cli import SERVICES, build_parser, run_ports
 
 PARENT = {
     "PATH": "/usr/bin",
@@ -36,7 +36,7 @@ def test_each_service_gets_its_own_port_and_the_local_broker() -> None:
 
 def test_a_database_url_of_the_parent_is_kept() -> None:
     parent = {**PARENT, "LEADFLOW_DATABASE_URL": "postgresql+asyncpg://db/leadflow"}
-    env = child_environment(parent, "pipeline", Ports(), Path("/d"))
+    env = child_environment(parent, "pipeline", Ports(9092, 8001, 8002, 8003), Path("/d"))
     assert env["LEADFLOW_DATABASE_URL"] == "postgresql+asyncpg://db/leadflow"
 
 
@@ -46,9 +46,10 @@ def test_run_takes_its_ports_from_options_then_variables_then_defaults(
     monkeypatch.setenv("LEADFLOW_SCORING_PORT", "18002")
     monkeypatch.setenv("LEADFLOW_PORT", "9999")  # a service's variable: run ignores it
     args = build_parser().parse_args(["run", "--ingest-port", "18001"])
-    assert (args.kafka_port, args.ingest_port, args.scoring_port, args.pipeline_port) == (
-        9092,
-        18001,
-        18002,
-        8003,
-    )
+    assert run_ports(args) == Ports(kafka=9092, ingest=18001, scoring=18002, pipeline=8003)
+
+
+def test_a_bad_port_variable_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADFLOW_INGEST_PORT", "eighty")
+    with pytest.raises(SystemExit, match="leadflow run: LEADFLOW_INGEST_PORT: "):
+        run_ports(build_parser().parse_args(["run"]))
