@@ -38,6 +38,7 @@ from services.pipeline.consumer import PipelineConsumer
 from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
+from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
 from shared.probes import install_probes
@@ -90,6 +91,9 @@ LeadId = Annotated[
 ]
 """A lead id in a path. Ids come from events, which never hold control characters; refusing
 them here also keeps NUL away from PostgreSQL, whose text cannot hold it."""
+
+READS = [Depends(RequireScope("leads:read"))]
+"""Every read of lead data needs leads:read (when authentication is on)."""
 
 MAX_POSITION = 2**63 - 1
 """Feed positions are 64-bit integers in both databases."""
@@ -183,7 +187,12 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         ),
     ]
 
-    @app.get("/v1/leads", summary="Leads by total score, highest first", tags=["leads"])
+    @app.get(
+        "/v1/leads",
+        summary="Leads by total score, highest first",
+        tags=["leads"],
+        dependencies=READS,
+    )
     async def list_leads(
         session: SessionDep,
         stage: Annotated[Stage | None, Query(description="Only leads in this stage.")] = None,
@@ -215,6 +224,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     # The suffixed routes come first: the path converter would otherwise swallow them.
     @app.get(
         "/v1/leads/{lead_id:path}/history",
+        dependencies=READS,
         summary="The lead's stage changes, in sequence order",
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
@@ -227,6 +237,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/leads/{lead_id:path}/score",
+        dependencies=READS,
         summary="The lead's newest score, rule by rule",
         responses={
             404: {"model": Problem, "description": "Unknown lead, or no score update recorded yet"}
@@ -246,6 +257,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/leads/{lead_id:path}",
+        dependencies=READS,
         summary="The lead's stage and score",
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
@@ -258,6 +270,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/funnel",
+        dependencies=READS,
         summary="Leads per stage, how far they got, and conversion between stages",
         description=(store.funnel.__doc__ or "").strip(),
         tags=["funnel"],
@@ -267,6 +280,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/stage-changes",
+        dependencies=READS,
         summary="Every stage change once, in the order recorded, for CRMs that poll",
         tags=["stage changes"],
     )
@@ -284,4 +298,5 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     ) -> StageChangeFeed:
         return await store.feed(session, after=after, limit=limit)
 
+    install_auth(app, settings)
     return app
