@@ -82,7 +82,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._in_head = True
+        self._in_head = False  # until a request's first byte
         self._in_body = False
         self._began_in_this_read = False
         self._head_bytes = 0
@@ -174,9 +174,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         )
 
     def _head_timed_out(self) -> None:
+        """A request begun is answered 408; a connection that never sent a byte is closed
+        without a word (an unasked-for answer could be read as that of a later request)."""
         self._head_timer = None
         if self._in_head:
             self._refuse(Refusal(408, "request headers not received in time", "header_timeout"))
+        elif not self._in_body and self.cycle is None and not self.transport.is_closing():
+            log.debug("%s: no request within the header timeout", self._peer())
+            self._drop("idle_timeout")
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
