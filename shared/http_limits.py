@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 
 import httptools
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared import http_metrics
@@ -48,12 +49,13 @@ class Refusal(Exception):
 
 
 def refusal_response(status: int, reason: str) -> bytes:
-    """A complete response that closes the connection, with no app behind it."""
-    body = reason.encode("ascii")
+    """A complete response that closes the connection, with no app behind it; its body in
+    the shape of every other error (``{"detail": ...}``)."""
+    body = orjson.dumps({"detail": reason})
     phrase = http.HTTPStatus(status).phrase
     return (
         f"HTTP/1.1 {status} {phrase}\r\n"
-        "content-type: text/plain; charset=utf-8\r\n"
+        "content-type: application/json\r\n"
         "x-content-type-options: nosniff\r\n"
         "cache-control: no-store\r\n"
         f"content-length: {len(body)}\r\n"

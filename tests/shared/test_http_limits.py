@@ -192,6 +192,7 @@ def test_a_trickled_body_is_cut_with_408_after_the_body_timeout(address: tuple[s
         answer = read_until_closed(sock)
     assert status_of(answer) == 408
     assert answer.count(b"HTTP/1.1") == 1  # the app's answer, if any, went nowhere
+    assert answer.endswith(b'{"detail":"request body not received in time"}')
 
 
 def test_connections_beyond_the_limit_are_refused_with_503(address: tuple[str, int]) -> None:
