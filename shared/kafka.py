@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from shared.kafka_security import security_options
+from shared.reconnect import back_off_reconnects
 from shared.settings import LeadflowSettings
 
 
@@ -143,7 +144,9 @@ def make_producer(
     if transactional_id is not None:
         options["transactional_id"] = transactional_id
     options.update(overrides)
-    return AIOKafkaProducer(**options)
+    producer = AIOKafkaProducer(**options)
+    back_off_reconnects(producer.client)
+    return producer
 
 
 def make_consumer(
@@ -171,7 +174,9 @@ def make_consumer(
         **security_options(settings),
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **options)
+    consumer = AIOKafkaConsumer(*topics, **options)
+    back_off_reconnects(consumer._client)
+    return consumer
 
 
 def make_admin(settings: LeadflowSettings, *, name: str, **overrides: Any) -> AIOKafkaAdminClient:
@@ -183,7 +188,9 @@ def make_admin(settings: LeadflowSettings, *, name: str, **overrides: Any) -> AI
         **security_options(settings),
     }
     options.update(overrides)
-    return AIOKafkaAdminClient(**options)
+    admin = AIOKafkaAdminClient(**options)
+    back_off_reconnects(admin._client)
+    return admin
 
 
 async def poll_idle_first(
