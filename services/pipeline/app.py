@@ -1,6 +1,7 @@
 """pipeline's HTTP surface (DESIGN section 5): leads, their history and score, the funnel, the feed.
 
-Reads only: the Kafka consumer writes through :func:`services.pipeline.store.record_batch`.
+Reads only, but for erasing a lead (:mod:`services.pipeline.erasures`): the Kafka consumer
+writes through :func:`services.pipeline.store.record_batch`.
 
 Lead ids are arbitrary strings (often emails), so routes take them with a
 ``path`` converter: ``/v1/leads/ada@example.com`` works as is, and so does an
@@ -36,6 +37,7 @@ from services.pipeline.api_models import (
 )
 from services.pipeline.consumer import PipelineConsumer
 from services.pipeline.db import Database
+from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from shared.background import BackgroundLoop
@@ -284,4 +286,5 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     ) -> StageChangeFeed:
         return await store.feed(session, after=after, limit=limit)
 
+    install_erasures(app, settings, get_database, get_session, dependencies=[])
     return app
