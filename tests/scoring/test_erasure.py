@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -131,4 +131,4 @@ def test_a_changelog_tombstone_restores_as_no_state() -> None:
     changelog.apply_record(state, ADA.encode(), None)  # a tombstone of no state: nothing
     # a later record of the same key is a new lead
     changelog.apply_record(state, ADA.encode(), changelog.lead_record(LeadState(ADA)))
-    assert cast(LeadState, state.leads[ADA]).score_sequence == 0
+    assert state.leads[ADA].score_sequence == 0
