@@ -99,7 +99,6 @@ def partition_of(lead: str) -> int:
     return PARTITIONER(encode_key(lead), list(range(PARTITIONS)), None)
 
 
-
 async def keys_on(settings: LeadflowSettings, topic: str, partition: int) -> list[bytes | None]:
     """Every key of one partition, read_committed, from the beginning to its end now."""
     tp = TopicPartition(topic, partition)
@@ -196,9 +195,7 @@ async def test_an_erased_lead_is_gone_from_the_api_the_database_and_the_compacte
     reborn = await lead_when(system, ada, lambda lead: lead["stage"] == "lead")
     assert reborn["fit"] == 0
     history = (await api.get(f"/v1/leads/{ada}/history")).json()["items"]
-    assert [(c["sequence"], c["from_stage"], c["to_stage"]) for c in history] == [
-        (1, None, "lead")
-    ]
+    assert [(c["sequence"], c["from_stage"], c["to_stage"]) for c in history] == [(1, None, "lead")]
     assert (await api.get(f"/v1/leads/{ada}/score")).json()["sequence"] == 1
 
 
