@@ -1,0 +1,59 @@
+"""The erasure endpoints' refusals, decided without Kafka (nothing listens where it points)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.pipeline.app import create_app
+from services.pipeline.settings import PipelineSettings
+from tests.pipeline.records import snapshot
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def client(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
+    settings = PipelineSettings(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        database_url=database_url,
+        migrate_on_start=False,
+        pipeline_consume=False,
+    )
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
+            yield client
+
+
+async def test_a_lead_id_no_event_could_carry_is_422(client: httpx.AsyncClient) -> None:
+    for bad in ("ada%00x", "%20%20", "a" * 257):
+        response = await client.delete(f"/v1/leads/{bad}")
+        assert response.status_code == 422, bad
+        assert response.json()["detail"][0]["loc"] == ["path", "lead_id"]
+
+
+async def test_an_unknown_erase_id_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/erasures/no-such-id")
+    assert response.status_code == 404
+    assert "unknown" in response.json()["detail"]
+
+
+async def test_kafka_not_confirming_is_503_and_leaves_no_request(
+    client: httpx.AsyncClient, sessions: Sessions
+) -> None:
+    before = await snapshot(sessions)
+    response = await client.delete("/v1/leads/ada@example.com")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "retry" in response.json()["detail"]
+    assert await snapshot(sessions) == before
+    async with sessions() as session:
+        count = (await session.execute(text("SELECT COUNT(*) FROM erasures"))).scalar_one()
+    assert count == 0
