@@ -148,7 +148,7 @@ class BenchEnv:
         return f"{prefix}-{self._names}-{uuid.uuid4().hex[:6]}"
 
     async def namespace(self, prefix: str, partitions: int = 3) -> LeadflowSettings:
-        """Settings for a fresh set of topics (DESIGN section 3) on the bench broker."""
+        """Settings for a fresh set of topics (docs/architecture.md §3) on the bench broker."""
         settings = LeadflowSettings(
             kafka_bootstrap_servers=self.bootstrap_servers,
             topic_namespace=self.unique(f"bench-{prefix}"),

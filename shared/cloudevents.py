@@ -1,4 +1,4 @@
-"""CloudEvents 1.0 <-> native envelope mapping (DESIGN section 4).
+"""CloudEvents 1.0 <-> native envelope mapping (docs/architecture.md §4).
 
 Mapping: ``id`` <-> event_id, ``type`` <-> type, ``source`` <-> source,
 ``subject`` <-> lead_id, ``time`` <-> occurred_at, ``data`` <-> properties and

@@ -1,6 +1,6 @@
 """The one event schema module: what flows through leadflow's topics.
 
-- :class:`Event` is the native envelope on ``leadflow.events`` (DESIGN section 4).
+- :class:`Event` is the native envelope on ``leadflow.events`` (docs/architecture.md §4).
 - :class:`StageChange` is published on ``leadflow.stage-changes``.
 - :class:`ScoreUpdate` is published on the compacted ``leadflow.scores``.
 - :data:`LEAD_ERASED` is the internal event type that erases a lead: only the pipeline's
@@ -133,7 +133,7 @@ Attributes = dict[Annotated[str, StringConstraints(min_length=1, max_length=256)
 
 
 class Stage(StrEnum):
-    """The pipeline stages of DESIGN section 1, in their forward order."""
+    """The pipeline stages (docs/architecture.md §1), in their forward order."""
 
     LEAD = "lead"
     PROSPECT = "prospect"

@@ -1,4 +1,4 @@
-"""Kafka topic names and their settings (DESIGN section 3).
+"""Kafka topic names and their settings (docs/architecture.md §3).
 
 Every topic name hangs off one namespace so that tests (and side-by-side
 deployments) can isolate themselves on one broker by choosing another prefix.

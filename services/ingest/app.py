@@ -1,4 +1,4 @@
-"""ingest's HTTP surface (DESIGN section 5): decode, validate, publish, acknowledge."""
+"""ingest's HTTP surface (docs/architecture.md §6): decode, validate, publish, acknowledge."""
 
 from __future__ import annotations
 

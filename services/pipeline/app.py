@@ -1,4 +1,4 @@
-"""pipeline's HTTP surface (DESIGN section 5): leads, their history and score, the funnel, the feed.
+"""pipeline's HTTP surface (docs/architecture.md §6): leads, history, score, funnel and feed.
 
 Reads only, but for erasing a lead (:mod:`services.pipeline.erasures`): the Kafka consumer
 writes through :func:`services.pipeline.store.record_batch`.

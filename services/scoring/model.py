@@ -1,4 +1,4 @@
-"""The scoring model file (DESIGN section 2): its schema, and loading it with clear errors.
+"""The scoring model file (docs/architecture.md §2): its schema, and loading it with clear errors.
 
 The model is operator-edited YAML, so every part refuses unknown keys (a typo
 such as ``max_per_dy`` must not silently mean "no cap") and a bad file fails
@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("default_model.yaml")
-"""The model shipped with leadflow (DESIGN section 2); tests and examples rely on its numbers."""
+"""The shipped model (docs/architecture.md §2); tests and examples rely on its numbers."""
 
 SECONDS_PER_DAY = 86_400.0
 

@@ -1,4 +1,4 @@
-"""The stage machine of DESIGN section 1: when a lead moves, where to, and why.
+"""The stage machine (docs/architecture.md §1): when a lead moves, where to, and why.
 
 Automatic moves only go forward (lead -> prospect -> opportunity), as far as
 the scores allow in ONE move, because a CRM wants to hear "became an

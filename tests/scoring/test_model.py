@@ -1,4 +1,4 @@
-"""The model file: the shipped default has DESIGN's numbers; a bad file says what is wrong."""
+"""The model file: the default has the numbers of docs/architecture.md §2; bad ones say why."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""apply_event end to end: DESIGN's numbers, the stage rules, de-duplication and replays."""
+"""apply_event end to end: the numbers of docs/architecture.md §2, stage rules, dedup, replays."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def scores(outcome: Outcome) -> tuple[float, float, float, Stage]:
     return u.fit, u.engagement, u.total, u.stage
 
 
-# --- DESIGN's worked example ---------------------------------------------------------
+# --- the worked example of docs/architecture.md §2 -----------------------------------
 
 
 def test_the_icp_lead_fits_75_and_becomes_a_prospect(make_event: MakeEvent, replay: Replay) -> None:
