@@ -3,8 +3,8 @@
 When scoring erases a lead it writes a null-valued record keyed by the lead id to
 ``leadflow.scores`` (a tombstone: compaction removes the key) and to
 ``leadflow.stage-changes``, both carrying the erase id in a header. The pipeline deletes
-the lead's rows on each of them (whichever topic it reads first) and marks the erase
-request complete once it has recorded both.
+the lead's rows on the first it reads, what the other topic wrote since on the second,
+and then marks the erase request complete (:func:`services.pipeline.store.record_batch`).
 """
 
 from __future__ import annotations

@@ -179,25 +179,84 @@ def lead_hash(lead_id: str) -> str:
 async def _erase(
     session: AsyncSession, dialect: str, erasures: Sequence[ErasureSignal], now: datetime
 ) -> None:
-    """Delete every row of the erased leads; record each signal on its erase request.
+    """Delete the erased leads' rows; record each signal on its erase request.
 
-    Idempotent: a redelivered signal deletes nothing more and keeps the times first
-    recorded. A signal whose request is not in the table (its ``DELETE`` answered 503
-    but the erase record did land) creates it.
+    The first signal of a request deletes every row of the lead. Rows written between
+    the two signals come from two topics: the one whose signal came first now carries a
+    new lead of the same id (keep it); the other still carries the erased lead (stale).
+    So the second signal deletes only what its own topic wrote: see
+    :func:`_forget_stale`. Idempotent: a redelivered signal finds nothing more to delete
+    and keeps the times first recorded. A signal whose request is not in the table (its
+    ``DELETE`` answered 503, yet the erase record did land) creates it.
     """
-    lead_ids = sorted({signal.lead_id for signal in erasures})
-    for table in (SCORE_BREAKDOWNS, STAGE_CHANGES, LEADS):  # children first
-        await session.execute(delete(table).where(table.c.lead_id.in_(lead_ids)))
     for signal in erasures:
-        if signal.erase_id is None:
-            continue
-        row = {
-            "erase_id": signal.erase_id,
-            "lead_hash": lead_hash(signal.lead_id),
-            "requested_at": signal.requested_at or now,
-            f"{signal.topic}_erased_at": now,
-        }
-        await session.execute(_erasure_signal(dialect, signal.topic), row)
+        other = ERASURES.c[_OTHER_TOPIC[signal.topic]]
+        second = signal.erase_id is not None and (
+            await session.scalar(
+                select(other.is_not(None)).where(ERASURES.c.erase_id == signal.erase_id)
+            )
+        )
+        if second:
+            await _forget_stale(session, signal)
+        else:
+            for table in (SCORE_BREAKDOWNS, STAGE_CHANGES, LEADS):  # children first
+                await session.execute(delete(table).where(table.c.lead_id == signal.lead_id))
+        if signal.erase_id is not None:
+            row = {
+                "erase_id": signal.erase_id,
+                "lead_hash": lead_hash(signal.lead_id),
+                "requested_at": signal.requested_at or now,
+                f"{signal.topic}_erased_at": now,
+            }
+            await session.execute(_erasure_signal(dialect, signal.topic), row)
+
+
+_OTHER_TOPIC = {"scores": "stage_changes_erased_at", "stage_changes": "scores_erased_at"}
+
+
+async def _forget_stale(session: AsyncSession, signal: ErasureSignal) -> None:
+    """What the signal's own topic wrote of the lead since the other topic's signal.
+
+    Stage changes: the history, and a lead row that has no score update (it came from
+    them). Scores: the breakdown, and the lead row's score part; the row then shows the
+    newest stage change of the new lead, as a lead with no score update yet does, or
+    goes when there is none.
+    """
+    lead = signal.lead_id
+    if signal.topic == "stage_changes":
+        await session.execute(delete(STAGE_CHANGES).where(STAGE_CHANGES.c.lead_id == lead))
+        await session.execute(
+            delete(LEADS).where(LEADS.c.lead_id == lead, LEADS.c.score_sequence.is_(None))
+        )
+        await session.execute(
+            LEADS.update().where(LEADS.c.lead_id == lead).values(change_sequence=None)
+        )
+        return
+    await session.execute(delete(SCORE_BREAKDOWNS).where(SCORE_BREAKDOWNS.c.lead_id == lead))
+    newest = (
+        await session.execute(
+            select(STAGE_CHANGES)
+            .where(STAGE_CHANGES.c.lead_id == lead)
+            .order_by(STAGE_CHANGES.c.sequence.desc())
+            .limit(1)
+        )
+    ).first()
+    if newest is None:
+        await session.execute(delete(LEADS).where(LEADS.c.lead_id == lead))
+        return
+    await session.execute(
+        LEADS.update()
+        .where(LEADS.c.lead_id == lead, LEADS.c.score_sequence.is_not(None))
+        .values(
+            stage=newest.to_stage,
+            fit=newest.fit,
+            engagement=newest.engagement,
+            total=newest.total,
+            model_version=newest.model_version,
+            as_of=None,
+            score_sequence=None,
+        )
+    )
 
 
 @cache

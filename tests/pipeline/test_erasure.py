@@ -101,6 +101,64 @@ async def test_records_after_the_signals_in_the_same_batch_are_a_new_lead(
     assert (lead.total, lead.stage) == (5.0, Stage.LEAD)
 
 
+async def test_a_new_lead_written_between_the_two_signals_is_kept(sessions: Sessions) -> None:
+    """Scores read ahead of stage changes: after the scores' signal, the scores carry the
+    new lead and the stage changes still the erased one, until their own signal."""
+    await seed(sessions)
+    scores_signal, changes_signal = signals()
+    await store.record_batch(sessions, [], [], [scores_signal])
+    new_score = score_update(ADA, 1, 5.0)
+    await store.record_batch(sessions, [stage_change(ADA, 2, Stage.PROSPECT)], [new_score])
+    await store.record_batch(sessions, [stage_change(ADA, 1, Stage.LEAD)], [], [changes_signal])
+    async with sessions() as session:
+        lead = await store.get_lead(session, ADA)
+        history = await store.history(session, ADA)
+        breakdown = await store.breakdown(session, ADA)
+    assert lead is not None
+    assert (lead.stage, lead.total) == (Stage.LEAD, 5.0)
+    assert history is not None
+    assert [c.sequence for c in history.items] == [1]  # the new lead's, after the signal
+    assert breakdown is not None
+    assert breakdown.sequence == 1
+
+
+async def test_a_new_lead_from_stage_changes_read_ahead_is_kept(sessions: Sessions) -> None:
+    await seed(sessions)
+    scores_signal, changes_signal = signals()
+    await store.record_batch(sessions, [], [], [changes_signal])
+    await store.record_batch(
+        sessions,
+        [stage_change(ADA, 1, Stage.LEAD, total=7.0)],
+        [score_update(ADA, 4, 99.0, Stage.PROSPECT)],  # the erased lead's, read late
+    )
+    await store.record_batch(sessions, [], [], [scores_signal])
+    async with sessions() as session:
+        lead = await store.get_lead(session, ADA)
+        history = await store.history(session, ADA)
+        assert await store.breakdown(session, ADA) is None
+    assert lead is not None
+    assert (lead.stage, lead.total, lead.as_of) == (Stage.LEAD, 7.0, None)
+    assert history is not None
+    assert [c.sequence for c in history.items] == [1]
+    # the next score update of the new lead takes over as any first one does
+    await store.record_batch(sessions, [], [score_update(ADA, 1, 8.0)])
+    async with sessions() as session:
+        lead = await store.get_lead(session, ADA)
+    assert lead is not None
+    assert lead.total == 8.0
+
+
+async def test_stale_records_alone_between_the_signals_leave_nothing(sessions: Sessions) -> None:
+    await seed(sessions)
+    scores_signal, changes_signal = signals()
+    await store.record_batch(sessions, [], [], [changes_signal])
+    await store.record_batch(sessions, [], [score_update(ADA, 4, 99.0, Stage.PROSPECT)])
+    await store.record_batch(sessions, [], [], [scores_signal])
+    async with sessions() as session:
+        assert await store.get_lead(session, ADA) is None
+        assert await store.breakdown(session, ADA) is None
+
+
 async def test_a_signal_of_an_unrecorded_request_records_it(sessions: Sessions) -> None:
     """Its DELETE got a 503 (the request was withdrawn), but the erase record did land."""
     await store.request_erasure(sessions, "e-2", ADA, REQUESTED)
