@@ -91,6 +91,7 @@ class PipelineConsumer:
         self.database_ok = True
         metrics.PERSISTED.labels("stage_change").inc(len(changes))
         metrics.PERSISTED.labels("score").inc(len(updates))
+        metrics.PERSISTED.labels("erasure_signal").inc(len(erasures))
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         # The commit's round trip overlaps the next fetch; commits stay one at a time, in
         # order, and each only after its batch's database commit.

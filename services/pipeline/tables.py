@@ -1,7 +1,8 @@
 """The pipeline's tables: each lead's current state, stage history and breakdown; erasures.
 
-Rows are written only by :func:`services.pipeline.store.record_batch`, which
-keeps them idempotent on the records' identities (``lead_id`` + ``sequence``).
+Lead rows are written only by :func:`services.pipeline.store.record_batch`, which
+keeps them idempotent on the records' identities (``lead_id`` + ``sequence``), and
+deletes them when a lead is erased; erase requests are recorded by the erasure endpoint.
 The migration in ``migrations/versions`` creates exactly this schema; a test
 compares the two on SQLite and PostgreSQL.
 """
