@@ -25,14 +25,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import store
 from services.pipeline.api_models import Problem, Timestamp
 from services.pipeline.db import Database
 from services.pipeline.settings import PipelineSettings
-from shared.events import LEAD_ERASED, NO_CONTROL_CHARS_PATTERN, Event
+from shared.events import LEAD_ERASED, NO_CONTROL_CHARS_PATTERN, Event, no_control_chars
 from shared.kafka import encode_key, make_producer
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,18 @@ ErasableLeadId = Annotated[
         json_schema_extra={"pattern": NO_CONTROL_CHARS_PATTERN},
     ),
 ]
+
+
+EraseId = Annotated[
+    str,
+    AfterValidator(no_control_chars),
+    Path(
+        max_length=64,
+        description="The erase_id the DELETE answered with.",
+        json_schema_extra={"pattern": NO_CONTROL_CHARS_PATTERN},
+    ),
+]
+"""Control characters are refused (PostgreSQL text cannot hold NUL)."""
 
 
 def erase_record(lead_id: str, erase_id: str, now: datetime) -> Event:
@@ -210,9 +222,7 @@ def _router(
         summary="Whether an erasure is complete",
         responses={404: {"model": Problem, "description": "No erase request has this id"}},
     )
-    async def get_erasure(
-        erase_id: Annotated[str, Path(max_length=64)], session: SessionDep
-    ) -> Erasure:
+    async def get_erasure(erase_id: EraseId, session: SessionDep) -> Erasure:
         row = await store.erasure(session, erase_id)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"erasure {erase_id!r} is unknown")

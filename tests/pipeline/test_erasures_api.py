@@ -43,6 +43,7 @@ async def test_an_unknown_erase_id_is_404(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/erasures/no-such-id")
     assert response.status_code == 404
     assert "unknown" in response.json()["detail"]
+    assert (await client.get("/v1/erasures/x%00y")).status_code == 422
 
 
 async def test_kafka_not_confirming_is_503_and_leaves_no_request(
