@@ -23,10 +23,12 @@ from typing import Annotated, Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.routing import Match, Route
 
 from services.pipeline import store
 from services.pipeline.api_models import Problem, Timestamp
@@ -168,21 +170,45 @@ def install_erasures(
             await publisher.close()
 
     app.router.lifespan_context = lifespan
-    app.include_router(_router(publisher, database, session, list(dependencies)))
+    _add_routes(app, publisher, database, session, list(dependencies))
+    app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, _method_not_allowed)
 
 
-def _router(
+async def _method_not_allowed(request: Request, _: Exception) -> Response:
+    """A 405 whose ``Allow`` names every method of the path the request matched: Starlette
+    names those of the first matching route only, and ``/v1/leads/{lead_id}`` has two
+    (GET and DELETE). The routes of one documented path count, as the OpenAPI document
+    says (a DELETE of ``/v1/leads/x/history`` erases the lead ``x/history``, yet GET is
+    what ``/v1/leads/{lead_id}/history`` documents)."""
+    routes = [route for route in request.app.router.routes if isinstance(route, Route)]
+    matched = next((r for r in routes if r.matches(request.scope)[0] is not Match.NONE), None)
+    allowed: set[str] = set()
+    for route in routes:
+        if matched is not None and route.path == matched.path:
+            allowed |= route.methods or set()
+    return JSONResponse(
+        {"detail": "Method Not Allowed"},
+        status.HTTP_405_METHOD_NOT_ALLOWED,
+        headers={"Allow": ", ".join(sorted(allowed))},
+    )
+
+
+def _add_routes(
+    app: FastAPI,
     publisher: ErasePublisher,
     database: Callable[..., Any],
     session: Callable[..., Any],
     dependencies: list[Any],
-) -> APIRouter:
-    router = APIRouter(tags=["erasure"], dependencies=dependencies)
+) -> None:
+    """On the app itself, not through an included router: FastAPI keeps an included router
+    as one entry, which :func:`_method_not_allowed` could not look into."""
     DatabaseDep = Annotated[Database, Depends(database)]
     SessionDep = Annotated[AsyncSession, Depends(session)]
 
-    @router.delete(
+    @app.delete(
         "/v1/leads/{lead_id:path}",
+        tags=["erasure"],
+        dependencies=dependencies,
         summary="Erase a lead everywhere leadflow keeps it (GDPR art. 17, CCPA)",
         description=(__doc__ or "").split("\n\n", 1)[1].strip(),
         status_code=status.HTTP_202_ACCEPTED,
@@ -217,8 +243,10 @@ def _router(
             erase_id=event.event_id, status="pending", requested_at=now, completed_at=None
         )
 
-    @router.get(
+    @app.get(
         "/v1/erasures/{erase_id}",
+        tags=["erasure"],
+        dependencies=dependencies,
         summary="Whether an erasure is complete",
         responses={404: {"model": Problem, "description": "No erase request has this id"}},
     )
@@ -227,5 +255,3 @@ def _router(
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"erasure {erase_id!r} is unknown")
         return _erasure(row)
-
-    return router

@@ -58,3 +58,11 @@ async def test_kafka_not_confirming_is_503_and_leaves_no_request(
     async with sessions() as session:
         count = (await session.execute(text("SELECT COUNT(*) FROM erasures"))).scalar_one()
     assert count == 0
+
+
+async def test_a_405_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    lead = await client.request("PATCH", "/v1/leads/ada@example.com")
+    assert lead.status_code == 405
+    assert lead.headers["Allow"] == "DELETE, GET"
+    history = await client.request("PUT", "/v1/leads/ada@example.com/history")
+    assert history.headers["Allow"] == "GET"
