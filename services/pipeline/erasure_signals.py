@@ -46,7 +46,7 @@ def decode_signal(
     )
 
 
-def after_erasures(records: Sequence[Any]) -> list[Any]:
+def after_erasures(records: Sequence[Any]) -> Sequence[Any]:
     """One partition's records without those its own later erasure signals supersede.
 
     A record of a lead that precedes a signal of that lead in the same partition belongs
@@ -55,7 +55,7 @@ def after_erasures(records: Sequence[Any]) -> list[Any]:
     """
     last = {record.key: index for index, record in enumerate(records) if record.value is None}
     if not last:
-        return list(records)
+        return records
     return [
         record
         for index, record in enumerate(records)
