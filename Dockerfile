@@ -1,7 +1,8 @@
 # leadflow: one image for every process. `docker run IMAGE ingest|scoring|pipeline|topics`.
 #
 #   docker build -t leadflow .
-#   docker run --rm -e LEADFLOW_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 -p 8001:8001 leadflow ingest
+#   docker run --rm -e LEADFLOW_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 -p 127.0.0.1:8001:8001 \
+#       -e LEADFLOW_API_KEYS="$(cat api-keys)" leadflow ingest   # lines of `leadflow keys create`
 #
 # The builder installs the package (not editable) into a virtualenv; the runtime stage
 # gets only that virtualenv, so the code ships inside its site-packages with its

@@ -52,8 +52,14 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _service(name: str) -> int:
+    from shared.auth import AuthConfigurationError
+
     module = importlib.import_module(f"services.{name}.__main__")
-    module.main()
+    try:
+        module.main()
+    except AuthConfigurationError as exc:
+        sys.stderr.write(f"leadflow {name}: {exc}\n")
+        return 2
     return 0
 
 
@@ -68,6 +74,22 @@ def _demo(args: argparse.Namespace) -> int:
     from devtools.demo import run_demo
 
     asyncio.run(run_demo(args.ingest_url, args.pipeline_url, args.leads, args.seed))
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from shared.api_keys import KeyLineError, create_key
+
+    try:
+        key, line = create_key(args.name, args.scopes.split(","))
+    except KeyLineError as exc:
+        sys.stderr.write(f"leadflow keys create: {exc}\n")
+        return 2
+    sys.stdout.write(
+        f"API key of {args.name} (shown this once; give it to the client):\n  {key}\n"
+        "Store this line in LEADFLOW_API_KEYS_FILE (or LEADFLOW_API_KEYS); it holds only\n"
+        f"the key's SHA-256:\n  {line}\n"
+    )
     return 0
 
 
@@ -103,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--leads", type=int, default=300)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(handler=_demo)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="a new API key, and the line that stores it")
+    create.add_argument("--name", required=True, help="who holds it, e.g. mailer")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: events:write, crm:write, leads:read, admin",
+    )
+    create.set_defaults(handler=_keys_create)
 
     for name in SERVICES:
         service = commands.add_parser(name, help=f"the {name} service")

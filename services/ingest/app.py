@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -12,7 +12,6 @@ import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 from starlette.routing import request_response
 
@@ -26,13 +25,25 @@ from services.ingest.decoding import (
 from services.ingest.publisher import EventPublisher, KafkaUnavailable
 from services.ingest.settings import IngestSettings
 from shared import cloudevents
+from shared.auth import (
+    CRM_EVENT_TYPES,
+    Authenticator,
+    Principal,
+    RequireScope,
+    forbidden,
+    install_auth,
+    load_authenticator,
+    operation_name,
+    require_event_scopes,
+)
 from shared.events import Event, EventIn
 from shared.probes import install_probes
+from shared.rate_limit import RateLimiter
 
-API_KEY_HEADER = "X-API-Key"
-API_KEY = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
-"""Declared on the event routes so the OpenAPI document names it; :func:`check_api_key`
-enforces it."""
+POSTING = RequireScope(
+    "events:write", f" (`crm:write` instead for {', '.join(sorted(CRM_EVENT_TYPES))})"
+)
+"""Declared on the event routes for the document; :class:`Gate` enforces it."""
 
 
 class Accepted(BaseModel):
@@ -80,7 +91,7 @@ class HandledRoute(APIRoute):
     returns, and Starlette, not FastAPI, wraps it (FastAPI's wrapper opens two exit
     stacks per request for dependencies with ``yield``): for one small event that
     machinery cost more than decoding it. So the endpoint enforces what the declaration
-    promises (the API key) and builds the documented body itself.
+    promises (the scopes, through :class:`Gate`) and builds the documented body itself.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
@@ -91,22 +102,60 @@ class HandledRoute(APIRoute):
         return cast(Handler, self.endpoint)
 
 
-def check_api_key(request: Request, keys: Sequence[bytes]) -> None:
-    """A 401 unless ``keys`` is empty or X-API-Key holds one of them.
+class Gate:
+    """Who may post, checked inside the handlers (FastAPI solves no dependencies there).
 
-    Bytes: compare_digest refuses str with non-ASCII characters, and headers may hold any.
-    An empty header counts as missing, as with FastAPI's ``APIKeyHeader``.
+    Before the body is read: the credential (401), the caller's rate (429), a scope to
+    post anything at all (403). Once the events are decoded: each event's own scope,
+    all of them before any is published.
     """
-    if not keys:
-        return
-    key = request.headers.get(API_KEY_HEADER)
-    given = key.encode() if key else None
-    if given is None or not any(secrets.compare_digest(given, k) for k in keys):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "a valid API key is required in the X-API-Key header",
-            headers={"WWW-Authenticate": "ApiKey"},
-        )
+
+    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None) -> None:
+        self.authenticator = authenticator
+        self.limiter = limiter
+
+    async def admit(self, request: Request) -> Principal | None:
+        try:
+            principal = await self.authenticator.authenticate(request.headers)
+            if principal is None:
+                return None
+            request.state.principal = principal
+            self._limit(principal)
+            if not {"events:write", "crm:write"} & principal.scopes:
+                raise forbidden(principal, "events:write", operation_name(request))
+        except HTTPException as exc:
+            metrics.REJECTED.labels(_REFUSED.get(exc.status_code, "unauthenticated")).inc()
+            raise
+        return principal
+
+    def _limit(self, principal: Principal) -> None:
+        if self.limiter is None:
+            return
+        wait = self.limiter.retry_after(f"{principal.kind}:{principal.name}")
+        if wait is not None:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"{principal.kind} {principal.name!r} is over its rate limit of "
+                f"{self.limiter.rate:g} requests per second; retry after {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+
+    def check_events(self, principal: Principal | None, events: Sequence[EventIn]) -> None:
+        try:
+            require_event_scopes(principal, (event.type for event in events))
+        except HTTPException:
+            metrics.REJECTED.labels("forbidden").inc()
+            raise
+
+
+_REFUSED = {401: "unauthenticated", 403: "forbidden", 429: "rate_limited", 503: "auth_unavailable"}
+
+
+def rate_limiter(settings: IngestSettings) -> RateLimiter | None:
+    rate = settings.rate_limit_per_second
+    if rate == 0:
+        return None
+    return RateLimiter(rate, settings.rate_limit_burst or max(1, math.ceil(rate)))
 
 
 def accepted(events: Sequence[EventIn]) -> Response:
@@ -147,14 +196,12 @@ def _batch_of(item: dict[str, Any], max_events: int) -> dict[str, Any]:
     return {"type": "array", "items": item, "minItems": 1, "maxItems": max_events}
 
 
-def _responses(settings: IngestSettings) -> dict[int | str, dict[str, Any]]:
-    """Every answer but the 202, with its body: FastAPI's ``{"detail": ...}`` shape."""
-    return {
-        401: {
-            "model": Problem,
-            "description": "API keys are configured and X-API-Key is missing or unknown",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-        },
+def _responses(settings: IngestSettings, limited: bool) -> dict[int | str, dict[str, Any]]:
+    """Every answer but the 202, with its body: FastAPI's ``{"detail": ...}`` shape.
+
+    401 and 403 are added by :func:`shared.auth.install_auth` when authentication is on.
+    """
+    responses: dict[int | str, dict[str, Any]] = {
         413: {
             "model": Problem,
             "description": f"The body is larger than {settings.max_body_bytes} bytes",
@@ -175,6 +222,13 @@ def _responses(settings: IngestSettings) -> dict[int | str, dict[str, Any]]:
             },
         },
     }
+    if limited:
+        responses[429] = {
+            "model": Problem,
+            "description": "The key is over its rate limit; retry after Retry-After seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        }
+    return responses
 
 
 _BINARY_MODE = (
@@ -206,7 +260,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     install_probes(app, readiness)
 
-    keys = [key.encode() for key in settings.api_keys]
+    authenticator = load_authenticator(settings)
+    limiter = rate_limiter(settings) if authenticator.enabled else None
+    gate = Gate(authenticator, limiter)
 
     async def accept(events: list[EventIn], endpoint: str) -> Response:
         started = time.perf_counter()
@@ -218,18 +274,20 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return accepted(events)
 
     async def post_event(request: Request) -> Response:
-        check_api_key(request, keys)
+        principal = await gate.admit(request)
         body = await read_body(request, settings.max_body_bytes)
         event = decode_single(request.headers.get("content-type"), request.headers, body)
+        gate.check_events(principal, [event])
         return await accept([event], "single")
 
     async def post_batch(request: Request) -> Response:
-        check_api_key(request, keys)
+        principal = await gate.admit(request)
         body = await read_body(request, settings.max_body_bytes)
         events = decode_batch(request.headers.get("content-type"), body, settings.max_batch_events)
+        gate.check_events(principal, events)
         return await accept(events, "batch")
 
-    responses = _responses(settings)
+    responses = _responses(settings, limited=limiter is not None)
 
     app.router.add_api_route(
         "/v1/events",
@@ -238,7 +296,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         route_class_override=HandledRoute,
         response_model=Accepted,
         status_code=status.HTTP_202_ACCEPTED,
-        dependencies=[Depends(API_KEY)],
+        dependencies=[Depends(POSTING)],
         responses=responses,
         summary="Post one event (native JSON or a CloudEvent, structured or binary mode)",
         description=_BINARY_MODE,
@@ -256,7 +314,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         route_class_override=HandledRoute,
         response_model=Accepted,
         status_code=status.HTTP_202_ACCEPTED,
-        dependencies=[Depends(API_KEY)],
+        dependencies=[Depends(POSTING)],
         responses=responses,
         summary=f"Post up to {settings.max_batch_events} events at once: all are accepted, or none",
         description='A JSON array of events, or `{"events": [...]}`.',
@@ -279,6 +337,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     )
 
     _register_schemas(app)
+    install_auth(app, settings, authenticator)
     return app
 
 

@@ -40,6 +40,7 @@ from services.pipeline.db import Database
 from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
+from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
 from shared.probes import install_probes
@@ -92,6 +93,12 @@ LeadId = Annotated[
 ]
 """A lead id in a path. Ids come from events, which never hold control characters; refusing
 them here also keeps NUL away from PostgreSQL, whose text cannot hold it."""
+
+READS = [Depends(RequireScope("leads:read"))]
+"""Every read of lead data needs leads:read (when authentication is on)."""
+
+ADMIN = [Depends(RequireScope("admin"))]
+"""Erasing a lead, and its status, need admin."""
 
 MAX_POSITION = 2**63 - 1
 """Feed positions are 64-bit integers in both databases."""
@@ -185,7 +192,12 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         ),
     ]
 
-    @app.get("/v1/leads", summary="Leads by total score, highest first", tags=["leads"])
+    @app.get(
+        "/v1/leads",
+        summary="Leads by total score, highest first",
+        tags=["leads"],
+        dependencies=READS,
+    )
     async def list_leads(
         session: SessionDep,
         stage: Annotated[Stage | None, Query(description="Only leads in this stage.")] = None,
@@ -217,6 +229,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     # The suffixed routes come first: the path converter would otherwise swallow them.
     @app.get(
         "/v1/leads/{lead_id:path}/history",
+        dependencies=READS,
         summary="The lead's stage changes, in sequence order",
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
@@ -229,6 +242,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/leads/{lead_id:path}/score",
+        dependencies=READS,
         summary="The lead's newest score, rule by rule",
         responses={
             404: {"model": Problem, "description": "Unknown lead, or no score update recorded yet"}
@@ -248,6 +262,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/leads/{lead_id:path}",
+        dependencies=READS,
         summary="The lead's stage and score",
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
@@ -260,6 +275,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/funnel",
+        dependencies=READS,
         summary="Leads per stage, how far they got, and conversion between stages",
         description=(store.funnel.__doc__ or "").strip(),
         tags=["funnel"],
@@ -269,6 +285,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/stage-changes",
+        dependencies=READS,
         summary="Every stage change once, in the order recorded, for CRMs that poll",
         tags=["stage changes"],
     )
@@ -286,5 +303,6 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     ) -> StageChangeFeed:
         return await store.feed(session, after=after, limit=limit)
 
-    install_erasures(app, settings, get_database, get_session, dependencies=[])
+    install_erasures(app, settings, get_database, get_session, dependencies=ADMIN)
+    install_auth(app, settings)  # after every route: it documents their security
     return app

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.scoring.model import ScoringModel, load_model
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
+from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
 from shared.probes import install_probes
 
@@ -40,8 +41,13 @@ def create_app(
 
     install_probes(app, readiness, worker.alive)
 
-    @app.get("/v1/model", summary="The active scoring model")
+    @app.get(
+        "/v1/model",
+        summary="The active scoring model",
+        dependencies=[Depends(RequireScope("leads:read"))],
+    )
     async def get_model() -> dict[str, Any]:
         return scoring_model.model_dump(mode="json", exclude_none=True)
 
+    install_auth(app, settings)
     return app

@@ -36,6 +36,9 @@ SERVICE_SETTINGS: dict[str, type[LeadflowSettings]] = {
 
 LEADFLOW_VARIABLE = re.compile(r"\bLEADFLOW_[A-Z0-9_]+\b")
 
+PUBLISH_ADDRESS = "LEADFLOW_PUBLISH_ADDRESS"
+"""Interpolated by compose into docker-compose.yml's published ports; no process reads it."""
+
 
 def env_names(settings: type[BaseSettings]) -> set[str]:
     """The environment variables a settings class reads: prefix + field name, upper-cased."""
@@ -44,7 +47,8 @@ def env_names(settings: type[BaseSettings]) -> set[str]:
 
 
 def all_setting_names() -> set[str]:
-    names = env_names(LeadflowSettings)
+    """Every name a deployment file may use: the settings, and compose's publish address."""
+    names = env_names(LeadflowSettings) | {PUBLISH_ADDRESS}
     for settings in SERVICE_SETTINGS.values():
         names |= env_names(settings)
     return names

@@ -6,17 +6,22 @@ import base64
 import importlib.util
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from check_jsonschema.builtin_schemas import get_builtin_schema
 
+from services.ingest.settings import IngestSettings
+from shared.api_keys import create_key
+from shared.auth import AuthConfigurationError, load_authenticator
 from shared.cli import build_parser
 from tests.deploy.manifests import (
     COMPOSE_FILE,
     KAFKA_POM,
     PARTITIONS,
+    PUBLISH_ADDRESS,
     SERVICE_SETTINGS,
     compose,
     compose_environment,
@@ -24,6 +29,7 @@ from tests.deploy.manifests import (
 
 LEADFLOW_SERVICES = tuple(SERVICE_SETTINGS)
 PUBLISHED = {"ingest": 8001, "pipeline": 8003}
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 
 
 def services() -> dict[str, Any]:
@@ -60,7 +66,7 @@ def test_only_ingest_and_pipeline_publish_ports() -> None:
     published = {name: service.get("ports") for name, service in services().items()}
     assert {name for name, ports in published.items() if ports} == set(PUBLISHED)
     for name, port in PUBLISHED.items():
-        assert published[name] == [f"{port}:{port}"]
+        assert published[name] == [f"${{{PUBLISH_ADDRESS}:-127.0.0.1}}:{port}:{port}"]
         assert SERVICE_SETTINGS[name].model_fields["port"].default == port
     assert not any("container_name" in service for service in services().values())
 
@@ -165,6 +171,39 @@ def test_postgres_is_checked_and_used_through_asyncpg() -> None:
     assert compose_environment(services()["pipeline"])["LEADFLOW_MIGRATE_ON_START"] == "false"
 
 
-def test_compose_file_uses_no_interpolation() -> None:
-    """Every value is in the file: what the tests read is what compose runs."""
-    assert "${" not in COMPOSE_FILE.read_text()
+def test_compose_file_interpolates_only_the_publish_address() -> None:
+    """Every other value is in the file: what the tests read is what compose runs. The
+    published ports listen on loopback unless LEADFLOW_PUBLISH_ADDRESS says otherwise."""
+    found = INTERPOLATION.findall(COMPOSE_FILE.read_text())
+    assert found
+    assert set(found) == {(PUBLISH_ADDRESS, "127.0.0.1")}
+    assert COMPOSE_FILE.read_text().count("${") == len(found)
+
+
+HTTP_SERVICES = ("ingest", "scoring", "pipeline")
+
+
+@pytest.mark.parametrize("name", HTTP_SERVICES)
+def test_each_http_service_reads_its_api_keys_from_the_secret(name: str) -> None:
+    service = services()[name]
+    assert service["secrets"] == ["api-keys"]
+    env = compose_environment(service)
+    assert env["LEADFLOW_API_KEYS_FILE"] == "/run/secrets/api-keys"
+    assert "LEADFLOW_AUTH" not in env
+    assert "LEADFLOW_API_KEYS" not in env
+
+
+def test_the_key_file_is_a_template_the_services_refuse_until_filled(tmp_path: Path) -> None:
+    """It ships without keys: the services listen on their container's every address, so
+    they refuse to start until a line from `leadflow keys create` is added."""
+    source = compose()["secrets"]["api-keys"]["file"]
+    template = COMPOSE_FILE.parent / source
+    assert "leadflow keys create" in template.read_text()
+    settings = IngestSettings(host="0.0.0.0", api_keys_file=template)
+    with pytest.raises(AuthConfigurationError, match="holds no key"):
+        load_authenticator(settings)
+    _, line = create_key("mailer", ["events:write"])
+    filled = tmp_path / "api-keys"
+    filled.write_text(f"{template.read_text()}{line}\n")
+    keys = load_authenticator(IngestSettings(host="0.0.0.0", api_keys_file=filled)).keys
+    assert [key.name for key in keys.values()] == ["mailer"]

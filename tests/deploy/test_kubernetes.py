@@ -13,6 +13,8 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from services.scoring.model import DEFAULT_MODEL_PATH, load_model
+from shared.api_keys import create_key
+from shared.auth import AuthConfigurationError, load_authenticator
 from shared.cli import build_parser
 from shared.topics import Topics
 from tests.deploy.manifests import (
@@ -188,6 +190,10 @@ def test_references_resolve() -> None:
         for volume in spec.get("volumes", []):
             if "configMap" in volume:
                 assert ("ConfigMap", volume["configMap"]["name"]) in data, name
+            if "secret" in volume:
+                keys = data[("Secret", volume["secret"]["secretName"])]
+                for item in volume["secret"].get("items", []):
+                    assert item["key"] in keys, (name, item)
         for container in [*spec.get("initContainers", []), *spec["containers"]]:
             for source in container.get("envFrom", []):
                 assert ("ConfigMap", source["configMapRef"]["name"]) in data, name
@@ -204,6 +210,32 @@ def test_secret_holds_only_placeholders() -> None:
     assert "data" not in secret
     for key, value in secret["stringData"].items():
         assert "REPLACE_ME" in value, key
+
+
+@pytest.mark.parametrize("name", list(SERVICE_SETTINGS))
+def test_each_service_reads_its_api_keys_from_the_secret(name: str, tmp_path: Path) -> None:
+    """Mounted as a file; the shipped placeholder holds no key, so a service refuses to
+    start until real lines (`leadflow keys create`) replace it."""
+    container = only_container(name)
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert "LEADFLOW_API_KEYS" not in env
+    assert "LEADFLOW_AUTH" not in env
+    path = Path(env["LEADFLOW_API_KEYS_FILE"]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod_spec(name)["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "leadflow-secrets"
+    (item,) = volume["secret"]["items"]
+    assert item["path"] == path.name
+    stored = k8s_resource("Secret", "leadflow-secrets")["stringData"][item["key"]]
+    keys_file = tmp_path / path.name
+    keys_file.write_text(stored)
+    settings = SERVICE_SETTINGS[name](host="0.0.0.0", api_keys_file=keys_file)
+    with pytest.raises(AuthConfigurationError, match="holds no key"):
+        load_authenticator(settings)
+    _, line = create_key("mailer", ["events:write"])
+    keys_file.write_text(f"{stored}{line}\n")
+    assert load_authenticator(settings).enabled
 
 
 def test_scoring_reads_the_model_from_its_config_map() -> None:

@@ -16,19 +16,21 @@ import schemathesis
 
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
+from shared.api_keys import format_line, key_digest
 from shared.settings import LeadflowSettings
 from tests.openapi_fuzz import FUZZ_SETTINGS, checks, config, serving_documented
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-API_KEY = "fuzz-key"
+API_KEY = "lf_fuzz-key"
+KEYS = format_line("fuzz", ["events:write", "crm:write"], key_digest(API_KEY.encode()))
 
 # schemathesis.pytest.from_fixture (a schema loaded from the server in a fixture) breaks on
 # pytest 9.2 (it sets Function._nodeid), so the schema is the app's own document, and the
 # fixture checks that the server serves exactly that.
-DOCUMENT = create_app(IngestSettings(api_keys=[API_KEY])).openapi()
+DOCUMENT = create_app(IngestSettings(api_keys=KEYS)).openapi()
 schema = schemathesis.openapi.from_dict(
-    DOCUMENT, config=config(auth={"openapi": {"APIKeyHeader": {"api_key": API_KEY}}})
+    DOCUMENT, config=config(auth={"openapi": {"ApiKeyHeader": {"api_key": API_KEY}}})
 )
 
 CHECKS = checks(
@@ -41,7 +43,7 @@ CHECKS = checks(
 
 @pytest.fixture
 def ingest_url(kafka_settings: LeadflowSettings) -> Iterator[str]:
-    settings = IngestSettings(**kafka_settings.model_dump(), api_keys=[API_KEY])
+    settings = IngestSettings(**{**kafka_settings.model_dump(), "api_keys": KEYS})
     with serving_documented(create_app(settings), DOCUMENT) as url:
         yield url
 

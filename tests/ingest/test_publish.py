@@ -14,6 +14,7 @@ import pytest
 from devtools.broker import LocalKafka, free_port
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
+from shared.api_keys import format_line, key_digest
 from shared.settings import LeadflowSettings
 from shared.topic_admin import create_topics
 from tests.servers import serving
@@ -103,6 +104,41 @@ async def test_an_invalid_batch_publishes_nothing(
         lambda rs: any(orjson.loads(r.value)["event_id"] == marker["event_id"] for r in rs),
     )
     assert list(values_by_id(records)) == [marker["event_id"]]
+
+
+async def test_a_batch_with_an_event_the_key_may_not_post_publishes_nothing(
+    kafka_settings: LeadflowSettings,
+) -> None:
+    mailer, crm = "lf_publish-mailer", "lf_publish-crm"
+    keys = ";".join(
+        format_line(name, scopes, key_digest(key.encode()))
+        for name, key, scopes in [
+            ("mailer", mailer, ["events:write"]),
+            ("crm", crm, ["events:write", "crm:write"]),
+        ]
+    )
+    settings = IngestSettings(**{**kafka_settings.model_dump(), "api_keys": keys})
+    batch = [event(f"lead-{i}") for i in range(20)]
+    batch[13]["type"] = "deal.won"
+    won = event("won", type="deal.won")
+    with serving(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            refused = await client.post(
+                "/v1/events/batch", json=batch, headers={"X-API-Key": mailer}
+            )
+            assert refused.status_code == 403
+            assert "crm:write needed for deal.won" in refused.json()["detail"]
+            marker = await client.post(
+                "/v1/events", json=won, headers={"Authorization": f"Bearer {crm}"}
+            )
+            assert marker.status_code == 202
+
+    records = await read_records(
+        kafka_settings,
+        kafka_settings.topics.events,
+        lambda rs: any(orjson.loads(r.value)["event_id"] == won["event_id"] for r in rs),
+    )
+    assert list(values_by_id(records)) == [won["event_id"]]
 
 
 async def test_a_stopped_broker_gives_503_and_a_retry_lands_once_it_is_back(

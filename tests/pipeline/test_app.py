@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.pipeline import store
 from services.pipeline.app import create_app
 from services.pipeline.settings import PipelineSettings
+from shared.api_keys import format_line, key_digest
 from shared.events import Stage
 from tests.pipeline.records import score_update, stage_change
 
@@ -253,3 +254,93 @@ async def test_not_ready_when_the_database_is_unreachable(tmp_path: Path) -> Non
             ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": False}
+
+
+# --- with API keys: every read needs leads:read --------------------------------------------
+
+READER = "lf_pipeline-reader"
+MAILER = "lf_pipeline-mailer"
+KEYS = ";".join(
+    format_line(name, scopes, key_digest(key.encode()))
+    for name, key, scopes in [
+        ("dashboard", READER, ["leads:read"]),
+        ("mailer", MAILER, ["events:write"]),
+    ]
+)
+READS = [
+    "/v1/leads",
+    "/v1/leads/ada.lovelace@example.com",
+    "/v1/leads/ada.lovelace@example.com/history",
+    "/v1/leads/ada.lovelace@example.com/score",
+    "/v1/funnel",
+    "/v1/stage-changes",
+]
+
+
+@pytest.fixture
+async def protected(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
+    settings = PipelineSettings(database_url=database_url, pipeline_consume=False, api_keys=KEYS)
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
+            yield client
+
+
+@pytest.mark.parametrize("path", READS)
+async def test_every_read_needs_leads_read(
+    protected: httpx.AsyncClient, sessions: Sessions, path: str
+) -> None:
+    await seed(sessions)
+    anonymous = await protected.get(path)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+    mailer = await protected.get(path, headers={"X-API-Key": MAILER})
+    assert mailer.status_code == 403
+    assert mailer.json()["detail"].startswith("key 'mailer' lacks scope leads:read needed for GET")
+    assert "ada.lovelace" not in mailer.text
+    reader = await protected.get(path, headers={"Authorization": f"Bearer {READER}"})
+    assert reader.status_code == 200
+
+
+async def test_the_credential_is_checked_before_the_query(protected: httpx.AsyncClient) -> None:
+    # an anonymous caller learns nothing of the parameters' rules
+    assert (await protected.get("/v1/leads?limit=0")).status_code == 401
+    with_key = await protected.get("/v1/leads?limit=0", headers={"X-API-Key": READER})
+    assert with_key.status_code == 422
+
+
+async def test_probes_stay_open_with_keys(protected: httpx.AsyncClient) -> None:
+    assert (await protected.get("/healthz")).status_code == 200
+    assert (await protected.get("/readyz")).status_code == 200
+
+
+async def test_the_document_says_what_is_enforced(
+    protected: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    secured = (await protected.get("/openapi.json")).json()
+    assert set(secured["components"]["securitySchemes"]) == {"ApiKeyHeader", "ApiKeyBearer"}
+    operations = [
+        (path, operation)
+        for path, methods in secured["paths"].items()
+        for operation in methods.values()
+    ]
+    api = [(p, o) for p, o in operations if p.startswith("/v1/")]
+    erasure = [(p, o) for p, o in api if "erasure" in o["tags"]]
+    reads = [(p, o) for p, o in api if "erasure" not in o["tags"]]
+    assert len(reads) == len(READS)
+    assert len(erasure) == 2  # DELETE /v1/leads/{lead_id}, GET /v1/erasures/{erase_id}
+    for path, operation in api:
+        scope = "admin" if "erasure" in operation["tags"] else "leads:read"
+        assert operation["x-required-scope"] == scope, path
+        assert {"401", "403"} <= set(operation["responses"]), path
+        assert operation["security"] == [{"ApiKeyHeader": []}, {"ApiKeyBearer": []}]
+    for path, operation in operations:
+        if not path.startswith("/v1/"):
+            assert "security" not in operation, path
+    open_document = (await client.get("/openapi.json")).json()
+    assert "securitySchemes" not in open_document.get("components", {})
+    assert all(
+        "security" not in operation and "401" not in operation["responses"]
+        for methods in open_document["paths"].values()
+        for operation in methods.values()
+    )

@@ -12,24 +12,57 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline.app import create_app
 from services.pipeline.settings import PipelineSettings
+from shared.api_keys import format_line, key_digest
 from tests.pipeline.records import snapshot
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
-@pytest.fixture
-async def client(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
+ADMIN, READER = "lf_erasures-admin", "lf_erasures-reader"
+KEYS = ";".join(
+    format_line(name, scopes, key_digest(key.encode()))
+    for name, key, scopes in [("privacy", ADMIN, ["admin"]), ("dashboard", READER, ["leads:read"])]
+)
+
+
+async def serve(database_url: str, api_keys: str = "") -> AsyncIterator[httpx.AsyncClient]:
     settings = PipelineSettings(
         kafka_bootstrap_servers="127.0.0.1:1",
         database_url=database_url,
         migrate_on_start=False,
         pipeline_consume=False,
+        api_keys=api_keys,
     )
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
             yield client
+
+
+@pytest.fixture
+async def client(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in serve(database_url):
+        yield client
+
+
+@pytest.fixture
+async def protected(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in serve(database_url, KEYS):
+        yield client
+
+
+async def test_erasing_and_its_status_need_admin(protected: httpx.AsyncClient) -> None:
+    for method, path in (("DELETE", "/v1/leads/ada@example.com"), ("GET", "/v1/erasures/e-1")):
+        assert (await protected.request(method, path)).status_code == 401
+        reader = await protected.request(method, path, headers={"X-API-Key": READER})
+        assert reader.status_code == 403
+        assert "lacks scope admin" in reader.json()["detail"]
+    # with admin the request gets through: to Kafka, which is not there, and to the table
+    erase = await protected.delete("/v1/leads/ada@example.com", headers={"X-API-Key": ADMIN})
+    assert erase.status_code == 503
+    status = await protected.get("/v1/erasures/e-1", headers={"X-API-Key": ADMIN})
+    assert status.status_code == 404
 
 
 async def test_a_lead_id_no_event_could_carry_is_422(client: httpx.AsyncClient) -> None:
