@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+RUN_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: install run test unit integration faults lint demo bench clean
 
@@ -15,10 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/leadflow run
+	$(BIN)/leadflow run $(RUN_ARGS)
 
 demo: install
-	$(BIN)/leadflow demo
+	$(BIN)/leadflow demo $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

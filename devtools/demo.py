@@ -1,7 +1,9 @@
 """``leadflow demo``: a synthetic stream through ingest, then the funnel from pipeline.
 
 It talks to the running services over HTTP only, like a marketing platform
-and an ops dashboard would, so what it shows is what they would see.
+and an ops dashboard would, so what it shows is what they would see. With a key
+(``--api-key``) it sends it as a bearer token to both; a refused key, a service that
+is not there or one that never catches up ends the demo with one line that says so.
 """
 
 from __future__ import annotations
@@ -20,9 +22,50 @@ from devtools.synthetic import synthetic_stream
 
 BATCH = 500
 
+SCOPES = "events:write and crm:write on ingest, leads:read on pipeline"
+"""What the demo's key needs: it posts deals and stage changes, and reads every lead."""
+
+
+class DemoFailed(Exception):
+    """The demo cannot go on; the message is the one line to show."""
+
 
 def out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
+
+
+def explain(error: httpx.HTTPError) -> str:
+    """One line for a person: which service, what it answered, what to do about it."""
+    request = error.request
+    where = f"{request.method} {request.url}"
+    if isinstance(error, httpx.HTTPStatusError):
+        status = error.response.status_code
+        answer = f"{where} answered {status} {error.response.reason_phrase}"
+        if status == 401:
+            return f"{answer}: give a valid key with --api-key or LEADFLOW_DEMO_API_KEY"
+        if status == 403:
+            return f"{answer}: the key lacks a scope; the demo needs {SCOPES}"
+        return answer
+    if isinstance(error, httpx.ConnectError):
+        return f"cannot reach {where}: is the system running (`make run`)?"
+    return f"{where} failed: {type(error).__name__}: {error}"
+
+
+async def _refused(response: httpx.Response) -> None:
+    """Every response: 401 and 403 stop the demo at once (no waiting on a refused key)."""
+    if response.status_code in (401, 403):
+        await response.aread()
+        response.raise_for_status()
+
+
+def client(base_url: str, api_key: str | None, timeout: float) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=timeout,
+        headers=headers,
+        event_hooks={"response": [_refused]},
+    )
 
 
 async def post_stream(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
@@ -74,14 +117,28 @@ def show_leads(leads: list[dict[str, Any]]) -> None:
         )
 
 
-async def run_demo(ingest_url: str, pipeline_url: str, leads: int, seed: int) -> None:
+async def run_demo(
+    ingest_url: str, pipeline_url: str, leads: int, seed: int, api_key: str | None = None
+) -> None:
+    """The demo; raises :class:`DemoFailed` with one line when it cannot go on."""
+    try:
+        await _demo(ingest_url, pipeline_url, leads, seed, api_key)
+    except httpx.HTTPError as exc:
+        raise DemoFailed(explain(exc)) from None
+    except TimeoutError as exc:
+        raise DemoFailed(str(exc)) from None
+
+
+async def _demo(
+    ingest_url: str, pipeline_url: str, leads: int, seed: int, api_key: str | None
+) -> None:
     run_id = "demo-" + datetime.now(UTC).strftime("%H%M%S")
     events = list(synthetic_stream(leads=leads, seed=seed, run_id=run_id))
     per_lead = Counter(e["lead_id"] for e in events)
     out(f"Posting {len(events)} events for {leads} leads over 6 simulated weeks to {ingest_url}")
     async with (
-        httpx.AsyncClient(base_url=ingest_url, timeout=60) as ingest,
-        httpx.AsyncClient(base_url=pipeline_url, timeout=30) as pipeline,
+        client(ingest_url, api_key, timeout=60) as ingest,
+        client(pipeline_url, api_key, timeout=30) as pipeline,
     ):
         started = time.monotonic()
         await post_stream(ingest, events)

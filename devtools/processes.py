@@ -35,9 +35,11 @@ class ServiceProcess:
         port: int | None = None,
         log_file: Path | None = None,
         sink: LineSink | None = None,
+        inherit_environment: bool = True,
     ) -> None:
+        """``inherit_environment=False``: ``env`` is the whole environment, not additions."""
         self.name = name
-        self.env = {**os.environ, **env}
+        self.env = {**os.environ, **env} if inherit_environment else dict(env)
         if port is not None:
             self.env["LEADFLOW_PORT"] = str(port)
         self.port = port

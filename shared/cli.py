@@ -9,9 +9,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.settings import LeadflowSettings
 from shared.topic_admin import create_topics
+
+if TYPE_CHECKING:
+    from devtools.settings import DeveloperSettings
+    from devtools.system import Ports
 
 SERVICES = ("ingest", "scoring", "pipeline")
 DEFAULT_DATA_DIR = Path(".leadflow")
@@ -20,20 +25,25 @@ DEFAULT_DATA_DIR = Path(".leadflow")
 def _kafka(args: argparse.Namespace) -> int:
     """Just the broker and the topics, until Ctrl-C."""
     from devtools.broker import LocalKafka
-    from devtools.system import say
+    from devtools.instance_lock import AlreadyRunning, holding
+    from devtools.system import prepare_broker, say
 
-    settings = LeadflowSettings()
-    kafka = LocalKafka(args.data_dir / "kafka", port=args.port)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    kafka.start()
     try:
-        asyncio.run(create_topics(kafka.bootstrap_servers, settings.topics, args.partitions))
-        say("kafka", f"ready on {kafka.bootstrap_servers}; Ctrl-C stops it")
-        stop.wait()
-    finally:
-        kafka.stop()
+        with holding(args.data_dir):
+            port = args.port or _developer_settings("kafka").kafka_port
+            kafka = LocalKafka(args.data_dir / "kafka", port=port)
+            kafka.start()
+            try:
+                asyncio.run(prepare_broker(kafka, args.partitions))
+                say("kafka", f"ready on {kafka.bootstrap_servers}; Ctrl-C stops it")
+                stop.wait()
+            finally:
+                kafka.stop()
+    except AlreadyRunning as exc:
+        return _fail(f"leadflow kafka: {exc}")
     return 0
 
 
@@ -64,17 +74,63 @@ def _service(name: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from devtools.instance_lock import AlreadyRunning
     from devtools.system import run_system
 
+    ports = run_ports(args)
     available = [name for name in SERVICES if _has_service(name)]
-    return run_system(args.data_dir, available, args.partitions)
+    try:
+        return run_system(args.data_dir, available, args.partitions, ports)
+    except AlreadyRunning as exc:
+        return _fail(f"leadflow run: {exc}")
+
+
+def run_ports(args: argparse.Namespace) -> Ports:
+    """Each port from its option, else its ``LEADFLOW_*_PORT``, else the usual one."""
+    from devtools.system import Ports
+
+    env = _developer_settings("run")
+    return Ports(
+        kafka=args.kafka_port or env.kafka_port,
+        ingest=args.ingest_port or env.ingest_port,
+        scoring=args.scoring_port or env.scoring_port,
+        pipeline=args.pipeline_port or env.pipeline_port,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from devtools.demo import run_demo
+    from devtools.demo import DemoFailed, run_demo
 
-    asyncio.run(run_demo(args.ingest_url, args.pipeline_url, args.leads, args.seed))
+    env = _developer_settings("demo")
+    ingest_url = args.ingest_url or f"http://127.0.0.1:{env.ingest_port}"
+    pipeline_url = args.pipeline_url or f"http://127.0.0.1:{env.pipeline_port}"
+    api_key = args.api_key or env.demo_api_key
+    try:
+        asyncio.run(run_demo(ingest_url, pipeline_url, args.leads, args.seed, api_key))
+    except DemoFailed as exc:
+        return _fail(f"leadflow demo: {exc}")
     return 0
+
+
+def _fail(line: str) -> int:
+    """One line on stderr and a non-zero status: what a person needs, no traceback."""
+    sys.stderr.write(line + "\n")
+    return 1
+
+
+def _developer_settings(command: str) -> DeveloperSettings:
+    """The defaults of the developer commands' options; a bad variable: one line, exit 1."""
+    from pydantic import ValidationError
+
+    from devtools.settings import DeveloperSettings
+
+    try:
+        return DeveloperSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LEADFLOW_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise SystemExit(f"leadflow {command}: {problems}") from None
 
 
 def _keys_create(args: argparse.Namespace) -> int:
@@ -104,11 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the whole system: Kafka, topics, the three services")
     run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     run.add_argument("--partitions", type=int, default=3)
+    for name, usual in (("kafka", 9092), ("ingest", 8001), ("scoring", 8002), ("pipeline", 8003)):
+        variable = f"LEADFLOW_{name.upper()}_PORT"
+        run.add_argument(
+            f"--{name}-port", type=int, help=f"on 127.0.0.1 (default: ${variable}, else {usual})"
+        )
     run.set_defaults(handler=_run)
 
     kafka = commands.add_parser("kafka", help="a local single-node Kafka broker with the topics")
     kafka.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    kafka.add_argument("--port", type=int, default=9092)
+    kafka.add_argument("--port", type=int, help="default: $LEADFLOW_KAFKA_PORT, else 9092")
     kafka.add_argument("--partitions", type=int, default=3)
     kafka.set_defaults(handler=_kafka)
 
@@ -120,8 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(handler=_topics)
 
     demo = commands.add_parser("demo", help="post a synthetic stream, show the funnel")
-    demo.add_argument("--ingest-url", default="http://127.0.0.1:8001")
-    demo.add_argument("--pipeline-url", default="http://127.0.0.1:8003")
+    demo.add_argument("--ingest-url", help="default: 127.0.0.1, $LEADFLOW_INGEST_PORT or 8001")
+    demo.add_argument("--pipeline-url", help="default: 127.0.0.1, $LEADFLOW_PIPELINE_PORT or 8003")
+    demo.add_argument(
+        "--api-key",
+        help="sent as a bearer token to ingest and pipeline (default: $LEADFLOW_DEMO_API_KEY)",
+    )
     demo.add_argument("--leads", type=int, default=300)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(handler=_demo)

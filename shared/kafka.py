@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
+from shared.reconnect import back_off_reconnects
 from shared.settings import LeadflowSettings
 
 
@@ -138,7 +139,9 @@ def make_producer(
     if transactional_id is not None:
         options["transactional_id"] = transactional_id
     options.update(overrides)
-    return AIOKafkaProducer(**options)
+    producer = AIOKafkaProducer(**options)
+    back_off_reconnects(producer.client)
+    return producer
 
 
 def make_consumer(
@@ -165,7 +168,9 @@ def make_consumer(
         "fetch_max_wait_ms": 50,
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **options)
+    consumer = AIOKafkaConsumer(*topics, **options)
+    back_off_reconnects(consumer._client)
+    return consumer
 
 
 async def poll_idle_first(

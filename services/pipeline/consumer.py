@@ -4,6 +4,9 @@ Records are read with read_committed, so only what scoring committed is
 seen. A batch is written in one database transaction and the offsets are
 committed only after it: a crash in between redelivers the batch, and the
 writes are idempotent on ``(lead_id, sequence)``, so nothing counts twice.
+The offset committed is the consumer's position, not the last record's offset
+plus one: scoring's transactions end in a commit marker that takes an offset of
+its own, and a group committed before the marker shows a lag of one forever.
 While the database is down the loop retries the same batch and the service
 reports not-ready; nothing is skipped.
 
@@ -33,6 +36,7 @@ from services.pipeline.erasure_signals import (
 )
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import record_batch
+from shared.consumer_lag import LagGauge, fetched_positions, position
 from shared.events import ScoreUpdate, StageChange
 from shared.kafka import make_consumer, reachable
 
@@ -55,6 +59,9 @@ class PipelineConsumer:
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
         self._committing: asyncio.Task[None] | None = None
+        self._requested: dict[TopicPartition, int] = {}
+        """The offset last handed to a commit, per partition (dropped when it failed)."""
+        self._lag = LagGauge(metrics.CONSUMER_LAG)
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -66,6 +73,9 @@ class PipelineConsumer:
                 )
                 if batches:
                     await self._persist(batches)
+                else:
+                    await self._commit_passed_markers()
+                self._lag.update(self.consumer)
         finally:
             await self._committed()
             await self.consumer.stop()
@@ -92,10 +102,28 @@ class PipelineConsumer:
         metrics.PERSISTED.labels("stage_change").inc(len(changes))
         metrics.PERSISTED.labels("score").inc(len(updates))
         metrics.PERSISTED.labels("erasure_signal").inc(len(erasures))
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        # The position is past the batch and past any marker the fetch has seen after it
+        # (nothing else: the next records are only taken by the next getmany).
+        offsets = {tp: at for tp in batches if (at := position(self.consumer, tp)) is not None}
+        await self._start_commit(offsets)
+
+    async def _commit_passed_markers(self) -> None:
+        """Commit positions that moved with no record: the fetch passed only markers.
+
+        A transaction's marker can come in a fetch of its own, after its records were
+        persisted and committed; every record before the position is in the database, so
+        committing it at once keeps the commit order.
+        """
+        positions = fetched_positions(self.consumer)
+        advanced = {tp: at for tp, at in positions.items() if at > self._requested.get(tp, -1)}
+        if advanced:
+            await self._start_commit(advanced)
+
+    async def _start_commit(self, offsets: dict[TopicPartition, int]) -> None:
         # The commit's round trip overlaps the next fetch; commits stay one at a time, in
         # order, and each only after its batch's database commit.
         await self._committed()
+        self._requested.update(offsets)
         self._committing = asyncio.create_task(self._commit(offsets))
 
     async def _committed(self) -> None:
@@ -109,6 +137,9 @@ class PipelineConsumer:
         except (CommitFailedError, KafkaError) as exc:
             # a rebalance took the partitions: their new owner re-reads, idempotently
             log.warning("committing offsets failed (%s); records will be re-read", exc)
+            for tp, offset in offsets.items():
+                if self._requested.get(tp) == offset:
+                    del self._requested[tp]  # still ours after all: committed again when idle
 
     def _decode(
         self, batches: Mapping[TopicPartition, Sequence[Any]]

@@ -17,6 +17,11 @@ TRANSACTION_SECONDS = Histogram(
 LAG = Gauge(
     "leadflow_scoring_lag_records", "Records behind the end of the partition", ["partition"]
 )
+CONSUMER_LAG = Gauge(
+    "leadflow_scoring_consumer_lag",
+    "Input records of the partition scoring has not read yet, after each poll (0 at rest)",
+    ["topic", "partition"],
+)
 RESTORE_SECONDS = Histogram(
     "leadflow_scoring_restore_seconds", "Time to restore a partition's state from its changelog"
 )

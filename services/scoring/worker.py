@@ -42,6 +42,7 @@ from services.scoring.lead import LeadState
 from services.scoring.model import ScoringModel
 from services.scoring.scoring import DomainError, apply_event
 from services.scoring.settings import ScoringSettings
+from shared.consumer_lag import LagGauge
 from shared.events import (
     ERASE_ID_HEADER,
     ERASE_REQUESTED_AT_HEADER,
@@ -142,6 +143,7 @@ class ScoringWorker:
         self._retry_at = 0.0
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
+        self.lag = LagGauge(metrics.CONSUMER_LAG)
         self.heap = HeapFreezer(
             settings.scoring_gc_freeze_seconds, settings.scoring_gc_collect_seconds
         )
@@ -165,6 +167,7 @@ class ScoringWorker:
                         if scorer is not None:
                             await self._process(scorer, records)
                 self.heap.tick()
+                self.lag.update(self.consumer)
         finally:
             async with self._lock:
                 await self._release(list(self.partitions))
