@@ -41,7 +41,7 @@ pytestmark = pytest.mark.faults
 # As in tests/ingest/test_openapi_fuzz.py: the app's own document, checked against the served one.
 DOCUMENT = create_app(PipelineSettings()).openapi()
 # DELETE writes erase records to Kafka, which this server has none of: its bad input is
-# covered by tests/erasure/.
+# covered by tests/pipeline/test_erasures_api.py.
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=config()).exclude(method="DELETE")
 
 # JSON Schema cannot say which cursors this API issued.
