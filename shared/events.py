@@ -3,6 +3,8 @@
 - :class:`Event` is the native envelope on ``leadflow.events`` (docs/architecture.md §4).
 - :class:`StageChange` is published on ``leadflow.stage-changes``.
 - :class:`ScoreUpdate` is published on the compacted ``leadflow.scores``.
+- :data:`LEAD_ERASED` is the internal event type that erases a lead: only the pipeline's
+  erasure endpoint writes it, and clients cannot post it (:class:`EventIn` refuses it).
 
 Validation is strict on purpose: platforms retry, CRMs trust what we emit,
 so a malformed event is refused at the door with the field that is wrong,
@@ -113,6 +115,28 @@ UtcTime = Annotated[
     PlainSerializer(format_time, return_type=str, when_used="json"),
     Field(json_schema_extra={"pattern": RFC3339_PATTERN}),
 ]
+LEAD_ERASED = "lead.erased"
+"""The event that erases its lead: scoring drops the state and writes tombstones, the
+pipeline deletes the rows. Written only by ``DELETE /v1/leads/{lead_id}``."""
+
+INTERNAL_EVENT_TYPES = frozenset({LEAD_ERASED})
+"""Event types leadflow writes itself and no client may post."""
+
+ERASE_ID_HEADER = "leadflow-erase-id"
+"""Header of the erasure signals (null-valued records keyed by the lead id on
+``leadflow.scores`` and ``leadflow.stage-changes``): the erase request they complete."""
+
+ERASE_REQUESTED_AT_HEADER = "leadflow-erase-requested-at"
+"""Header of the erasure signals: when the erasure was requested (RFC 3339, UTC)."""
+
+
+def _postable_type(value: str) -> str:
+    if value in INTERNAL_EVENT_TYPES:
+        raise ValueError(
+            f"{value!r} is an internal event type that clients cannot post"
+            " (erase a lead with DELETE /v1/leads/{lead_id} on the pipeline)"
+        )
+    return value
 
 
 def nesting_depth_exceeds(value: object, limit: int) -> bool:
@@ -189,11 +213,15 @@ class Event(BaseModel):
 
 
 class EventIn(Event):
-    """An event as a client posts it: ``event_id`` may be left for us to assign."""
+    """An event as a client posts it: ``event_id`` may be left for us to assign, and the
+    internal types (:data:`INTERNAL_EVENT_TYPES`) are refused."""
 
     event_id: Identifier = Field(
         default_factory=lambda: str(uuid.uuid4()),
         description="Unique per event; retries must reuse it. Assigned when missing.",
+    )
+    type: Annotated[EventType, AfterValidator(_postable_type)] = Field(
+        description="email.clicked, form.submitted, lead.updated, ... (not lead.erased)."
     )
 
 

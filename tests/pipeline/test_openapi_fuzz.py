@@ -40,7 +40,9 @@ pytestmark = pytest.mark.faults
 
 # As in tests/ingest/test_openapi_fuzz.py: the app's own document, checked against the served one.
 DOCUMENT = create_app(PipelineSettings()).openapi()
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=config())
+# DELETE writes erase records to Kafka, which this server has none of: its bad input is
+# covered by tests/pipeline/test_erasures_api.py.
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=config()).exclude(method="DELETE")
 
 # JSON Schema cannot say which cursors this API issued.
 CHECKS = checks("is not one this API issued")
