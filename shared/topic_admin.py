@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrP
 
 from shared.kafka import make_admin
 from shared.settings import LeadflowSettings
-from shared.topics import TopicSpec
+from shared.topics import Topics, TopicSpec
 
 
 class TopicMismatch(Exception):
@@ -53,12 +53,14 @@ async def create_topics(
     timeout: float = 60.0,
     replication_factor: int = 1,
     min_insync_replicas: int | None = None,
+    topics: Topics | None = None,
 ) -> TopicsReport:
     """Create leadflow's missing topics; ones that exist already are left alone (not altered).
 
     ``min_insync_replicas`` (with ``acks=all``, which every leadflow producer uses) is how
     many replicas must have a write before it is acknowledged: 2 of 3 keeps writes going
-    through one broker's loss without risking acknowledged data.
+    through one broker's loss without risking acknowledged data. ``topics``: other specs
+    than the settings' (tests that make compaction run at once).
     """
     await wait_until_ready(settings, timeout)
     report = TopicsReport()
@@ -66,7 +68,7 @@ async def create_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        for spec in settings.topics.specs():
+        for spec in (topics or settings.topics).specs():
             if spec.name in existing:
                 report.existing.append(spec.name)
                 continue

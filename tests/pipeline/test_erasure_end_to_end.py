@@ -76,7 +76,7 @@ async def system(kafka: LocalKafka, scratch_databases: ScratchDatabases) -> Asyn
         kafka_bootstrap_servers=kafka.bootstrap_servers, topic_namespace=f"t{uuid.uuid4().hex[:10]}"
     )
     compacting = CompactingTopics(settings.topic_namespace)
-    await create_topics(kafka.bootstrap_servers, compacting, partitions=PARTITIONS)
+    await create_topics(settings, partitions=PARTITIONS, topics=compacting)
     common = settings.model_dump()
     database_url = await scratch_databases.create()
     with ExitStack() as servers:
