@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -122,6 +122,40 @@ pipeline deletes the rows. Written only by ``DELETE /v1/leads/{lead_id}``."""
 INTERNAL_EVENT_TYPES = frozenset({LEAD_ERASED})
 """Event types leadflow writes itself and no client may post."""
 
+DEAL_WON = "deal.won"
+LEAD_DISQUALIFIED = "lead.disqualified"
+STAGE_SET = "stage.set"
+CRM_EVENT_TYPES = frozenset({DEAL_WON, LEAD_DISQUALIFIED, STAGE_SET})
+"""Event types that record a CRM's decision about a lead: posting them needs ``crm:write``,
+and their properties follow :func:`crm_move`."""
+
+
+def crm_move(event_type: str, properties: Mapping[str, JsonValue]) -> tuple[Stage, str] | None:
+    """The stage a CRM event moves its lead to and the reason it gives; ``None`` for others.
+
+    Raises ``ValueError`` naming the bad property. The one rule: :class:`Event` applies it,
+    so ingest refuses what the stage machine could not apply, and a 202 means scored.
+    """
+    if event_type == DEAL_WON:
+        return Stage.CUSTOMER, _crm_reason(event_type, properties)
+    if event_type == LEAD_DISQUALIFIED:
+        return Stage.DISQUALIFIED, _crm_reason(event_type, properties)
+    if event_type != STAGE_SET:
+        return None
+    stage = properties.get("stage")
+    if not isinstance(stage, str) or stage not in set(Stage):
+        allowed = ", ".join(Stage)
+        raise ValueError(f"stage.set: properties.stage must be one of {allowed}, got {stage!r}")
+    return Stage(stage), _crm_reason(event_type, properties)
+
+
+def _crm_reason(event_type: str, properties: Mapping[str, JsonValue]) -> str:
+    reason = properties.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"{event_type}: properties.reason must be a string, got {reason!r}")
+    return f"{event_type}: {reason.strip()}" if reason and reason.strip() else event_type
+
+
 ERASE_ID_HEADER = "leadflow-erase-id"
 """Header of the erasure signals (null-valued records keyed by the lead id on
 ``leadflow.scores`` and ``leadflow.stage-changes``): the erase request they complete."""
@@ -197,6 +231,11 @@ class Event(BaseModel):
     source: Annotated[str, StringConstraints(max_length=256)] | None = None
     properties: Attributes = Field(default_factory=dict)
     traits: Attributes = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _applicable_crm_move(self) -> Event:
+        crm_move(self.type, self.properties)
+        return self
 
     @model_validator(mode="after")
     def _bounded_size(self) -> Event:
