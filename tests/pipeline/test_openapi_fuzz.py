@@ -25,10 +25,14 @@ pytestmark = pytest.mark.faults
 
 # As in tests/ingest/test_openapi_fuzz.py: the app's own document, checked against the served one.
 DOCUMENT = create_app(PipelineSettings()).openapi()
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=config())
+# The live stream never ends a 200 response, which a fuzzer waits for; its bad input (the
+# Last-Event-ID header, ?after=) is tested in test_stream.py.
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=config()).exclude(
+    path="/v1/stream/stage-changes"
+)
 
 # JSON Schema cannot say which cursors this API issued.
-CHECKS = checks("is not one this API issued")
+CHECKS = checks("is not one this API issued", "cannot be combined")
 
 ADA = "ada@example.com"
 SLASHED = "org/7/ada@x.io"
