@@ -191,8 +191,9 @@ Server-Sent Events, one per stage change, in feed order, each once:
 `event: stage_change`, `id:` the change's feed position, `data:` the same JSON item as
 `GET /v1/stage-changes` returns. The first message carries only an `id` (the start
 position), so a reconnecting client resumes from there. Resume with the `Last-Event-ID`
-header (what `EventSource` sends by itself) or `?after=`; the header wins. Comment lines
-(`: ping`) arrive every LEADFLOW_STREAM_HEARTBEAT_SECONDS while nothing else does. At most
+header (what `EventSource` sends by itself) or `?after=`; the header wins. A comment line
+(`: ping ...`) arrives every LEADFLOW_STREAM_HEARTBEAT_SECONDS, so proxies keep an idle
+stream open. At most
 LEADFLOW_STREAM_MAX_CLIENTS streams are open at once; beyond that, a 503 with Retry-After.
 New changes show within LEADFLOW_STREAM_POLL_SECONDS of being recorded.
 """
