@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -33,6 +34,15 @@ from pydantic import (
 
 MAX_EVENT_BYTES = 64 * 1024
 """Largest serialised properties + traits of one event: bigger is a payload, not an event."""
+
+MAX_NESTING_DEPTH = 32
+"""How deep ``properties`` and ``traits`` may nest objects and arrays, themselves level 1.
+
+One rule for ingest and scoring alike, far below where any parser on the way gives up
+(pydantic's JSON parser at 200 levels of a whole event, orjson at 254, pydantic's
+validation of decoded JSON a little above), so an event ingest accepts is one scoring
+can read, score and store in its changelog: a 202 means scored.
+"""
 
 MAX_FUTURE_SKEW = timedelta(days=1)
 """An event may claim a time this far ahead of our clock (clock skew), no further."""
@@ -103,7 +113,38 @@ UtcTime = Annotated[
     PlainSerializer(format_time, return_type=str, when_used="json"),
     Field(json_schema_extra={"pattern": RFC3339_PATTERN}),
 ]
-Attributes = dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], JsonValue]
+
+
+def nesting_depth_exceeds(value: object, limit: int) -> bool:
+    """Whether ``value`` holds objects or arrays more than ``limit`` levels deep (``value``
+    itself is level 1). A loop, not recursion: the input is what is being bounded."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _bounded_nesting(value: object) -> object:
+    """Run before pydantic's own validation, whose recursion (like orjson's, and the JSON
+    parser's when scoring reads the event back) has limits of its own below Python's."""
+    if nesting_depth_exceeds(value, MAX_NESTING_DEPTH):
+        raise ValueError(f"nests objects and arrays more than {MAX_NESTING_DEPTH} levels deep")
+    return value
+
+
+Attributes = Annotated[
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], JsonValue],
+    BeforeValidator(_bounded_nesting),
+]
 
 
 class Stage(StrEnum):

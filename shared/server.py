@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.applications import Starlette
 
+from shared.http_limits import HttpLimits, bounded_protocol
 from shared.log import configure_logging
 from shared.settings import LeadflowSettings
 
@@ -17,14 +19,41 @@ def serve(app: FastAPI, settings: LeadflowSettings, *, service: str, port: int) 
     """Serve ``app`` until SIGINT/SIGTERM; uvicorn then runs the lifespan's shutdown."""
     configure_logging(service, settings.log_level, settings.log_format)
     freeze_after_startup(app)
-    uvicorn.run(
+    uvicorn.Server(server_config(app, settings, host=settings.host, port=port)).run()
+
+
+def http_limits(settings: LeadflowSettings) -> HttpLimits:
+    return HttpLimits(
+        max_header_bytes=settings.http_max_header_bytes,
+        max_headers=settings.http_max_headers,
+        header_timeout_seconds=settings.http_header_timeout_seconds,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
+        max_connections=settings.http_max_connections,
+    )
+
+
+def server_config(
+    app: Starlette, settings: LeadflowSettings, *, host: str, port: int
+) -> uvicorn.Config:
+    """The one uvicorn configuration, the tests' servers included.
+
+    The bounded httptools protocol (shared/http_limits.py) instead of uvicorn's choice;
+    no WebSocket upgrades (no service serves any); uvicorn's access log off, as
+    ``leadflow.access`` writes one with the route and the key's name.
+    """
+    return uvicorn.Config(
         app,
-        host=settings.host,
+        host=host,
         port=port,
+        http=bounded_protocol(http_limits(settings)),
+        ws="none",
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.http_keepalive_timeout_seconds,
+        limit_concurrency=settings.http_max_connections,
+        backlog=settings.http_backlog,
     )
 
 

@@ -37,6 +37,7 @@ from shared.auth import (
     require_event_scopes,
 )
 from shared.events import Event, EventIn
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 from shared.rate_limit import RateLimiter
 
@@ -259,6 +260,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return {"kafka": await publisher.is_ready()}
 
     install_probes(app, readiness)
+    install_http_edge(app, settings)
 
     authenticator = load_authenticator(settings)
     limiter = rate_limiter(settings) if authenticator.enabled else None

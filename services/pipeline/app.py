@@ -42,6 +42,7 @@ from services.pipeline.stream import install_stream
 from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         return consumer is None or consumer.alive()
 
     install_probes(app, readiness, alive)
+    install_http_edge(app, settings)
 
     Limit = Annotated[
         int,

@@ -552,7 +552,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
                 lead_id.encode()
                 if math.isfinite(number) and not _CONTROL_CHARS.search(lead_id):
                     return number, lead_id
-    except (binascii.Error, ValueError, OverflowError) as exc:  # UnicodeError is a ValueError
+    except (binascii.Error, ValueError, OverflowError, RecursionError) as exc:
+        # UnicodeError is a ValueError; RecursionError: JSON nested deeper than the parser goes
         raise InvalidCursor("is not one this API issued") from exc
     raise InvalidCursor("is not one this API issued")
 

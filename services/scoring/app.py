@@ -13,6 +13,7 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
 from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 
 
@@ -40,6 +41,7 @@ def create_app(
         return {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}
 
     install_probes(app, readiness, worker.alive)
+    install_http_edge(app, settings)
 
     @app.get(
         "/v1/model",
