@@ -240,6 +240,9 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
             str | None,
             Query(
                 max_length=2048,
+                # URL-safe base64, as issued: also keeps the request line within the
+                # server's header limit beside a long `cursor`.
+                pattern=r"^[A-Za-z0-9_-]+$",
                 description=(
                     "Change order: `0` for every lead, else the next_cursor of the previous "
                     "page; leads whose score or stage was written since."

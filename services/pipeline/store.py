@@ -515,7 +515,8 @@ async def changed_leads(
 
 def encode_change_cursor(position: int, lead_id: str) -> str:
     """Opaque to clients; tagged so a score-ordered cursor is never taken for one."""
-    raw = json.dumps(["changes", position, lead_id], separators=(",", ":"))
+    # UTF-8 rather than \u escapes: the longest lead id still fits the query's 2048 characters
+    raw = json.dumps(["changes", position, lead_id], separators=(",", ":"), ensure_ascii=False)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

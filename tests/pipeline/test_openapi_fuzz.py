@@ -114,6 +114,18 @@ def test_any_cursor_not_issued_here_is_a_422_naming_the_cursor(
         assert cursor_named(response), response.text[:300]
 
 
+@given(cursor=hostile_cursors())
+@HOSTILE_SETTINGS
+def test_any_change_cursor_not_issued_here_is_a_422_naming_updated_after(
+    cursor: str, pipeline_url: str
+) -> None:
+    response = httpx.get(f"{pipeline_url}/v1/leads?updated_after={percent_encoded(cursor)}")
+    assert response.status_code in (200, 422), response.text[:300]
+    if response.status_code == 422:
+        detail = response.json()["detail"]
+        assert [error["loc"] for error in detail] == [["query", "updated_after"]], detail
+
+
 def test_a_cursor_of_1500_brackets_is_a_422(pipeline_url: str) -> None:
     cursor = base64.urlsafe_b64encode(b"[" * 1500).decode()
     response = httpx.get(f"{pipeline_url}/v1/leads", params={"cursor": cursor})
@@ -123,7 +135,7 @@ def test_a_cursor_of_1500_brackets_is_a_422(pipeline_url: str) -> None:
 
 @given(
     query=st.dictionaries(
-        st.sampled_from(["min_score", "limit", "stage", "cursor", "after"]),
+        st.sampled_from(["min_score", "limit", "stage", "cursor", "after", "updated_after"]),
         HUGE_NUMBERS | ODD_TEXT | hostile_json().map(lambda t: t[:4096]),
         min_size=1,
     ),
