@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import store
 from services.pipeline.api_models import RecordedStageChange
+from services.pipeline.metrics import STREAM_CLIENTS, STREAM_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,16 @@ class FeedBroadcast:
     def admit(self) -> bool:
         """Take a client's place; False when every place is taken."""
         if self.clients >= self.max_clients or self._closing.is_set():
+            STREAM_REFUSED.inc()
             return False
         self.clients += 1
+        STREAM_CLIENTS.inc()
         self._wanted.set()
         return True
 
     def leave(self) -> None:
         self.clients -= 1
+        STREAM_CLIENTS.dec()
 
     async def head(self) -> int:
         async with self._sessions() as session:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from devtools.broker import free_port
@@ -125,6 +126,12 @@ async def reading(url: str, headers: dict[str, str] | None = None) -> AsyncItera
         await asyncio.gather(task, return_exceptions=True)
 
 
+def sample(name: str) -> float:
+    """A metric of the server (it runs in this process): counters only ever grow."""
+    value = REGISTRY.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
 def positions(events: Sequence[ServerSentEvent]) -> list[int]:
     return [int(event.id) for event in events]
 
@@ -201,12 +208,15 @@ async def test_clients_beyond_the_bound_get_503_with_retry_after(
             ):
                 return response.status_code
 
+        refused_before = sample("leadflow_pipeline_stream_refused_total")
         async with reading(stream_url) as one:
             async with reading(stream_url), reading(stream_url) as refused:
                 assert refused.response is not None
                 assert refused.response.status_code == 503
                 assert int(refused.response.headers["retry-after"]) > 0
                 assert refused.response.headers["cache-control"] == "no-store"
+                assert sample("leadflow_pipeline_stream_clients") == 2
+                assert sample("leadflow_pipeline_stream_refused_total") == refused_before + 1
             # a place is free again once a client has gone
             assert await eventually(status, lambda code: code == 200, DEADLINE, 0.05) == 200
             assert one.response is not None
