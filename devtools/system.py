@@ -119,7 +119,7 @@ async def wait_for_group_coordinators(
 async def prepare_broker(kafka: LocalKafka, partitions: int) -> None:
     """Topics, and a coordinator for the groups of scoring and pipeline."""
     settings = LeadflowSettings()
-    await create_topics(kafka.bootstrap_servers, settings.topics, partitions)
+    await create_topics(kafka.client_settings(settings), partitions)
     groups = [ScoringSettings().scoring_group, PipelineSettings().pipeline_group]
     await wait_for_group_coordinators(kafka.bootstrap_servers, groups)
 

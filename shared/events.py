@@ -3,6 +3,8 @@
 - :class:`Event` is the native envelope on ``leadflow.events`` (docs/architecture.md §4).
 - :class:`StageChange` is published on ``leadflow.stage-changes``.
 - :class:`ScoreUpdate` is published on the compacted ``leadflow.scores``.
+- :data:`LEAD_ERASED` is the internal event type that erases a lead: only the pipeline's
+  erasure endpoint writes it, and clients cannot post it (:class:`EventIn` refuses it).
 
 Validation is strict on purpose: platforms retry, CRMs trust what we emit,
 so a malformed event is refused at the door with the field that is wrong,
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -113,6 +115,62 @@ UtcTime = Annotated[
     PlainSerializer(format_time, return_type=str, when_used="json"),
     Field(json_schema_extra={"pattern": RFC3339_PATTERN}),
 ]
+LEAD_ERASED = "lead.erased"
+"""The event that erases its lead: scoring drops the state and writes tombstones, the
+pipeline deletes the rows. Written only by ``DELETE /v1/leads/{lead_id}``."""
+
+INTERNAL_EVENT_TYPES = frozenset({LEAD_ERASED})
+"""Event types leadflow writes itself and no client may post."""
+
+DEAL_WON = "deal.won"
+LEAD_DISQUALIFIED = "lead.disqualified"
+STAGE_SET = "stage.set"
+CRM_EVENT_TYPES = frozenset({DEAL_WON, LEAD_DISQUALIFIED, STAGE_SET})
+"""Event types that record a CRM's decision about a lead: posting them needs ``crm:write``,
+and their properties follow :func:`crm_move`."""
+
+
+def crm_move(event_type: str, properties: Mapping[str, JsonValue]) -> tuple[Stage, str] | None:
+    """The stage a CRM event moves its lead to and the reason it gives; ``None`` for others.
+
+    Raises ``ValueError`` naming the bad property. The one rule: :class:`Event` applies it,
+    so ingest refuses what the stage machine could not apply, and a 202 means scored.
+    """
+    if event_type == DEAL_WON:
+        return Stage.CUSTOMER, _crm_reason(event_type, properties)
+    if event_type == LEAD_DISQUALIFIED:
+        return Stage.DISQUALIFIED, _crm_reason(event_type, properties)
+    if event_type != STAGE_SET:
+        return None
+    stage = properties.get("stage")
+    if not isinstance(stage, str) or stage not in set(Stage):
+        allowed = ", ".join(Stage)
+        raise ValueError(f"stage.set: properties.stage must be one of {allowed}, got {stage!r}")
+    return Stage(stage), _crm_reason(event_type, properties)
+
+
+def _crm_reason(event_type: str, properties: Mapping[str, JsonValue]) -> str:
+    reason = properties.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"{event_type}: properties.reason must be a string, got {reason!r}")
+    return f"{event_type}: {reason.strip()}" if reason and reason.strip() else event_type
+
+
+ERASE_ID_HEADER = "leadflow-erase-id"
+"""Header of the erasure signals (null-valued records keyed by the lead id on
+``leadflow.scores`` and ``leadflow.stage-changes``): the erase request they complete."""
+
+ERASE_REQUESTED_AT_HEADER = "leadflow-erase-requested-at"
+"""Header of the erasure signals: when the erasure was requested (RFC 3339, UTC)."""
+
+
+def _postable_type(value: str) -> str:
+    if value in INTERNAL_EVENT_TYPES:
+        raise ValueError(
+            f"{value!r} is an internal event type that clients cannot post"
+            " (erase a lead with DELETE /v1/leads/{lead_id} on the pipeline)"
+        )
+    return value
 
 
 def nesting_depth_exceeds(value: object, limit: int) -> bool:
@@ -175,6 +233,11 @@ class Event(BaseModel):
     traits: Attributes = Field(default_factory=dict)
 
     @model_validator(mode="after")
+    def _applicable_crm_move(self) -> Event:
+        crm_move(self.type, self.properties)
+        return self
+
+    @model_validator(mode="after")
     def _bounded_size(self) -> Event:
         size = len(orjson.dumps(self.properties)) + len(orjson.dumps(self.traits))
         if size > MAX_EVENT_BYTES:
@@ -189,11 +252,15 @@ class Event(BaseModel):
 
 
 class EventIn(Event):
-    """An event as a client posts it: ``event_id`` may be left for us to assign."""
+    """An event as a client posts it: ``event_id`` may be left for us to assign, and the
+    internal types (:data:`INTERNAL_EVENT_TYPES`) are refused."""
 
     event_id: Identifier = Field(
         default_factory=lambda: str(uuid.uuid4()),
         description="Unique per event; retries must reuse it. Assigned when missing.",
+    )
+    type: Annotated[EventType, AfterValidator(_postable_type)] = Field(
+        description="email.clicked, form.submitted, lead.updated, ... (not lead.erased)."
     )
 
 

@@ -26,7 +26,6 @@ from services.ingest.publisher import EventPublisher, KafkaUnavailable
 from services.ingest.settings import IngestSettings
 from shared import cloudevents
 from shared.auth import (
-    CRM_EVENT_TYPES,
     Authenticator,
     Principal,
     RequireScope,
@@ -36,7 +35,7 @@ from shared.auth import (
     operation_name,
     require_event_scopes,
 )
-from shared.events import Event, EventIn
+from shared.events import CRM_EVENT_TYPES, Event, EventIn
 from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 from shared.rate_limit import RateLimiter

@@ -1,6 +1,7 @@
 """pipeline's HTTP surface (docs/architecture.md §6): leads, history, score, funnel and feed.
 
-Reads only: the Kafka consumer writes through :func:`services.pipeline.store.record_batch`.
+Reads only, but for erasing a lead (:mod:`services.pipeline.erasures`): the Kafka consumer
+writes through :func:`services.pipeline.store.record_batch`.
 
 Lead ids are arbitrary strings (often emails), so routes take them with a
 ``path`` converter: ``/v1/leads/ada@example.com`` works as is, and so does an
@@ -36,6 +37,7 @@ from services.pipeline.api_models import (
 )
 from services.pipeline.consumer import PipelineConsumer
 from services.pipeline.db import Database
+from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.stream import install_stream
@@ -97,6 +99,9 @@ them here also keeps NUL away from PostgreSQL, whose text cannot hold it."""
 READS = [Depends(RequireScope("leads:read"))]
 """Every read of lead data needs leads:read (when authentication is on)."""
 
+ADMIN = [Depends(RequireScope("admin"))]
+"""Erasing a lead, and its status, need admin."""
+
 MAX_POSITION = 2**63 - 1
 """Feed positions are 64-bit integers in both databases."""
 
@@ -116,6 +121,8 @@ Two orders, one route:
 
 `stage` and `min_score` filter both orders on the lead's state now: in change order a
 lead that left the stage is not listed, so a sync job that mirrors every lead omits them.
+An erased lead is no longer listed in either order; a mirror that must drop erased
+leads learns of them from the `leadflow.stage-changes` and `leadflow.scores` records.
 """
 
 
@@ -167,7 +174,9 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
             settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
         )
         app.state.database = database
-        consumer = BackgroundLoop("pipeline-consumer", lambda: PipelineConsumer(settings, database))
+        consumer = BackgroundLoop(
+            "pipeline-consumer", lambda: PipelineConsumer(settings, database), settings
+        )
         app.state.consumer = consumer
         if settings.pipeline_consume:
             consumer.start()
@@ -356,6 +365,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     ) -> StageChangeFeed:
         return await store.feed(session, after=after, limit=limit)
 
+    install_erasures(app, settings, get_database, get_session, dependencies=ADMIN)
     install_stream(app, settings)
-    install_auth(app, settings)
+    install_auth(app, settings)  # after every route: it documents their security
     return app

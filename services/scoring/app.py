@@ -22,7 +22,9 @@ def create_app(
 ) -> FastAPI:
     settings = settings or ScoringSettings()
     scoring_model = model or load_model(settings.scoring_model)  # a bad model fails at start
-    worker = BackgroundLoop("scoring-worker", lambda: ScoringWorker(settings, scoring_model))
+    worker = BackgroundLoop(
+        "scoring-worker", lambda: ScoringWorker(settings, scoring_model), settings
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +38,7 @@ def create_app(
         summary="Scores leads on fit and engagement and moves them through the stages.",
         lifespan=lifespan,
     )
+    app.state.worker = worker
 
     async def readiness() -> Mapping[str, bool]:
         return {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}

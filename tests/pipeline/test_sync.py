@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.pipeline import store
 from services.pipeline.api_models import Lead, LeadPage
 from services.pipeline.app import create_app
+from services.pipeline.erasure_signals import ErasureSignal
 from services.pipeline.settings import PipelineSettings
 from shared.events import Stage
 from tests.pipeline.records import score_update, stage_change
@@ -112,6 +113,22 @@ async def test_pages_follow_write_order_and_a_lead_written_again_comes_back(
     assert again.next_cursor is not None
     await store.record_batch(sessions, [], [score_update(LEADS[1], 1, 10.0)])
     assert (await page(sessions, again.next_cursor)).items == []
+
+
+async def test_erasing_the_newest_lead_never_lets_its_position_be_handed_out_again(
+    sessions: Sessions,
+) -> None:
+    await store.record_batch(sessions, [], [score_update(LEADS[0], 1, 10.0)])
+    await store.record_batch(sessions, [], [score_update(LEADS[9], 1, 10.0)])
+    synced = await page(sessions, store.START_OF_CHANGES)
+    assert [lead.lead_id for lead in synced.items] == [LEADS[0], LEADS[9]]
+    assert synced.next_cursor is not None
+
+    await store.record_batch(sessions, [], [], [ErasureSignal(LEADS[9], "scores")])
+    await store.record_batch(sessions, [], [score_update(LEADS[5], 1, 10.0)])
+    after = await page(sessions, synced.next_cursor)
+    assert [lead.lead_id for lead in after.items] == [LEADS[5]]
+    assert LEADS[9] not in {lead.lead_id for lead in (await page(sessions, "0")).items}
 
 
 async def test_filters_select_among_the_changed_leads(sessions: Sessions) -> None:

@@ -20,14 +20,27 @@ from services.ingest.decoding import InvalidEvents, decode_single
 from services.scoring.changelog import PartitionState, apply_record, lead_record
 from services.scoring.model import load_model
 from services.scoring.scoring import apply_event
-from shared.events import MAX_EVENT_BYTES, MAX_NESTING_DEPTH, Event, ScoreUpdate, StageChange
+from shared.events import (
+    CRM_EVENT_TYPES,
+    MAX_EVENT_BYTES,
+    MAX_NESTING_DEPTH,
+    Event,
+    ScoreUpdate,
+    Stage,
+    StageChange,
+)
 from shared.kafka import encode_key
 
 MODEL = load_model()
 
-# stage.set and lead.disqualified carry rules of their own on properties (scoring's
-# domain rules, checked only when scored); the generated events are of every other kind.
-TYPES = ["page.viewed", "email.clicked", "form.submitted", "lead.updated", "deal.won", "x.y:z/1"]
+TYPES = [
+    "page.viewed",
+    "email.clicked",
+    "form.submitted",
+    "lead.updated",
+    "x.y:z/1",
+    *sorted(CRM_EVENT_TYPES),  # their properties follow the stage machine's rules
+]
 
 text = st.text(max_size=20)
 keys = st.text(min_size=1, max_size=12)
@@ -69,6 +82,10 @@ def posted_events(draw: st.DrawFn) -> dict[str, Any]:
         "properties": draw(attributes),
         "traits": draw(attributes),
     }
+    if event["type"] in CRM_EVENT_TYPES:  # mostly valid moves, sometimes not
+        stages = st.sampled_from([*Stage, "bogus"])
+        event["properties"]["stage"] = draw(stages | json_values)
+        event["properties"]["reason"] = draw(text | json_values)
     if draw(st.booleans()):
         event["event_id"] = draw(st.text(min_size=1, max_size=40))
     return event
