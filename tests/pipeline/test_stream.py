@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -249,6 +250,42 @@ async def test_the_stream_needs_leads_read(database_url: str, sessions: Sessions
         async with reading(url + STREAM, headers={"X-API-Key": READER}) as reader:
             assert reader.response is not None
             assert reader.response.status_code == 200
+
+
+async def test_a_client_that_stops_reading_is_dropped(
+    database_url: str, sessions: Sessions
+) -> None:
+    """A client that never reads fills the socket; the stream waits at most the send
+    timeout for it, then lets go of it and of its place."""
+    for first in range(0, 12_000, 500):
+        await store.record_batch(sessions, changes(first, 500), [])
+    with pipeline(database_url, stream_send_timeout_seconds=0.5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        tight = socket.socket()
+        tight.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+        tight.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(tight, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=tight)
+        try:
+            writer.write(f"GET {STREAM}?after=0 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            await writer.drain()
+            await eventually(
+                lambda: asyncio.sleep(0, sample("leadflow_pipeline_stream_clients")),
+                lambda clients: clients == 1,
+                DEADLINE,
+            )
+            # 12,000 changes are megabytes: more than the server's socket buffer holds
+            await eventually(
+                lambda: asyncio.sleep(0, sample("leadflow_pipeline_stream_clients")),
+                lambda clients: clients == 0,
+                DEADLINE,
+            )
+        finally:
+            # unread data in its buffer: closing resets the connection, and the server's
+            # side of it goes too
+            writer.close()
+            await writer.wait_closed()
+        del reader
 
 
 async def test_a_malformed_last_event_id_is_a_422_naming_the_header(pipeline_url: str) -> None:
