@@ -137,6 +137,7 @@ class Deliverer:
         self._per_endpoint: dict[str, int] = {}
         self._rates: dict[str, tuple[float, RateLimiter]] = {}
         self._backlog_at = 0.0
+        self._reported: set[str] = set()
 
     def wake(self) -> None:
         """New messages are stored, or the clock moved: look now, not at the next poll."""
@@ -248,10 +249,14 @@ class Deliverer:
         self._backlog_at = time.monotonic()
         now = self.clock()
         async with self.database.sessions() as session:
-            for backlog in await store.backlogs(session):
-                metrics.PENDING.labels(backlog.endpoint_id).set(backlog.pending)
-                age = (now - backlog.oldest) if backlog.oldest else timedelta(0)
-                metrics.OLDEST_PENDING.labels(backlog.endpoint_id).set(
-                    max(0.0, age.total_seconds())
-                )
-            metrics.DISABLED.set(await store.disabled_count(session))
+            backlogs = await store.backlogs(session)
+            disabled = await store.disabled_count(session)
+        for backlog in backlogs:
+            metrics.PENDING.labels(backlog.endpoint_id).set(backlog.pending)
+            age = (now - backlog.oldest) if backlog.oldest else timedelta(0)
+            metrics.OLDEST_PENDING.labels(backlog.endpoint_id).set(max(0.0, age.total_seconds()))
+        for gone in self._reported - {b.endpoint_id for b in backlogs}:
+            metrics.PENDING.remove(gone)  # a deleted endpoint
+            metrics.OLDEST_PENDING.remove(gone)
+        self._reported = {b.endpoint_id for b in backlogs}
+        metrics.DISABLED.set(disabled)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, status
 from sqlalchemy import select
 
+from services.pipeline.app import _DATABASE_DOWN
 from services.webhooks import payloads, store
 from services.webhooks.api_models import (
     Endpoint,
@@ -25,7 +26,7 @@ from services.webhooks.signing import new_secret
 from services.webhooks.tables import EndpointRow
 from shared.auth import Admin
 
-router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
+router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"], responses=_DATABASE_DOWN)
 
 EndpointId = Annotated[str, Path(max_length=40, description="The endpoint's id (ep_...).")]
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from services.pipeline.app import _DATABASE_DOWN
 from services.webhooks import store
 from services.webhooks.api_models import (
     Attempt,
@@ -21,7 +22,9 @@ from services.webhooks.service import ServiceDep, SessionDep
 from services.webhooks.tables import AttemptRow, MessageRow
 from shared.auth import Admin
 
-router = APIRouter(prefix="/v1/endpoints/{endpoint_id}", tags=["messages"])
+router = APIRouter(
+    prefix="/v1/endpoints/{endpoint_id}", tags=["messages"], responses=_DATABASE_DOWN
+)
 
 MessageId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The message's id.")]
 
