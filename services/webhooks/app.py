@@ -46,7 +46,9 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock = utc_now)
             )
         await migrate(settings.webhooks_database_url)
         database = Database.connect(
-            settings.webhooks_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+            settings.webhooks_database_url,
+            sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            sqlite_immediate=True,
         )
         deliverer = BackgroundLoop(
             "webhooks-deliverer", lambda: Deliverer(settings, database, box, clock)

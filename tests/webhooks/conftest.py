@@ -84,7 +84,7 @@ def clock() -> ManualClock:
 async def webhooks(webhooks_database: str, clock: ManualClock) -> AsyncIterator[Webhooks]:
     """The service with its deliverer and API, no consumer; the test publishes records."""
     settings = webhooks_settings(webhooks_database)
-    database = Database.connect(webhooks_database)
+    database = Database.connect(webhooks_database, sqlite_immediate=True)
     with ExitStack() as servers:
         url = servers.enter_context(serving(create_app(settings, clock)))
         async with httpx.AsyncClient(base_url=url, timeout=30) as api:

@@ -69,7 +69,7 @@ async def test_a_url_refused_at_delivery_is_not_posted_to(
     webhooks_database: str, strict: httpx.AsyncClient
 ) -> None:
     """DNS can change after creation: the same check runs before each attempt."""
-    database = Database.connect(webhooks_database)
+    database = Database.connect(webhooks_database, sqlite_immediate=True)
     with receiving(Receiver()) as receiver:
         now = datetime.now(UTC) - timedelta(hours=1)  # due by the service's clock
         async with database.sessions() as session:
