@@ -37,6 +37,8 @@ class Receiver:
     secrets: list[str] = field(default_factory=list)
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    """Seconds each request takes to answer."""
     hold: threading.Event | None = None
     """While set to an unset event, requests are held open (a slow receiver)."""
     deliveries: list[Delivery] = field(default_factory=list)
@@ -53,6 +55,8 @@ class Receiver:
         @app.post("/hook")
         async def hook(request: Request) -> Response:
             body = await request.body()
+            if self.delay:
+                await asyncio.sleep(self.delay)
             if self.hold is not None:
                 while not self.hold.is_set():  # noqa: ASYNC110 (set from the test's thread)
                     await asyncio.sleep(0.02)
