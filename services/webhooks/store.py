@@ -15,6 +15,7 @@ from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.webhooks import metrics
 from services.webhooks.fanout import Fanout, LeadTotal, Subscription
 from services.webhooks.filters import Filters
 from services.webhooks.tables import (
@@ -72,7 +73,9 @@ async def record_batch(
         fanout.stage_changes(subs, changes)
         fanout.score_updates(subs, updates)
         await _write(session, dialect, fanout, leads, now)
-        return len(fanout.messages)
+    for message in fanout.messages:
+        metrics.MESSAGES.labels(message.event_type.value).inc()
+    return len(fanout.messages)
 
 
 async def _totals(session: AsyncSession, leads: set[str]) -> dict[str, LeadTotal]:
