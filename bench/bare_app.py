@@ -1,8 +1,8 @@
 """The raw limit of an HTTP endpoint here: bare Starlette that parses the body and answers 202.
 
-Served by uvicorn exactly as :func:`shared.server.serve` serves the services (same loop
-and HTTP implementation, no access log), so the only difference to ``POST /v1/events``
-is what leadflow does per request: validation, Kafka, metrics.
+Served by uvicorn exactly as :func:`shared.server.serve` serves the services (same loop,
+HTTP protocol and limits), so the only difference to ``POST /v1/events`` is what
+leadflow does per request: validation, Kafka, metrics, the middleware, the access log.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from shared.server import server_config
+from shared.settings import LeadflowSettings
 
 
 async def post_event(request: Request) -> Response:
@@ -36,15 +39,8 @@ app = Starlette(
 
 
 def main() -> None:
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=int(os.environ["LEADFLOW_PORT"]),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    port = int(os.environ["LEADFLOW_PORT"])
+    uvicorn.Server(server_config(app, LeadflowSettings(), host="127.0.0.1", port=port)).run()
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ class BenchEnv:
             topic_namespace=self.unique(f"bench-{prefix}"),
             kafka_client_id="bench",
         )
-        await create_topics(self.bootstrap_servers, settings.topics, partitions)
+        await create_topics(settings, partitions)
         return settings
 
     async def drop_namespace(self, settings: LeadflowSettings) -> None:

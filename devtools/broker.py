@@ -18,9 +18,12 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from shared.settings import LeadflowSettings
 from shared.topic_admin import wait_until_ready
 
 log = logging.getLogger(__name__)
@@ -76,11 +79,67 @@ rootLogger.appenderRef.file.ref = file
 """
 
 
+SCRAM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A SASL_SSL listener instead of PLAINTEXT: what a managed Kafka asks of its clients.
+
+    ``keystore`` is a PEM file with the broker's private key (PKCS#8, unencrypted) and
+    its certificate chain, for ``127.0.0.1``; ``ca_file`` is the CA that signed it, which
+    clients trust. Every user in ``users`` (name to password) can log in with
+    SCRAM-SHA-512 (credentials stored when the storage is formatted) and with PLAIN; the
+    broker itself connects to its own listener as ``broker_user``, the first of them.
+    """
+
+    ca_file: Path
+    keystore: Path
+    users: Mapping[str, str]
+
+    @property
+    def broker_user(self) -> str:
+        return next(iter(self.users))
+
+    def properties(self, port: int, controller_port: int) -> dict[str, str]:
+        user = self.broker_user
+        password = self.users[user]
+        plain_users = "".join(f' user_{name}="{secret}"' for name, secret in self.users.items())
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": f"{SCRAM},PLAIN",
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{user}" password="{password}";'
+            ),
+            "listener.name.sasl_ssl.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{user}" password="{password}"{plain_users};'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
+        }
+
+    def format_arguments(self) -> list[str]:
+        """``StorageTool format`` arguments storing each user's SCRAM credentials (KIP-900)."""
+        arguments: list[str] = []
+        for name, secret in self.users.items():
+            arguments += ["--add-scram", f"{SCRAM}=[name={name},password={secret}]"]
+        return arguments
+
+
 class LocalKafka:
     """One combined broker/controller node on loopback, with its data in ``data_dir``.
 
     Stopping keeps the data, so ``start()`` again is a broker restart (the
-    reliability tests rely on that); ``wipe()`` forgets everything.
+    reliability tests rely on that); ``wipe()`` forgets everything. With ``security``
+    its one client listener is SASL_SSL (see :class:`BrokerSecurity`), else PLAINTEXT.
     """
 
     def __init__(
@@ -91,8 +150,10 @@ class LocalKafka:
         controller_port: int | None = None,
         heap: str = "512m",
         log_level: str = "INFO",
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.security = security
         self.port = port
         self.controller_port = controller_port or free_port()
         self.heap = heap
@@ -102,6 +163,25 @@ class LocalKafka:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def client_settings(
+        self, base: LeadflowSettings | None = None, user: str | None = None
+    ) -> LeadflowSettings:
+        """``base`` (default settings if none) pointed at this broker, logged in as ``user``
+        (the broker's own user if none) over SASL_SSL when the broker has security."""
+        fields: dict[str, object] = {"kafka_bootstrap_servers": self.bootstrap_servers}
+        if self.security is not None:
+            name = user or self.security.broker_user
+            fields |= {
+                "kafka_security_protocol": "SASL_SSL",
+                "kafka_sasl_mechanism": SCRAM,
+                "kafka_sasl_username": name,
+                "kafka_sasl_password": self.security.users[name],
+                "kafka_ssl_ca_file": self.security.ca_file,
+            }
+        if base is None:
+            return LeadflowSettings.model_validate(fields)
+        return type(base).model_validate({**base.model_dump(), **fields})
 
     @property
     def log_file(self) -> Path:
@@ -132,6 +212,8 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "1000",
         }
+        if self.security is not None:
+            props |= self.security.properties(self.port, self.controller_port)
         config = self.data_dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.data_dir / "log4j2.properties").write_text(
@@ -162,7 +244,8 @@ class LocalKafka:
             cluster_id = uuid.uuid4().hex[:22]
             subprocess.run(
                 self._java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(config)),
+                           "-c", str(config),
+                           *(self.security.format_arguments() if self.security else [])),
                 check=True, stdout=subprocess.DEVNULL,
             )  # fmt: skip
         out = (self.data_dir / "stdout.log").open("ab")
@@ -177,7 +260,8 @@ class LocalKafka:
             self._wait_until_listening(timeout)
             # a thread of its own, so start() also works from inside a running event loop
             with ThreadPoolExecutor(1) as pool:
-                pool.submit(asyncio.run, wait_until_ready(self.bootstrap_servers, timeout)).result()
+                ready = wait_until_ready(self.client_settings(), timeout)
+                pool.submit(asyncio.run, ready).result()
         except BaseException:
             self.kill()  # never leave a half-started broker behind
             raise

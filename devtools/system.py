@@ -138,7 +138,7 @@ async def wait_for_group_coordinators(
 async def prepare_broker(kafka: LocalKafka, partitions: int) -> None:
     """Topics, and a coordinator for the groups of scoring, pipeline and webhooks."""
     settings = LeadflowSettings()
-    await create_topics(kafka.bootstrap_servers, settings.topics, partitions)
+    await create_topics(kafka.client_settings(settings), partitions)
     groups = [
         ScoringSettings().scoring_group,
         PipelineSettings().pipeline_group,

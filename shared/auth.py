@@ -33,14 +33,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.api_keys import ApiKey, KeyLineError, find_key, parse_keys, split_lines
+from shared.events import CRM_EVENT_TYPES
 from shared.jwks import InvalidToken, JwksVerifier, KeySetUnavailable, TokenRules, looks_like_jwt
 from shared.settings import LeadflowSettings
 
 log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
-CRM_EVENT_TYPES = frozenset({"deal.won", "lead.disqualified", "stage.set"})
-"""Event types that record a CRM's decision about a lead: posting them needs crm:write."""
 
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 

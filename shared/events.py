@@ -3,6 +3,8 @@
 - :class:`Event` is the native envelope on ``leadflow.events`` (docs/architecture.md §4).
 - :class:`StageChange` is published on ``leadflow.stage-changes``.
 - :class:`ScoreUpdate` is published on the compacted ``leadflow.scores``.
+- :data:`LEAD_ERASED` is the internal event type that erases a lead: only the pipeline's
+  erasure endpoint writes it, and clients cannot post it (:class:`EventIn` refuses it).
 
 Validation is strict on purpose: platforms retry, CRMs trust what we emit,
 so a malformed event is refused at the door with the field that is wrong,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -33,6 +36,15 @@ from pydantic import (
 
 MAX_EVENT_BYTES = 64 * 1024
 """Largest serialised properties + traits of one event: bigger is a payload, not an event."""
+
+MAX_NESTING_DEPTH = 32
+"""How deep ``properties`` and ``traits`` may nest objects and arrays, themselves level 1.
+
+One rule for ingest and scoring alike, far below where any parser on the way gives up
+(pydantic's JSON parser at 200 levels of a whole event, orjson at 254, pydantic's
+validation of decoded JSON a little above), so an event ingest accepts is one scoring
+can read, score and store in its changelog: a 202 means scored.
+"""
 
 MAX_FUTURE_SKEW = timedelta(days=1)
 """An event may claim a time this far ahead of our clock (clock skew), no further."""
@@ -103,7 +115,94 @@ UtcTime = Annotated[
     PlainSerializer(format_time, return_type=str, when_used="json"),
     Field(json_schema_extra={"pattern": RFC3339_PATTERN}),
 ]
-Attributes = dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], JsonValue]
+LEAD_ERASED = "lead.erased"
+"""The event that erases its lead: scoring drops the state and writes tombstones, the
+pipeline deletes the rows. Written only by ``DELETE /v1/leads/{lead_id}``."""
+
+INTERNAL_EVENT_TYPES = frozenset({LEAD_ERASED})
+"""Event types leadflow writes itself and no client may post."""
+
+DEAL_WON = "deal.won"
+LEAD_DISQUALIFIED = "lead.disqualified"
+STAGE_SET = "stage.set"
+CRM_EVENT_TYPES = frozenset({DEAL_WON, LEAD_DISQUALIFIED, STAGE_SET})
+"""Event types that record a CRM's decision about a lead: posting them needs ``crm:write``,
+and their properties follow :func:`crm_move`."""
+
+
+def crm_move(event_type: str, properties: Mapping[str, JsonValue]) -> tuple[Stage, str] | None:
+    """The stage a CRM event moves its lead to and the reason it gives; ``None`` for others.
+
+    Raises ``ValueError`` naming the bad property. The one rule: :class:`Event` applies it,
+    so ingest refuses what the stage machine could not apply, and a 202 means scored.
+    """
+    if event_type == DEAL_WON:
+        return Stage.CUSTOMER, _crm_reason(event_type, properties)
+    if event_type == LEAD_DISQUALIFIED:
+        return Stage.DISQUALIFIED, _crm_reason(event_type, properties)
+    if event_type != STAGE_SET:
+        return None
+    stage = properties.get("stage")
+    if not isinstance(stage, str) or stage not in set(Stage):
+        allowed = ", ".join(Stage)
+        raise ValueError(f"stage.set: properties.stage must be one of {allowed}, got {stage!r}")
+    return Stage(stage), _crm_reason(event_type, properties)
+
+
+def _crm_reason(event_type: str, properties: Mapping[str, JsonValue]) -> str:
+    reason = properties.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"{event_type}: properties.reason must be a string, got {reason!r}")
+    return f"{event_type}: {reason.strip()}" if reason and reason.strip() else event_type
+
+
+ERASE_ID_HEADER = "leadflow-erase-id"
+"""Header of the erasure signals (null-valued records keyed by the lead id on
+``leadflow.scores`` and ``leadflow.stage-changes``): the erase request they complete."""
+
+ERASE_REQUESTED_AT_HEADER = "leadflow-erase-requested-at"
+"""Header of the erasure signals: when the erasure was requested (RFC 3339, UTC)."""
+
+
+def _postable_type(value: str) -> str:
+    if value in INTERNAL_EVENT_TYPES:
+        raise ValueError(
+            f"{value!r} is an internal event type that clients cannot post"
+            " (erase a lead with DELETE /v1/leads/{lead_id} on the pipeline)"
+        )
+    return value
+
+
+def nesting_depth_exceeds(value: object, limit: int) -> bool:
+    """Whether ``value`` holds objects or arrays more than ``limit`` levels deep (``value``
+    itself is level 1). A loop, not recursion: the input is what is being bounded."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _bounded_nesting(value: object) -> object:
+    """Run before pydantic's own validation, whose recursion (like orjson's, and the JSON
+    parser's when scoring reads the event back) has limits of its own below Python's."""
+    if nesting_depth_exceeds(value, MAX_NESTING_DEPTH):
+        raise ValueError(f"nests objects and arrays more than {MAX_NESTING_DEPTH} levels deep")
+    return value
+
+
+Attributes = Annotated[
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], JsonValue],
+    BeforeValidator(_bounded_nesting),
+]
 
 
 class Stage(StrEnum):
@@ -134,6 +233,11 @@ class Event(BaseModel):
     traits: Attributes = Field(default_factory=dict)
 
     @model_validator(mode="after")
+    def _applicable_crm_move(self) -> Event:
+        crm_move(self.type, self.properties)
+        return self
+
+    @model_validator(mode="after")
     def _bounded_size(self) -> Event:
         size = len(orjson.dumps(self.properties)) + len(orjson.dumps(self.traits))
         if size > MAX_EVENT_BYTES:
@@ -148,11 +252,15 @@ class Event(BaseModel):
 
 
 class EventIn(Event):
-    """An event as a client posts it: ``event_id`` may be left for us to assign."""
+    """An event as a client posts it: ``event_id`` may be left for us to assign, and the
+    internal types (:data:`INTERNAL_EVENT_TYPES`) are refused."""
 
     event_id: Identifier = Field(
         default_factory=lambda: str(uuid.uuid4()),
         description="Unique per event; retries must reuse it. Assigned when missing.",
+    )
+    type: Annotated[EventType, AfterValidator(_postable_type)] = Field(
+        description="email.clicked, form.submitted, lead.updated, ... (not lead.erased)."
     )
 
 

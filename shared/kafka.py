@@ -1,7 +1,9 @@
-"""The one Kafka producer and consumer factory every service uses.
+"""The one Kafka producer, consumer and admin client factory every service uses.
 
 aiokafka's defaults are weak for our guarantees (``acks=1``, no idempotence,
-auto-commit, read_uncommitted), so the safe settings live here once.
+auto-commit, read_uncommitted), so the safe settings live here once, and so do
+the TLS and SASL options (:mod:`shared.kafka_security`): every client of every
+service, and ``leadflow topics``, connects the same way.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
+from shared.kafka_security import security_options
 from shared.reconnect import back_off_reconnects
 from shared.settings import LeadflowSettings
 
@@ -135,6 +139,7 @@ def make_producer(
         "compression_type": None
         if settings.kafka_compression == "none"
         else settings.kafka_compression,
+        **security_options(settings),
     }
     if transactional_id is not None:
         options["transactional_id"] = transactional_id
@@ -166,11 +171,26 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "fetch_max_wait_ms": 50,
+        **security_options(settings),
     }
     options.update(overrides)
     consumer = AIOKafkaConsumer(*topics, **options)
     back_off_reconnects(consumer._client)
     return consumer
+
+
+def make_admin(settings: LeadflowSettings, *, name: str, **overrides: Any) -> AIOKafkaAdminClient:
+    """An admin client (topics, groups, metadata) that connects as the services do."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": f"{settings.kafka_client_id}-{name}",
+        "request_timeout_ms": 15000,
+        **security_options(settings),
+    }
+    options.update(overrides)
+    admin = AIOKafkaAdminClient(**options)
+    back_off_reconnects(admin._client)
+    return admin
 
 
 async def poll_idle_first(

@@ -3,28 +3,85 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.applications import Starlette
 
+from shared.auth import AuthConfigurationError
+from shared.http_limits import HttpLimits, bounded_protocol
 from shared.log import configure_logging
 from shared.settings import LeadflowSettings
+
+
+@contextmanager
+def refusing_to_start(service: str) -> Iterator[None]:
+    """Settings or an auth configuration that cannot work end the process with one line
+    saying why and exit status 2, not a traceback: what an orchestrator's log shows first
+    is then the reason, and the process is not restarted into the same mistake quietly."""
+    try:
+        yield
+    except ValidationError as exc:
+        sys.stderr.write(f"leadflow {service}: {settings_errors(exc)}\n")
+        raise SystemExit(2) from None
+    except AuthConfigurationError as exc:
+        sys.stderr.write(f"leadflow {service}: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def settings_errors(exc: ValidationError) -> str:
+    """Each error by its variable and reason, never the values: pydantic's own message
+    quotes the input, which holds passwords and keys."""
+    reasons = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        variable = f"LEADFLOW_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+        reasons.append(variable + error["msg"].removeprefix("Value error, "))
+    return "invalid settings: " + "; ".join(reasons)
 
 
 def serve(app: FastAPI, settings: LeadflowSettings, *, service: str, port: int) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; uvicorn then runs the lifespan's shutdown."""
     configure_logging(service, settings.log_level, settings.log_format)
     freeze_after_startup(app)
-    uvicorn.run(
+    uvicorn.Server(server_config(app, settings, host=settings.host, port=port)).run()
+
+
+def http_limits(settings: LeadflowSettings) -> HttpLimits:
+    return HttpLimits(
+        max_header_bytes=settings.http_max_header_bytes,
+        max_headers=settings.http_max_headers,
+        header_timeout_seconds=settings.http_header_timeout_seconds,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
+        max_connections=settings.http_max_connections,
+    )
+
+
+def server_config(
+    app: Starlette, settings: LeadflowSettings, *, host: str, port: int
+) -> uvicorn.Config:
+    """The one uvicorn configuration, the tests' servers included.
+
+    The bounded httptools protocol (shared/http_limits.py) instead of uvicorn's choice;
+    no WebSocket upgrades (no service serves any); uvicorn's access log off, as
+    ``leadflow.access`` writes one with the route and the key's name.
+    """
+    return uvicorn.Config(
         app,
-        host=settings.host,
+        host=host,
         port=port,
+        http=bounded_protocol(http_limits(settings)),
+        ws="none",
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.http_keepalive_timeout_seconds,
+        limit_concurrency=settings.http_max_connections,
+        backlog=settings.http_backlog,
     )
 
 

@@ -1,23 +1,40 @@
-"""Creating leadflow's topics on a cluster and waiting for it to answer: what
-``leadflow topics`` runs against production and what the local broker uses too."""
+"""Creating leadflow's topics on a cluster, waiting for it to answer, and checking the topics
+fit together: what ``leadflow topics`` runs against production and what the local broker
+uses too. Every admin client comes from the one factory, so it connects as the services do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from shared.topics import Topics
+from shared.kafka import make_admin
+from shared.settings import LeadflowSettings
+from shared.topics import Topics, TopicSpec
 
 
-async def wait_until_ready(bootstrap_servers: str, timeout: float = 60.0) -> None:
+class TopicMismatch(Exception):
+    """The topics exist but cannot work together; restarting will not help."""
+
+
+@dataclass
+class TopicsReport:
+    """What ``create_topics`` did: topics that exist already are never altered."""
+
+    created: list[TopicSpec] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+
+
+async def wait_until_ready(settings: LeadflowSettings, timeout: float = 60.0) -> None:
     """Wait until the broker answers metadata requests, i.e. clients can use it."""
     deadline = time.monotonic() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        admin = make_admin(settings, name="admin", request_timeout_ms=5000)
         try:
             await admin.start()
             await admin.list_topics()
@@ -31,22 +48,37 @@ async def wait_until_ready(bootstrap_servers: str, timeout: float = 60.0) -> Non
 
 
 async def create_topics(
-    bootstrap_servers: str,
-    topics: Topics,
+    settings: LeadflowSettings,
     partitions: int = 3,
     timeout: float = 60.0,
     replication_factor: int = 1,
-) -> None:
-    """Create leadflow's topics; ones that exist already are left alone (not altered)."""
-    await wait_until_ready(bootstrap_servers, timeout)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    min_insync_replicas: int | None = None,
+    topics: Topics | None = None,
+) -> TopicsReport:
+    """Create leadflow's missing topics; ones that exist already are left alone (not altered).
+
+    ``min_insync_replicas`` (with ``acks=all``, which every leadflow producer uses) is how
+    many replicas must have a write before it is acknowledged: 2 of 3 keeps writes going
+    through one broker's loss without risking acknowledged data. ``topics``: other specs
+    than the settings' (tests that make compaction run at once).
+    """
+    await wait_until_ready(settings, timeout)
+    report = TopicsReport()
+    admin = make_admin(settings, name="admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        for spec in (topics or settings.topics).specs():
+            if spec.name in existing:
+                report.existing.append(spec.name)
+                continue
+            config = dict(spec.config)
+            if min_insync_replicas is not None:
+                config["min.insync.replicas"] = str(min_insync_replicas)
+            report.created.append(TopicSpec(spec.name, config))
         wanted = [
             NewTopic(spec.name, partitions, replication_factor, topic_configs=spec.config)
-            for spec in topics.specs()
-            if spec.name not in existing
+            for spec in report.created
         ]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
@@ -54,6 +86,41 @@ async def create_topics(
         await _wait_for_leaders(admin, [t.name for t in wanted], timeout)
     finally:
         await admin.close()
+    return report
+
+
+async def check_partitions(settings: LeadflowSettings) -> None:
+    """Scoring keeps the state of events partition p in changelog partition p: the counts
+    must match, or some leads' state would be restored by the wrong worker (or nowhere).
+
+    Raises :class:`TopicMismatch` naming both counts; a missing topic is a
+    :class:`~aiokafka.errors.UnknownTopicOrPartitionError` (it may be on its way: retry).
+    """
+    topics = settings.topics
+    names = [topics.events, topics.scoring_state]
+    admin = make_admin(settings, name="admin")
+    await admin.start()
+    try:
+        # listed first: naming a missing topic in a metadata request creates it on a
+        # cluster that auto-creates topics, with none of the settings it needs
+        missing = set(names) - set(await admin.list_topics())
+        if missing:
+            raise UnknownTopicOrPartitionError(
+                f"not created yet: {', '.join(sorted(missing))} (`leadflow topics` creates "
+                "the topics)"
+            )
+        described = {t["topic"]: t for t in await admin.describe_topics(names)}
+    finally:
+        await admin.close()
+    counts = {name: len(described[name]["partitions"]) for name in names}
+    events, changelog = counts[topics.events], counts[topics.scoring_state]
+    if events != changelog:
+        raise TopicMismatch(
+            f"{topics.events} has {events} partitions but the scoring changelog "
+            f"{topics.scoring_state} has {changelog}: scoring keeps the state of events "
+            "partition p in changelog partition p, so both need the same count "
+            "(see deploy/README.md, How many partitions)"
+        )
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:

@@ -20,6 +20,9 @@ class Topics:
     """The topic names of one leadflow installation."""
 
     namespace: str = "leadflow"
+    events_retention_ms: int = -1
+    """retention.ms of the events topic: -1 keeps every event, which rescoring with a new
+    model and rebuilding the scoring state from scratch both need."""
 
     @property
     def events(self) -> str:
@@ -45,11 +48,13 @@ class Topics:
         """All topics with the settings they are created with.
 
         The two compacted topics keep only the latest record per key: the
-        latest score of a lead, and the latest scoring state of a lead.
+        latest score of a lead, and the latest scoring state of a lead. The events
+        are the history everything else is derived from: kept for
+        :attr:`events_retention_ms`.
         """
         compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
         return [
-            TopicSpec(self.events),
+            TopicSpec(self.events, {"retention.ms": str(self.events_retention_ms)}),
             TopicSpec(self.scores, dict(compacted)),
             TopicSpec(self.stage_changes),
             TopicSpec(self.dead_letters),

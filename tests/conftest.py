@@ -32,5 +32,5 @@ async def kafka_settings(kafka: LocalKafka) -> LeadflowSettings:
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         topic_namespace=f"t{uuid.uuid4().hex[:10]}",
     )
-    await create_topics(kafka.bootstrap_servers, settings.topics, partitions=3)
+    await create_topics(settings, partitions=3)
     return settings

@@ -13,6 +13,7 @@ bounded, so a failure reproduces and the suite stays fast.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,7 @@ import httpx
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import (
     allow_header_conformance,
@@ -57,6 +59,13 @@ FUZZ_SETTINGS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 """Hypothesis settings of each operation's test: bounded, deterministic, no deadline."""
+
+HOSTILE_SETTINGS = settings(
+    FUZZ_SETTINGS,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+"""The deeper strategies' tests: more examples, as each is one cheap request."""
 
 
 def _field_error(item: object) -> bool:
@@ -150,3 +159,70 @@ def serving_documented(app: FastAPI, document: dict[str, Any]) -> Iterator[str]:
     with serving(app) as url:
         assert httpx.get(f"{url}/openapi.json").json() == document
         yield url
+
+
+# --- deeper strategies: what an attacker tries that a schema does not suggest ---------
+
+ODD_TEXT = st.text(
+    st.characters(codec=None, exclude_categories=[])
+    | st.sampled_from(
+        ["\x00", "\u202e", "\ufeff", "\U0001f600", "\ud800", "\udfff", "%", "/", "\\"]
+    ),
+    max_size=40,
+)
+"""Any code point, lone surrogates included, and the characters that break naive code."""
+
+
+@st.composite
+def deep_json(draw: st.DrawFn) -> str:
+    """Arrays or objects nested from a few levels to past every parser's limit, as text."""
+    depth = draw(st.integers(1, 40) | st.integers(190, 260) | st.integers(900, 1600))
+    if draw(st.booleans()):
+        return "[" * depth + draw(st.sampled_from(["", "1", "]" * depth]))
+    return '{"a":' * depth + "1" + "}" * draw(st.sampled_from([0, depth]))
+
+
+HUGE_NUMBERS = st.sampled_from(
+    ["1e999999", "-1e999999", "1" * 5000, "-" + "9" * 4301, "1e-999999", "0." + "0" * 5000 + "1",
+     "NaN", "Infinity", "-0", "9223372036854775808", "1E400"]
+)  # fmt: skip
+"""Numbers past float range, past Python's int-string digits limit, and not numbers at all."""
+
+
+def hostile_json() -> st.SearchStrategy[str]:
+    """JSON text (or nearly) that is deep, huge, or odd in its strings."""
+    strings = ODD_TEXT.map(lambda t: '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    pairs = st.tuples(HUGE_NUMBERS | strings, strings | ODD_TEXT)
+    return (
+        deep_json()
+        | HUGE_NUMBERS
+        | HUGE_NUMBERS.map(lambda n: f'[{n},"ada@example.com"]')
+        | pairs.map(lambda p: f"[{p[0]},{p[1]}]")
+        | strings
+        | st.sampled_from(['["\\ud800"]', '[1,"\\u0000"]', '[true,"x"]', "[1]", "{}"])
+    )
+
+
+def _b64(raw: bytes, padded: bool) -> str:
+    text = base64.urlsafe_b64encode(raw).decode()
+    return text if padded else text.rstrip("=")
+
+
+def hostile_cursors() -> st.SearchStrategy[str]:
+    """Cursors as this API issues them (URL-safe base64 of JSON) but of hostile JSON, deep
+    JSON on its own (the likeliest to find a parser's limit), arbitrary bytes, or no
+    base64 at all; never longer than the API takes."""
+
+    def encoded(raw: st.SearchStrategy[bytes]) -> st.SearchStrategy[str]:
+        return st.tuples(raw, st.booleans()).map(lambda args: _b64(*args)[:2048])
+
+    def utf8(text: str) -> bytes:
+        return text.encode("utf-8", "surrogatepass")
+
+    return st.one_of(
+        encoded(deep_json().map(utf8)),
+        encoded(hostile_json().map(utf8)),
+        encoded(st.binary(max_size=64)),
+        ODD_TEXT,
+        st.text("=-_+/", max_size=8),
+    )

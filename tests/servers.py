@@ -1,4 +1,8 @@
-"""Real HTTP servers on loopback for tests: uvicorn in a thread, on a free port."""
+"""Real HTTP servers on loopback for tests: uvicorn in a thread, on a free port.
+
+Served with the services' own configuration (:func:`shared.server.server_config`), so
+tests exercise the same protocol, limits and timeouts as production.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,20 @@ import uvicorn
 from fastapi import FastAPI
 
 from devtools.broker import free_port
+from shared.server import server_config
+from shared.settings import LeadflowSettings
 
 
 @contextmanager
-def serving(app: FastAPI, timeout: float = 20.0) -> Iterator[str]:
-    """Serve ``app`` for the duration of the block; yields its base URL."""
+def serving(
+    app: FastAPI, timeout: float = 20.0, settings: LeadflowSettings | None = None
+) -> Iterator[str]:
+    """Serve ``app`` for the duration of the block; yields its base URL.
+
+    ``settings``: the HTTP server's limits (defaults: the services' defaults).
+    """
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    config = server_config(app, settings or LeadflowSettings(), host="127.0.0.1", port=port)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -2,12 +2,14 @@
 
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from shared.server import serve
+from shared.server import refusing_to_start, serve
 
 
 def main() -> None:
-    settings = IngestSettings()
-    serve(create_app(settings), settings, service="ingest", port=settings.port)
+    with refusing_to_start("ingest"):
+        settings = IngestSettings()
+        app = create_app(settings)
+    serve(app, settings, service="ingest", port=settings.port)
 
 
 if __name__ == "__main__":

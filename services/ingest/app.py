@@ -26,7 +26,6 @@ from services.ingest.publisher import EventPublisher, KafkaUnavailable
 from services.ingest.settings import IngestSettings
 from shared import cloudevents
 from shared.auth import (
-    CRM_EVENT_TYPES,
     Authenticator,
     Principal,
     RequireScope,
@@ -36,7 +35,8 @@ from shared.auth import (
     operation_name,
     require_event_scopes,
 )
-from shared.events import Event, EventIn
+from shared.events import CRM_EVENT_TYPES, Event, EventIn
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 from shared.rate_limit import RateLimiter
 
@@ -259,6 +259,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return {"kafka": await publisher.is_ready()}
 
     install_probes(app, readiness)
+    install_http_edge(app, settings)
 
     authenticator = load_authenticator(settings)
     limiter = rate_limiter(settings) if authenticator.enabled else None

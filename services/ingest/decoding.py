@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared import cloudevents
+from shared.errors import MAX_REPORTED_ERRORS, unreported
 from shared.events import EventIn, parse_json
 
 JSON = "application/json"
@@ -22,12 +23,22 @@ BATCH_TYPES = (JSON, cloudevents.BATCH_CONTENT_TYPE)
 ErrorItem = dict[str, Any]
 
 
-class InvalidEvents(Exception):
-    """The request names no valid event set; ``errors`` says where and why."""
+_EVENT_FIELDS = frozenset(EventIn.model_fields)
 
-    def __init__(self, errors: list[ErrorItem]) -> None:
-        super().__init__(f"{len(errors)} invalid field(s)")
-        self.errors = errors
+
+class InvalidEvents(Exception):
+    """The request names no valid event set; ``errors`` says where and why: at most
+    :data:`~shared.errors.MAX_REPORTED_ERRORS` of them (``shown``), then one entry saying
+    how many more there were (``more``) and what was ``unchecked``."""
+
+    def __init__(
+        self, errors: list[ErrorItem], more: int = 0, unchecked: str | None = None
+    ) -> None:
+        self.shown = errors[:MAX_REPORTED_ERRORS]
+        self.more = more + len(errors) - len(self.shown)
+        super().__init__(f"{len(self.shown) + self.more} invalid field(s)")
+        cut = [unreported(self.more, unchecked=unchecked)] if self.more or unchecked else []
+        self.errors = [*self.shown, *cut]
 
 
 class UnsupportedMediaType(Exception):
@@ -63,13 +74,30 @@ def _validation_errors(
     return errors
 
 
+def _refuse_many_unknown_fields(item: dict[str, Any], prefix: Sequence[str | int]) -> None:
+    """Past the cap, unknown fields are refused by name without pydantic, which would
+    build an error for each of them (seconds of CPU for a body of a few hundred KB)."""
+    if len(item) <= len(_EVENT_FIELDS) + MAX_REPORTED_ERRORS:
+        return
+    unknown = [key for key in item if key not in _EVENT_FIELDS]
+    if len(unknown) <= MAX_REPORTED_ERRORS:
+        return
+    shown = [
+        _error([*prefix, key], "Extra inputs are not permitted", "extra_forbidden")
+        for key in unknown[:MAX_REPORTED_ERRORS]
+    ]
+    raise InvalidEvents(shown, more=len(unknown) - len(shown))
+
+
 def decode_item(item: Any, prefix: Sequence[str | int] = ()) -> EventIn:
     """One event, native or structured CloudEvent, as decoded JSON."""
     if not isinstance(item, dict):
         raise InvalidEvents([_error(prefix, "an event must be a JSON object", "dict_type")])
     rename: Mapping[str, str] = {}
     fields: Any = item
-    if cloudevents.is_cloudevent(item):
+    if not cloudevents.is_cloudevent(item):
+        _refuse_many_unknown_fields(item, prefix)
+    else:
         rename = cloudevents.CE_FIELD_NAMES
         try:
             fields = cloudevents.native_fields(item)
@@ -113,14 +141,19 @@ def decode_batch(content_type: str | None, body: bytes, max_events: int) -> list
         raise InvalidEvents([_error([], msg, "too_long")])
     events: list[EventIn] = []
     errors: list[ErrorItem] = []
+    more = 0
     for index, item in enumerate(payload):
+        if len(errors) >= MAX_REPORTED_ERRORS:  # enough to act on: stop spending CPU
+            unchecked = f"items {index} to {len(payload) - 1} not checked"
+            raise InvalidEvents(errors, more, unchecked)
         if kind == cloudevents.BATCH_CONTENT_TYPE and not cloudevents.is_cloudevent(item):
             errors.append(_error([index, "specversion"], "Field required", "missing"))
             continue
         try:
             events.append(decode_item(item, [index]))
         except InvalidEvents as exc:
-            errors.extend(exc.errors)
+            errors.extend(exc.shown)
+            more += exc.more
     if errors:
-        raise InvalidEvents(errors)
+        raise InvalidEvents(errors, more)
     return events

@@ -25,6 +25,7 @@ from aiokafka.errors import (
 from services.ingest.settings import IngestSettings
 from shared.events import Event
 from shared.kafka import by_partition, encode_key, make_producer, send_as_batches
+from shared.kafka_outage import Reconnection, check_connection
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +51,44 @@ class KafkaUnavailable(Exception):
 
 
 class EventPublisher:
-    """Owns the idempotent producer; (re)connects lazily so ingest starts without Kafka."""
+    """Owns the idempotent producer; (re)connects lazily so ingest starts without Kafka.
+
+    While Kafka does not let the producer in, requests get a 503 at once and the next
+    connection is tried only after a growing delay; the cause is logged once.
+    """
 
     def __init__(self, settings: IngestSettings) -> None:
         self._settings = settings
         self._topic = settings.topics.events
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self.reconnection = Reconnection("ingest", max_delay=5.0)  # the front door: try often
 
     async def _connected(self) -> AIOKafkaProducer:
         if self._producer is not None:
             return self._producer
         async with self._lock:
             if self._producer is None:
-                producer = make_producer(self._settings, name="ingest", linger_ms=LINGER_MS)
-                try:
-                    await producer.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self._producer = producer
+                self._producer = await self._connect()
         return self._producer
+
+    async def _connect(self) -> AIOKafkaProducer:
+        reconnection = self.reconnection
+        if not reconnection.due():
+            raise KafkaUnavailable(reconnection.cause or "Kafka is not reachable")
+        try:
+            await check_connection(self._settings)
+            producer = make_producer(self._settings, name="ingest", linger_ms=LINGER_MS)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+        except (KafkaError, TimeoutError, OSError) as exc:
+            reconnection.failed(str(exc) or type(exc).__name__)
+            raise KafkaUnavailable(reconnection.cause or "Kafka is not reachable") from exc
+        reconnection.succeeded()
+        return producer
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Write ``events`` keyed by lead_id; return only when all are acknowledged."""
@@ -82,6 +100,8 @@ class EventPublisher:
                     await self._send_one(producer, events[0])
                 else:
                     await asyncio.gather(*await self._send(producer, events))
+        except KafkaUnavailable:
+            raise  # not connected: said once by the reconnection
         except (KafkaError, TimeoutError, OSError) as exc:
             log.warning("publishing %d event(s) failed: %r", len(events), exc)
             if isinstance(exc, SEQUENCE_BROKEN) and producer is not None:
@@ -154,7 +174,7 @@ class EventPublisher:
                 producer = await self._connected()
                 await producer.client.fetch_all_metadata()
                 return True
-        except (KafkaError, TimeoutError, OSError):
+        except (KafkaUnavailable, KafkaError, TimeoutError, OSError):
             return False
 
     async def close(self) -> None:

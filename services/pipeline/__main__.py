@@ -2,12 +2,14 @@
 
 from services.pipeline.app import create_app
 from services.pipeline.settings import PipelineSettings
-from shared.server import serve
+from shared.server import refusing_to_start, serve
 
 
 def main() -> None:
-    settings = PipelineSettings()
-    serve(create_app(settings), settings, service="pipeline", port=settings.port)
+    with refusing_to_start("pipeline"):
+        settings = PipelineSettings()
+        app = create_app(settings)
+    serve(app, settings, service="pipeline", port=settings.port)
 
 
 if __name__ == "__main__":

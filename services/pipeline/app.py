@@ -1,6 +1,7 @@
 """pipeline's HTTP surface (docs/architecture.md §6): leads, history, score, funnel and feed.
 
-Reads only: the Kafka consumer writes through :func:`services.pipeline.store.record_batch`.
+Reads only, but for erasing a lead (:mod:`services.pipeline.erasures`): the Kafka consumer
+writes through :func:`services.pipeline.store.record_batch`.
 
 Lead ids are arbitrary strings (often emails), so routes take them with a
 ``path`` converter: ``/v1/leads/ada@example.com`` works as is, and so does an
@@ -36,11 +37,13 @@ from services.pipeline.api_models import (
 )
 from services.pipeline.consumer import PipelineConsumer
 from services.pipeline.db import Database
+from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,9 @@ them here also keeps NUL away from PostgreSQL, whose text cannot hold it."""
 READS = [Depends(RequireScope("leads:read"))]
 """Every read of lead data needs leads:read (when authentication is on)."""
 
+ADMIN = [Depends(RequireScope("admin"))]
+"""Erasing a lead, and its status, need admin."""
+
 MAX_POSITION = 2**63 - 1
 """Feed positions are 64-bit integers in both databases."""
 
@@ -140,7 +146,9 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
             settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
         )
         app.state.database = database
-        consumer = BackgroundLoop("pipeline-consumer", lambda: PipelineConsumer(settings, database))
+        consumer = BackgroundLoop(
+            "pipeline-consumer", lambda: PipelineConsumer(settings, database), settings
+        )
         app.state.consumer = consumer
         if settings.pipeline_consume:
             consumer.start()
@@ -177,6 +185,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         return consumer is None or consumer.alive()
 
     install_probes(app, readiness, alive)
+    install_http_edge(app, settings)
 
     Limit = Annotated[
         int,
@@ -298,5 +307,6 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     ) -> StageChangeFeed:
         return await store.feed(session, after=after, limit=limit)
 
-    install_auth(app, settings)
+    install_erasures(app, settings, get_database, get_session, dependencies=ADMIN)
+    install_auth(app, settings)  # after every route: it documents their security
     return app

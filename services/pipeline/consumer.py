@@ -9,6 +9,9 @@ plus one: scoring's transactions end in a commit marker that takes an offset of
 its own, and a group committed before the marker shows a lag of one forever.
 While the database is down the loop retries the same batch and the service
 reports not-ready; nothing is skipped.
+
+A null-valued record on either topic is scoring's erasure signal: the lead's rows are
+deleted in the batch's transaction (see :mod:`services.pipeline.erasure_signals`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.pipeline import metrics
 from services.pipeline.db import Database
+from services.pipeline.erasure_signals import (
+    ErasureSignal,
+    Topic,
+    after_erasures,
+    decode_signal,
+)
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import record_batch
 from shared.consumer_lag import LagGauge, fetched_positions, position
@@ -55,9 +64,9 @@ class PipelineConsumer:
         self._lag = LagGauge(metrics.CONSUMER_LAG)
 
     async def run(self) -> None:
-        await self.consumer.start()
-        self.started.set()
         try:
+            await self.consumer.start()
+            self.started.set()
             while not self._stopping.is_set():
                 batches = await self.consumer.getmany(
                     timeout_ms=200, max_records=self.settings.pipeline_batch_records
@@ -75,12 +84,12 @@ class PipelineConsumer:
         self._stopping.set()
 
     async def _persist(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
-        changes, updates = self._decode(batches)
+        changes, updates, erasures = self._decode(batches)
         delay = 0.2
         while True:
             try:
                 with metrics.BATCH_SECONDS.time():
-                    await record_batch(self.database.sessions, changes, updates)
+                    await record_batch(self.database.sessions, changes, updates, erasures)
                 break
             except (SQLAlchemyError, OSError) as exc:
                 self.database_ok = False
@@ -92,6 +101,7 @@ class PipelineConsumer:
         self.database_ok = True
         metrics.PERSISTED.labels("stage_change").inc(len(changes))
         metrics.PERSISTED.labels("score").inc(len(updates))
+        metrics.PERSISTED.labels("erasure_signal").inc(len(erasures))
         # The position is past the batch and past any marker the fetch has seen after it
         # (nothing else: the next records are only taken by the next getmany).
         offsets = {tp: at for tp in batches if (at := position(self.consumer, tp)) is not None}
@@ -133,20 +143,26 @@ class PipelineConsumer:
 
     def _decode(
         self, batches: Mapping[TopicPartition, Sequence[Any]]
-    ) -> tuple[list[StageChange], list[ScoreUpdate]]:
+    ) -> tuple[list[StageChange], list[ScoreUpdate], list[ErasureSignal]]:
         changes: list[StageChange] = []
         updates: list[ScoreUpdate] = []
+        erasures: list[ErasureSignal] = []
         for tp, records in batches.items():
-            for record in records:
+            for record in after_erasures(records):
                 try:
-                    if tp.topic == self.topics.stage_changes:
+                    if record.value is None:
+                        erasures.append(decode_signal(self._kind(tp), record.key, record.headers))
+                    elif tp.topic == self.topics.stage_changes:
                         changes.append(StageChange.model_validate_json(record.value))
                     else:
                         updates.append(ScoreUpdate.model_validate_json(record.value))
-                except (ValidationError, TypeError) as exc:
+                except (ValidationError, TypeError, ValueError) as exc:
                     metrics.INVALID.inc()
                     log.error("skipping invalid record %s@%d: %s", tp, record.offset, exc)
-        return changes, updates
+        return changes, updates, erasures
+
+    def _kind(self, tp: TopicPartition) -> Topic:
+        return "stage_changes" if tp.topic == self.topics.stage_changes else "scores"
 
     async def kafka_reachable(self) -> bool:
         return await reachable(self.consumer)

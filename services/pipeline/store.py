@@ -25,12 +25,19 @@ visible lag: a stage change recorded in an earlier batch than the score update
 of the same event shows in the history and the feed before the lead row
 moves; the score update is in the same Kafka transaction, so it follows within
 the next poll.
+
+Erasure: :func:`record_batch` also takes scoring's erasure signals; it deletes every row
+of the erased lead (its lead row, history and breakdown) in the batch's transaction,
+before the batch's other writes, and records the signal on the erase request (see
+:mod:`services.pipeline.erasure_signals`). The requests themselves keep only a hash of
+the lead id (:func:`lead_hash`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -50,6 +57,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    delete,
     func,
     literal,
     or_,
@@ -71,7 +79,8 @@ from services.pipeline.api_models import (
     StageConversion,
     StageHistory,
 )
-from services.pipeline.tables import LeadRow, ScoreBreakdownRow, StageChangeRow
+from services.pipeline.erasure_signals import ErasureSignal
+from services.pipeline.tables import ErasureRow, LeadRow, ScoreBreakdownRow, StageChangeRow
 from shared.events import ScoreUpdate, Stage, StageChange
 
 FORWARD_STAGES = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY, Stage.CUSTOMER)
@@ -83,6 +92,7 @@ WRITE_LOCK_KEY = zlib.crc32(b"leadflow.pipeline.record_batch")
 LEADS = cast(Table, LeadRow.__table__)
 STAGE_CHANGES = cast(Table, StageChangeRow.__table__)
 SCORE_BREAKDOWNS = cast(Table, ScoreBreakdownRow.__table__)
+ERASURES = cast(Table, ErasureRow.__table__)
 
 _LEAD_COLUMNS = tuple(LEADS.c[name] for name in Lead.model_fields)
 """What a :class:`Lead` shows, read as plain rows (see :func:`get_lead`)."""
@@ -102,8 +112,14 @@ async def record_batch(
     session_factory: SessionFactory,
     stage_changes: Sequence[StageChange],
     score_updates: Sequence[ScoreUpdate],
+    erasures: Sequence[ErasureSignal] = (),
 ) -> None:
     """Persist one polled batch in ONE transaction, idempotently.
+
+    - ``erasures`` go first: every row of each erased lead is deleted, and the signal is
+      recorded on its erase request (see :func:`_erase`); the batch's records of the same
+      lead id that follow are written after, as a new lead (the caller drops those that
+      preceded the signal: :func:`~services.pipeline.erasure_signals.after_erasures`);
 
     - a stage change is recorded once per ``(lead_id, sequence)`` (and per
       ``change_id``); redelivery, within the batch or later, changes nothing;
@@ -124,7 +140,7 @@ async def record_batch(
     Raises ``ValueError`` for a non-finite score (SQLite would store NaN as
     NULL and it would break the listing's order), before touching the database.
     """
-    if not stage_changes and not score_updates:
+    if not stage_changes and not score_updates and not erasures:
         return
     _require_finite_scores(stage_changes, score_updates)
     now = datetime.now(UTC)
@@ -136,6 +152,8 @@ async def record_batch(
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        if erasures:
+            await _erase(session, dialect, erasures, now)
         execute = await _executor(session)
         # Lead rows first: stage changes and breakdowns reference them.
         if newest_changes:
@@ -151,6 +169,139 @@ async def record_batch(
 
 
 Executor = Callable[[Insert, list[dict[str, Any]]], Awaitable[None]]
+
+
+def lead_hash(lead_id: str) -> str:
+    """What an erase request keeps of the lead id: its SHA-256, in hex."""
+    return hashlib.sha256(lead_id.encode()).hexdigest()
+
+
+async def _erase(
+    session: AsyncSession, dialect: str, erasures: Sequence[ErasureSignal], now: datetime
+) -> None:
+    """Delete the erased leads' rows; record each signal on its erase request.
+
+    The first signal of a request deletes every row of the lead. Rows written between
+    the two signals come from two topics: the one whose signal came first now carries a
+    new lead of the same id (keep it); the other still carries the erased lead (stale).
+    So the second signal deletes only what its own topic wrote: see
+    :func:`_forget_stale`. Idempotent: a redelivered signal finds nothing more to delete
+    and keeps the times first recorded. A signal whose request is not in the table (its
+    ``DELETE`` answered 503, yet the erase record did land) creates it.
+    """
+    for signal in erasures:
+        other = ERASURES.c[_OTHER_TOPIC[signal.topic]]
+        second = signal.erase_id is not None and (
+            await session.scalar(
+                select(other.is_not(None)).where(ERASURES.c.erase_id == signal.erase_id)
+            )
+        )
+        if second:
+            await _forget_stale(session, signal)
+        else:
+            for table in (SCORE_BREAKDOWNS, STAGE_CHANGES, LEADS):  # children first
+                await session.execute(delete(table).where(table.c.lead_id == signal.lead_id))
+        if signal.erase_id is not None:
+            row = {
+                "erase_id": signal.erase_id,
+                "lead_hash": lead_hash(signal.lead_id),
+                "requested_at": signal.requested_at or now,
+                f"{signal.topic}_erased_at": now,
+            }
+            await session.execute(_erasure_signal(dialect, signal.topic), row)
+
+
+_OTHER_TOPIC = {"scores": "stage_changes_erased_at", "stage_changes": "scores_erased_at"}
+
+
+async def _forget_stale(session: AsyncSession, signal: ErasureSignal) -> None:
+    """What the signal's own topic wrote of the lead since the other topic's signal.
+
+    Stage changes: the history, and a lead row that has no score update (it came from
+    them). Scores: the breakdown, and the lead row's score part; the row then shows the
+    newest stage change of the new lead, as a lead with no score update yet does, or
+    goes when there is none.
+    """
+    lead = signal.lead_id
+    if signal.topic == "stage_changes":
+        await session.execute(delete(STAGE_CHANGES).where(STAGE_CHANGES.c.lead_id == lead))
+        await session.execute(
+            delete(LEADS).where(LEADS.c.lead_id == lead, LEADS.c.score_sequence.is_(None))
+        )
+        await session.execute(
+            LEADS.update().where(LEADS.c.lead_id == lead).values(change_sequence=None)
+        )
+        return
+    await session.execute(delete(SCORE_BREAKDOWNS).where(SCORE_BREAKDOWNS.c.lead_id == lead))
+    newest = (
+        await session.execute(
+            select(STAGE_CHANGES)
+            .where(STAGE_CHANGES.c.lead_id == lead)
+            .order_by(STAGE_CHANGES.c.sequence.desc())
+            .limit(1)
+        )
+    ).first()
+    if newest is None:
+        await session.execute(delete(LEADS).where(LEADS.c.lead_id == lead))
+        return
+    await session.execute(
+        LEADS.update()
+        .where(LEADS.c.lead_id == lead, LEADS.c.score_sequence.is_not(None))
+        .values(
+            stage=newest.to_stage,
+            fit=newest.fit,
+            engagement=newest.engagement,
+            total=newest.total,
+            model_version=newest.model_version,
+            as_of=None,
+            score_sequence=None,
+        )
+    )
+
+
+@cache
+def _erasure_signal(dialect: str, topic: str) -> postgresql.Insert | sqlite.Insert:
+    """Record one topic's signal on its request; complete it once the other's is there."""
+    insert = _insert(dialect, ERASURES)
+    mine = f"{topic}_erased_at"
+    other = ERASURES.c["stage_changes_erased_at" if topic == "scores" else "scores_erased_at"]
+    recorded = func.coalesce(ERASURES.c[mine], insert.excluded[mine])
+    return insert.on_conflict_do_update(
+        index_elements=[ERASURES.c.erase_id],
+        set_={
+            mine: recorded,
+            "completed_at": func.coalesce(
+                ERASURES.c.completed_at, case((other.is_not(None), recorded), else_=None)
+            ),
+        },
+    )
+
+
+async def request_erasure(
+    session_factory: SessionFactory, erase_id: str, lead_id: str, requested_at: datetime
+) -> None:
+    """Record a pending erase request (before its erase record is published)."""
+    async with session_factory() as session, session.begin():
+        dialect = session.get_bind().dialect.name
+        row = {"erase_id": erase_id, "lead_hash": lead_hash(lead_id), "requested_at": requested_at}
+        await session.execute(_insert(dialect, ERASURES).on_conflict_do_nothing(), row)
+
+
+async def withdraw_erasure(session_factory: SessionFactory, erase_id: str) -> None:
+    """Forget a request whose erase record Kafka did not confirm, unless a signal of it
+    arrived meanwhile (then it did land, and the request stays)."""
+    async with session_factory() as session, session.begin():
+        await session.execute(
+            delete(ERASURES).where(
+                ERASURES.c.erase_id == erase_id,
+                ERASURES.c.scores_erased_at.is_(None),
+                ERASURES.c.stage_changes_erased_at.is_(None),
+            )
+        )
+
+
+async def erasure(session: AsyncSession, erase_id: str) -> ErasureRow | None:
+    return await session.get(ErasureRow, erase_id)
 
 
 async def _executor(session: AsyncSession) -> Executor:
@@ -442,7 +593,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
                 lead_id.encode()
                 if math.isfinite(number) and not _CONTROL_CHARS.search(lead_id):
                     return number, lead_id
-    except (binascii.Error, ValueError, OverflowError) as exc:  # UnicodeError is a ValueError
+    except (binascii.Error, ValueError, OverflowError, RecursionError) as exc:
+        # UnicodeError is a ValueError; RecursionError: JSON nested deeper than the parser goes
         raise InvalidCursor("is not one this API issued") from exc
     raise InvalidCursor("is not one this API issued")
 

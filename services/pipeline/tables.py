@@ -1,7 +1,8 @@
-"""The pipeline's tables: the current state of each lead, its stage history, its breakdown.
+"""The pipeline's tables: each lead's current state, stage history and breakdown; erasures.
 
-Rows are written only by :func:`services.pipeline.store.record_batch`, which
-keeps them idempotent on the records' identities (``lead_id`` + ``sequence``).
+Lead rows are written only by :func:`services.pipeline.store.record_batch`, which
+keeps them idempotent on the records' identities (``lead_id`` + ``sequence``), and
+deletes them when a lead is erased; erase requests are recorded by the erasure endpoint.
 The migration in ``migrations/versions`` creates exactly this schema; a test
 compares the two on SQLite and PostgreSQL.
 """
@@ -156,3 +157,28 @@ class ScoreBreakdownRow(Base):
     model_version: Mapped[str]
     breakdown: Mapped[list[dict[str, Any]]] = mapped_column(Document)
     updated_at: Mapped[datetime]
+
+
+class ErasureRow(Base):
+    """One request to erase a lead, by its erase id; the lead is named only by a hash.
+
+    After the erasure no table may hold the lead id, so the request keeps its SHA-256
+    (:func:`services.pipeline.store.lead_hash`): enough to show the request was made and
+    done, not to read the id back. Scoring signals the erasure on both topics the
+    pipeline reads; the request is complete once both signals are recorded.
+    """
+
+    __tablename__ = "erasures"
+
+    erase_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lead_hash: Mapped[str] = mapped_column(String(64), index=True)
+    requested_at: Mapped[datetime]
+    scores_erased_at: Mapped[datetime | None] = mapped_column(
+        doc="When the tombstone on the scores arrived; null until then."
+    )
+    stage_changes_erased_at: Mapped[datetime | None] = mapped_column(
+        doc="When the erasure signal on the stage changes arrived; null until then."
+    )
+    completed_at: Mapped[datetime | None] = mapped_column(
+        doc="When both signals were recorded and the lead's rows deleted; null until then."
+    )

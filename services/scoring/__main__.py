@@ -2,12 +2,14 @@
 
 from services.scoring.app import create_app
 from services.scoring.settings import ScoringSettings
-from shared.server import serve
+from shared.server import refusing_to_start, serve
 
 
 def main() -> None:
-    settings = ScoringSettings()
-    serve(create_app(settings), settings, service="scoring", port=settings.port)
+    with refusing_to_start("scoring"):
+        settings = ScoringSettings()
+        app = create_app(settings)
+    serve(app, settings, service="scoring", port=settings.port)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
 from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 
 
@@ -21,7 +22,9 @@ def create_app(
 ) -> FastAPI:
     settings = settings or ScoringSettings()
     scoring_model = model or load_model(settings.scoring_model)  # a bad model fails at start
-    worker = BackgroundLoop("scoring-worker", lambda: ScoringWorker(settings, scoring_model))
+    worker = BackgroundLoop(
+        "scoring-worker", lambda: ScoringWorker(settings, scoring_model), settings
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -35,11 +38,13 @@ def create_app(
         summary="Scores leads on fit and engagement and moves them through the stages.",
         lifespan=lifespan,
     )
+    app.state.worker = worker
 
     async def readiness() -> Mapping[str, bool]:
         return {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}
 
     install_probes(app, readiness, worker.alive)
+    install_http_edge(app, settings)
 
     @app.get(
         "/v1/model",

@@ -5,7 +5,8 @@ The state of input partition ``p`` lives in changelog partition ``p``
 worker restores exactly the partitions it is assigned. Besides one record per
 lead, each partition holds one marker record: the last input offset applied.
 Both are written in the same transaction as the outputs and the consumer
-offsets, so state, outputs and progress never disagree.
+offsets, so state, outputs and progress never disagree. An erased lead's key gets a
+tombstone (a null value): restoring drops the lead, and compaction removes the key.
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ def applied_offset_record(offset: int) -> bytes:
 
 
 def apply_record(state: PartitionState, key: bytes | None, value: bytes | None) -> None:
-    if key is None or value is None:
+    """Fold one changelog record into ``state``; a tombstone means the lead has no state
+    (it was erased), whatever an earlier record of the same key held."""
+    if key is None:
         return
-    if key == APPLIED_OFFSET_KEY:
+    if value is None:
+        state.leads.pop(key.decode(), None)
+    elif key == APPLIED_OFFSET_KEY:
         state.applied_offset = int(orjson.loads(value)["offset"])
     else:
         state.leads[key.decode()] = LeadState.from_dict(orjson.loads(value))

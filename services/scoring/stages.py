@@ -18,14 +18,12 @@ from pydantic import JsonValue
 
 from services.scoring.model import ScoringModel
 from services.scoring.rules import format_number
-from shared.events import Stage
+from shared.events import DEAL_WON, LEAD_DISQUALIFIED, STAGE_SET, Stage, crm_move
 
 AUTOMATIC = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY)
 """The stages the scores drive, in their forward order."""
 
-DEAL_WON = "deal.won"
-LEAD_DISQUALIFIED = "lead.disqualified"
-STAGE_SET = "stage.set"
+__all__ = ["DEAL_WON", "LEAD_DISQUALIFIED", "STAGE_SET", "DomainError", "Move", "next_move"]
 
 
 class DomainError(ValueError):
@@ -58,18 +56,13 @@ def next_move(
 
 
 def explicit_move(event_type: str, properties: Mapping[str, JsonValue]) -> Move | None:
-    """The move a CRM event asks for; raises :class:`DomainError` for a bad ``stage.set``."""
-    if event_type == DEAL_WON:
-        return Move(Stage.CUSTOMER, _reason(DEAL_WON, properties))
-    if event_type == LEAD_DISQUALIFIED:
-        return Move(Stage.DISQUALIFIED, _reason(LEAD_DISQUALIFIED, properties))
-    if event_type != STAGE_SET:
-        return None
-    stage = properties.get("stage")
-    if not isinstance(stage, str) or stage not in set(Stage):
-        allowed = ", ".join(Stage)
-        raise DomainError(f"stage.set: properties.stage must be one of {allowed}, got {stage!r}")
-    return Move(Stage(stage), _reason(STAGE_SET, properties))
+    """The move a CRM event asks for (:func:`shared.events.crm_move`, the rule ingest
+    applies too); raises :class:`DomainError` for one that names no valid move."""
+    try:
+        asked = crm_move(event_type, properties)
+    except ValueError as exc:
+        raise DomainError(str(exc)) from exc
+    return None if asked is None else Move(*asked)
 
 
 def automatic_move(
@@ -104,10 +97,3 @@ def automatic_move(
         else:
             reasons.append(f"intent event {intent_event}")
     return Move(target, " and ".join(reasons) or "first event")
-
-
-def _reason(event_type: str, properties: Mapping[str, JsonValue]) -> str:
-    reason = properties.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise DomainError(f"{event_type}: properties.reason must be a string, got {reason!r}")
-    return f"{event_type}: {reason.strip()}" if reason and reason.strip() else event_type

@@ -12,6 +12,12 @@ change in place, so a failed transaction drops the partition's whole state (and 
 was scored on top of it) and restores it from the changelog. Partitions with no
 transaction on their way are polled first, so the transactions of different partitions
 overlap too.
+
+An erase record (``lead.erased``) drops the lead's state and, in its partition's
+transaction, writes tombstones for the lead's key to the changelog, to the scores and
+to the stage changes (the last two carry the erase id: they tell the pipeline). They go
+first in the transaction, and the lead's records scored earlier in the batch are not sent
+at all, so what the batch scores for the same id after the erasure is a new lead.
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ from services.scoring.model import ScoringModel
 from services.scoring.scoring import DomainError, apply_event
 from services.scoring.settings import ScoringSettings
 from shared.consumer_lag import LagGauge
-from shared.events import Event
+from shared.events import (
+    ERASE_ID_HEADER,
+    ERASE_REQUESTED_AT_HEADER,
+    LEAD_ERASED,
+    Event,
+    format_time,
+)
 from shared.kafka import (
     Record,
     encode_key,
@@ -48,6 +60,7 @@ from shared.kafka import (
     send_as_batches,
     send_keyed,
 )
+from shared.topic_admin import check_partitions
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +82,22 @@ class PartitionScorer:
     """The transaction of the previous batch, running while the next one is scored."""
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """One erase record scored: the lead's key, and the headers its signals carry."""
+
+    key: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def of(cls, event: Event) -> Erasure:
+        requested_at = format_time(event.occurred_at).encode()
+        return cls(
+            encode_key(event.lead_id),
+            ((ERASE_ID_HEADER, event.event_id.encode()), (ERASE_REQUESTED_AT_HEADER, requested_at)),
+        )
+
+
 @dataclass
 class ScoredBatch:
     """What one batch of one partition produces, encoded, before it is committed."""
@@ -78,12 +107,26 @@ class ScoredBatch:
     leads: dict[str, LeadState] = field(default_factory=dict)
     """The leads this batch changed (in place: see :meth:`ScoringWorker._score`)."""
     changelog: list[Record] = field(default_factory=list)
+    erasures: list[Erasure] = field(default_factory=list)
+    """Erase records scored, in order: their tombstones go first in the transaction."""
     applied_offset: int = -1
     scored: int = 0
     duplicates: int = 0
 
     def emit(self, topic: str, record: Record) -> None:
         self.outputs.setdefault(topic, []).append(record)
+
+    def erase(self, event: Event, erased_topics: Iterable[str]) -> None:
+        """Forget the lead of erase record ``event`` in this batch: its new state, and its
+        records on ``erased_topics`` scored so far (they would land after the tombstones
+        and bring it back). Dead letters stay: they are not kept by key."""
+        erasure = Erasure.of(event)
+        self.leads.pop(event.lead_id, None)
+        for topic in erased_topics:
+            records = self.outputs.get(topic)
+            if records:
+                self.outputs[topic] = [r for r in records if r[0] != erasure.key]
+        self.erasures.append(erasure)
 
 
 class ScoringWorker:
@@ -108,10 +151,11 @@ class ScoringWorker:
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; releases every partition on the way out."""
-        self.consumer.subscribe([self.topics.events], listener=_Rebalance(self))
-        await self.consumer.start()
-        self.started.set()
         try:
+            await check_partitions(self.settings)
+            self.consumer.subscribe([self.topics.events], listener=_Rebalance(self))
+            await self.consumer.start()
+            self.started.set()
             while not self._stopping.is_set():
                 await self._retry_broken()
                 batches = await poll_idle_first(
@@ -273,6 +317,11 @@ class ScoringWorker:
             try:
                 event = Event.model_validate_json(record.value)
                 lead_id = event.lead_id
+                if event.type == LEAD_ERASED:
+                    known.pop(lead_id, None)  # its de-duplication memory goes with it
+                    batch.erase(event, (scores, stage_changes))
+                    metrics.EVENTS.labels("erased").inc()
+                    continue
                 outcome = apply_event(
                     leads.get(lead_id) or known.get(lead_id), event, model, horizon, in_place=True
                 )
@@ -336,7 +385,8 @@ class ScoringWorker:
             # the state of input partition p goes to changelog partition p, whatever the
             # keys hash to
             changelog_partition = scorer.tp.partition
-            deliveries = await send_as_batches(
+            deliveries = await self._send_erasures(producer, changelog_partition, batch.erasures)
+            deliveries += await send_as_batches(
                 producer, self.topics.scoring_state, changelog_partition, batch.changelog
             )
             for topic, records in batch.outputs.items():
@@ -345,6 +395,24 @@ class ScoringWorker:
             await producer.send_offsets_to_transaction(
                 {scorer.tp: batch.applied_offset + 1}, self.settings.scoring_group
             )
+
+    async def _send_erasures(
+        self, producer: AIOKafkaProducer, changelog_partition: int, erasures: list[Erasure]
+    ) -> list[asyncio.Future[Any]]:
+        """The tombstones of the batch's erasures, sent before anything else of it: the
+        producer keeps each partition's records in the order they are handed over."""
+        deliveries: list[asyncio.Future[Any]] = []
+        for erasure in erasures:
+            deliveries.append(
+                await producer.send(
+                    self.topics.scoring_state, None, key=erasure.key, partition=changelog_partition
+                )
+            )
+            for topic in (self.topics.scores, self.topics.stage_changes):
+                deliveries.append(
+                    await producer.send(topic, None, key=erasure.key, headers=list(erasure.headers))
+                )
+        return deliveries
 
     def _report_lag(self, tp: TopicPartition, applied: int) -> None:
         end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)

@@ -2,12 +2,14 @@
 
 from services.webhooks.app import create_app
 from services.webhooks.settings import WebhooksSettings
-from shared.server import serve
+from shared.server import refusing_to_start, serve
 
 
 def main() -> None:
-    settings = WebhooksSettings()
-    serve(create_app(settings), settings, service="webhooks", port=settings.port)
+    with refusing_to_start("webhooks"):
+        settings = WebhooksSettings()
+        app = create_app(settings)
+    serve(app, settings, service="webhooks", port=settings.port)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ document's ``webhooks`` section describes what a subscribed endpoint receives.
 # No ``from __future__ import annotations``: the webhooks section builds each receiver
 # signature from a local model, which FastAPI can only resolve when evaluated.
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from services.webhooks.settings import WebhooksSettings
 from services.webhooks.ssrf import Policy
 from shared.auth import install_auth
 from shared.background import BackgroundLoop
+from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 
 log = logging.getLogger(__name__)
@@ -50,26 +52,19 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock = utc_now)
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             sqlite_immediate=True,
         )
-        deliverer = BackgroundLoop(
-            "webhooks-deliverer", lambda: Deliverer(settings, database, box, clock)
-        )
-        deliverer.start()
-        assert deliverer.loop is not None
-        wake = deliverer.loop.wake if settings.webhooks_deliver else (lambda: None)
-        if not settings.webhooks_deliver:
-            await deliverer.stop()
+        # Not a BackgroundLoop: delivery needs no Kafka, only the database.
+        deliverer = Deliverer(settings, database, box, clock)
+        delivering = _run(deliverer) if settings.webhooks_deliver else None
+        wake = deliverer.wake if settings.webhooks_deliver else (lambda: None)
         consumer = BackgroundLoop(
-            "webhooks-consumer", lambda: WebhooksConsumer(settings, database, clock, wake)
-        )
-        app.state.consumer, app.state.deliverer = consumer, deliverer
-        app.state.service = Service(
+            "webhooks-consumer",
+            lambda: WebhooksConsumer(settings, database, clock, wake),
             settings,
-            database,
-            box,
-            Policy.of(settings.webhooks_allow_http, settings.allowed_networks),
-            clock,
-            deliverer.loop.delivery,
-            wake,
+        )
+        app.state.consumer, app.state.delivering = consumer, delivering
+        policy = Policy.of(settings.webhooks_allow_http, settings.allowed_networks)
+        app.state.service = Service(
+            settings, database, box, policy, clock, deliverer.delivery, wake
         )
         if settings.webhooks_consume:
             consumer.start()
@@ -77,7 +72,11 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock = utc_now)
             yield
         finally:
             await consumer.stop()
-            await deliverer.stop()
+            deliverer.stop()
+            if delivering is not None:
+                await asyncio.gather(delivering, return_exceptions=True)
+            else:
+                await deliverer.delivery.close()
             del app.state.service
             await database.dispose()
 
@@ -106,17 +105,34 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock = utc_now)
             checks["database"] = checks["database"] and writing
             checks["consumer"] = consumer.consuming()
             checks["kafka"] = await consumer.kafka_ready()
-        if settings.webhooks_deliver:
-            checks["deliverer"] = app.state.deliverer.consuming()
+        delivering: asyncio.Task[None] | None = app.state.delivering
+        if delivering is not None:
+            checks["deliverer"] = not delivering.done()
         return checks
 
     def alive() -> bool:
-        loops = [getattr(app.state, name, None) for name in ("consumer", "deliverer")]
-        return all(loop is None or loop.alive() for loop in loops)
+        consumer: BackgroundLoop[WebhooksConsumer] | None = getattr(app.state, "consumer", None)
+        delivering: asyncio.Task[None] | None = getattr(app.state, "delivering", None)
+        return (consumer is None or consumer.alive()) and (
+            delivering is None or not delivering.done()
+        )
 
     install_probes(app, readiness, alive)
-    install_auth(app, settings)
+    install_http_edge(app, settings)
+    install_auth(app, settings)  # after every route: it documents their security
     return app
+
+
+def _run(deliverer: Deliverer) -> asyncio.Task[None]:
+    """The delivery loop as a task; a crash is logged when it happens (and fails /healthz)."""
+    task = asyncio.create_task(deliverer.run(), name="webhooks-deliverer")
+
+    def report(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.error("webhooks-deliverer stopped", exc_info=done.exception())
+
+    task.add_done_callback(report)
+    return task
 
 
 def _document_webhooks(app: FastAPI) -> None:

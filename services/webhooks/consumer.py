@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.pipeline.db import Database
+from services.pipeline.erasure_signals import Topic, after_erasures, decode_signal
 from services.webhooks import metrics
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.store import record_batch
@@ -90,11 +91,13 @@ class WebhooksConsumer:
 
     async def _persist(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> bool:
         """True once stored; False when stopping first (the batch comes back next start)."""
-        changes, updates = self._decode(batches)
+        changes, updates, erased = self._decode(batches)
         delay = 0.2
         while True:
             try:
-                count = await record_batch(self.database.sessions, changes, updates, self.clock())
+                count = await record_batch(
+                    self.database.sessions, changes, updates, self.clock(), erased
+                )
                 break
             except (SQLAlchemyError, OSError) as exc:
                 self.database_ok = False
@@ -118,20 +121,26 @@ class WebhooksConsumer:
 
     def _decode(
         self, batches: Mapping[TopicPartition, Sequence[Any]]
-    ) -> tuple[list[StageChange], list[ScoreUpdate]]:
+    ) -> tuple[list[StageChange], list[ScoreUpdate], set[str]]:
+        """The records, and the leads erased (null-valued records: scoring's erasure
+        signals). Records a later signal of their lead supersedes are dropped unread."""
         changes: list[StageChange] = []
         updates: list[ScoreUpdate] = []
+        erased: set[str] = set()
         for tp, records in batches.items():
-            for record in records:
+            kind: Topic = "stage_changes" if tp.topic == self.topics.stage_changes else "scores"
+            for record in after_erasures(records):
                 try:
-                    if tp.topic == self.topics.stage_changes:
+                    if record.value is None:
+                        erased.add(decode_signal(kind, record.key, record.headers).lead_id)
+                    elif kind == "stage_changes":
                         changes.append(StageChange.model_validate_json(record.value))
                     else:
                         updates.append(ScoreUpdate.model_validate_json(record.value))
-                except (ValidationError, TypeError) as exc:
+                except (ValidationError, TypeError, ValueError) as exc:
                     metrics.INVALID.inc()
                     log.error("skipping invalid record %s@%d: %s", tp, record.offset, exc)
-        return changes, updates
+        return changes, updates, erased
 
     async def kafka_reachable(self) -> bool:
         return await reachable(self.consumer)

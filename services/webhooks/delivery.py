@@ -121,7 +121,7 @@ def next_state(
 
 
 class Deliverer:
-    """The loop, run by :class:`shared.background.BackgroundLoop` beside the consumer."""
+    """The loop, a task of the app's lifespan beside the consumer."""
 
     def __init__(
         self, settings: WebhooksSettings, database: Database, box: SecretBox, clock: Clock
@@ -146,9 +146,6 @@ class Deliverer:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-
-    async def kafka_reachable(self) -> bool:
-        return True  # delivery needs only the database and the receivers
 
     async def run(self) -> None:
         self.started.set()

@@ -54,13 +54,16 @@ async def record_batch(
     changes: Sequence[StageChange],
     updates: Sequence[ScoreUpdate],
     now: datetime,
+    erased: Iterable[str] = (),
 ) -> int:
     """Turn records into messages for the enabled endpoints, in one transaction; the count.
 
     Endpoints created after a record was read do not get it: a subscription starts
-    from the moment it exists.
+    from the moment it exists. ``erased`` leads lose every message, attempt and total
+    first (the records of the batch that came after their erasure are a new lead).
     """
     async with sessions() as session, session.begin():
+        await _erase(session, set(erased))
         dialect = session.get_bind().dialect.name
         enabled = await session.scalars(
             select(EndpointRow).where(EndpointRow.disabled_at.is_(None))
@@ -76,6 +79,17 @@ async def record_batch(
     for message in fanout.messages:
         metrics.MESSAGES.labels(message.event_type.value).inc()
     return len(fanout.messages)
+
+
+async def _erase(session: AsyncSession, leads: set[str]) -> None:
+    """Everything kept about ``leads``: their messages (sent or not), attempts, totals."""
+    if not leads:
+        return
+    ids = select(MessageRow.message_id).where(MessageRow.lead_id.in_(leads))
+    await session.execute(delete(AttemptRow).where(AttemptRow.message_id.in_(ids)))
+    await session.execute(delete(MessageRow).where(MessageRow.lead_id.in_(leads)))
+    await session.execute(delete(LeadTotalRow).where(LeadTotalRow.lead_id.in_(leads)))
+    await session.execute(delete(ScoreNoticeRow).where(ScoreNoticeRow.lead_id.in_(leads)))
 
 
 async def _totals(session: AsyncSession, leads: set[str]) -> dict[str, LeadTotal]:
@@ -187,8 +201,13 @@ async def record_attempt(
     next_attempt_at: datetime | None,
     disable_reason: str | None = None,
 ) -> None:
-    """The attempt, the message's new state and (on a 410) the endpoint disabled, at once."""
+    """The attempt, the message's new state and (on a 410) the endpoint disabled, at once.
+
+    Nothing when the message is gone meanwhile (its endpoint deleted, its lead erased).
+    """
     async with sessions() as session, session.begin():
+        if await session.get(MessageRow, message_id) is None:
+            return
         session.add(
             AttemptRow(
                 message_id=message_id,

@@ -74,6 +74,7 @@ class MessageRow(Base):
         Index("uq_messages_endpoint_id_webhook_id", "endpoint_id", "webhook_id", unique=True),
         Index("ix_messages_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_messages_endpoint_id_message_id", "endpoint_id", "message_id"),
+        Index("ix_messages_lead_id", "lead_id"),  # erasing a lead
         {"sqlite_autoincrement": True},
     )
 

@@ -55,7 +55,7 @@ class Deployment:
         }
 
     async def create_topics(self) -> None:
-        await create_topics(self.kafka.bootstrap_servers, self.settings.topics, self.partitions)
+        await create_topics(self.settings, self.partitions)
 
     def start(self, name: str, wait: bool = True) -> ServiceProcess:
         number = sum(p.name == name for p in self.processes)

@@ -177,6 +177,34 @@ async def test_invalid_events_are_422_with_fields(client: httpx.AsyncClient) -> 
     assert response.json()["detail"][0]["loc"] == ["body", "lead_id"]
 
 
+async def test_the_internal_erase_type_is_422_in_every_shape(
+    keyless_client: httpx.AsyncClient,
+) -> None:
+    erase = {**EVENT, "type": "lead.erased"}
+    single = await keyless_client.post("/v1/events", json=erase)
+    assert single.status_code == 422
+    [error] = single.json()["detail"]
+    assert error["loc"] == ["body", "type"]
+    assert "DELETE /v1/leads/" in error["msg"]
+    batch = await keyless_client.post("/v1/events/batch", json=[EVENT, erase])
+    assert [e["loc"] for e in batch.json()["detail"]] == [["body", 1, "type"]]
+    cloudevent = {
+        "specversion": "1.0",
+        "id": "ce-1",
+        "type": "lead.erased",
+        "source": "crm",
+        "subject": "ada@example.com",
+        "time": "2026-11-20T10:00:00Z",
+    }
+    structured = await keyless_client.post(
+        "/v1/events",
+        content=orjson.dumps(cloudevent),
+        headers={"Content-Type": "application/cloudevents+json"},
+    )
+    assert structured.status_code == 422
+    assert structured.json()["detail"][0]["loc"] == ["body", "type"]
+
+
 async def test_a_large_body_is_413_even_without_content_length(client: httpx.AsyncClient) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):

@@ -11,6 +11,7 @@ from services.ingest.decoding import (
     decode_batch,
     decode_single,
 )
+from shared.errors import MAX_REPORTED_ERRORS
 
 
 def native(i: int, **changes: object) -> dict[str, object]:
@@ -80,3 +81,64 @@ def test_cloudevents_batch_requires_cloudevents() -> None:
     with pytest.raises(InvalidEvents) as exc:
         decode_batch("application/cloudevents-batch+json", body([native(0)]), 10)
     assert exc.value.errors[0]["loc"] == ["body", 0, "specversion"]
+
+
+# --- bounded error answers -------------------------------------------------------------
+
+
+def test_an_event_with_100_000_unknown_fields_gets_a_short_answer() -> None:
+    item = native(1, **{f"k{i}": i for i in range(100_000)})
+    with pytest.raises(InvalidEvents) as exc:
+        decode_single("application/json", {}, body(item))
+    errors = exc.value.errors
+    assert len(errors) == MAX_REPORTED_ERRORS + 1
+    assert errors[0] == {"loc": ["body", "k0"], "msg": "Extra inputs are not permitted",
+                         "type": "extra_forbidden"}  # fmt: skip
+    assert errors[-1] == {
+        "loc": ["body"],
+        "msg": f"{100_000 - MAX_REPORTED_ERRORS} more errors not shown",
+        "type": "too_many_errors",
+    }
+    assert len(orjson.dumps(errors)) < 20_000
+
+
+def test_a_few_unknown_fields_are_each_named_by_pydantic() -> None:
+    with pytest.raises(InvalidEvents) as exc:
+        decode_single("application/json", {}, body(native(1, leadid="x", typ="y")))
+    assert [e["loc"] for e in exc.value.errors] == [["body", "leadid"], ["body", "typ"]]
+
+
+def test_many_bad_fields_inside_properties_are_capped_with_the_count() -> None:
+    properties = {"k" * 257 + str(i): 1 for i in range(300)}  # each key is too long
+    with pytest.raises(InvalidEvents) as exc:
+        decode_single("application/json", {}, body(native(1, properties=properties)))
+    errors = exc.value.errors
+    assert len(errors) == MAX_REPORTED_ERRORS + 1
+    assert errors[-1]["msg"] == "200 more errors not shown"
+
+
+def test_a_batch_stops_checking_once_the_cap_is_reached() -> None:
+    items = [native(i, occurred_at="yesterday") for i in range(1000)]
+    with pytest.raises(InvalidEvents) as exc:
+        decode_batch("application/json", body(items), 1000)
+    errors = exc.value.errors
+    assert len(errors) == MAX_REPORTED_ERRORS + 1
+    assert errors[MAX_REPORTED_ERRORS - 1]["loc"] == [
+        "body",
+        MAX_REPORTED_ERRORS - 1,
+        "occurred_at",
+    ]
+    assert errors[-1] == {
+        "loc": ["body"],
+        "msg": f"items {MAX_REPORTED_ERRORS} to 999 not checked",
+        "type": "too_many_errors",
+    }
+
+
+def test_a_batch_item_with_many_unknown_fields_is_cut_once() -> None:
+    items = [native(0, **{f"k{i}": i for i in range(500)}), native(1, type="")]
+    with pytest.raises(InvalidEvents) as exc:
+        decode_batch("application/json", body(items), 1000)
+    errors = exc.value.errors
+    assert len(errors) == MAX_REPORTED_ERRORS + 1
+    assert errors[-1]["msg"] == "400 more errors not shown; items 1 to 1 not checked"

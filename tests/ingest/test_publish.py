@@ -148,7 +148,7 @@ async def test_a_stopped_broker_gives_503_and_a_retry_lands_once_it_is_back(
     broker.start()
     try:
         base = LeadflowSettings(kafka_bootstrap_servers=broker.bootstrap_servers)
-        await create_topics(broker.bootstrap_servers, base.topics)
+        await create_topics(base)
         settings = IngestSettings(**base.model_dump(), publish_timeout_seconds=3)
         first, second = event("before@example.com"), event("during@example.com")
         with serving(create_app(settings)) as url:

@@ -35,7 +35,7 @@ from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
 
 TEST_DATABASE_URL_ENV = "LEADFLOW_TEST_DATABASE_URL"
-TABLES = ("score_breakdowns", "stage_changes", "leads")
+TABLES = ("score_breakdowns", "stage_changes", "leads", "erasures")
 """Children first, so deleting never trips a foreign key."""
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Connection, MetaData, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.events import RuleContribution, Score, ScoreUpdate, Stage, StageChange
 
@@ -70,3 +70,22 @@ async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> dict[str, list
             ]
             for table, order in orders.items()
         }
+
+
+def _tables_holding(connection: Connection, needle: str) -> dict[str, int]:
+    metadata = MetaData()
+    metadata.reflect(connection)
+    found: dict[str, int] = {}
+    for table in metadata.sorted_tables:
+        rows = connection.execute(select(table)).all()
+        hits = sum(1 for row in rows if any(needle in str(value) for value in row))
+        if hits:
+            found[table.name] = hits
+    return found
+
+
+async def tables_holding(engine: AsyncEngine, needle: str) -> dict[str, int]:
+    """Every table of the database as it is (reflected, not as the models say), with how
+    many of its rows hold ``needle`` anywhere in any column."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_tables_holding, needle)

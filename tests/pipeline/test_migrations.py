@@ -62,7 +62,7 @@ async def test_upgrade_to_head_builds_the_models_schema(
     revision, differences, tables = await schema_state(url)
     assert revision == head()
     assert differences == []
-    assert {"leads", "stage_changes", "score_breakdowns"} <= tables
+    assert {"leads", "stage_changes", "score_breakdowns", "erasures"} <= tables
 
     await migrate(url)  # at head already: nothing to do, no error
     assert (await schema_state(url))[0] == head()
@@ -76,7 +76,7 @@ async def test_downgrade_and_upgrade_from_the_command_line_and_plain_alembic(
     await downgrade_to_base(url)
     revision, _, tables = await schema_state(url)
     assert revision is None
-    assert not {"leads", "stage_changes", "score_breakdowns"} & tables
+    assert not {"leads", "stage_changes", "score_breakdowns", "erasures"} & tables
 
     # The CLI runs its own event loop (asyncio.run): give it a thread without one.
     await asyncio.to_thread(main, ["--database-url", url])

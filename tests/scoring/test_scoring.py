@@ -9,6 +9,7 @@ from datetime import timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from services.scoring.model import ScoringModel
 from services.scoring.scoring import DomainError, Outcome, apply_event, change_id
@@ -324,8 +325,12 @@ def test_a_bad_stage_set_raises_and_leaves_the_state_alone(
     state, _ = replay([make_event("email.opened", traits=ICP_TRAITS)])
     assert state is not None
     before = state.to_dict()
+    with pytest.raises(ValidationError, match=r"properties\.stage"):
+        make_event("stage.set", stage="won")  # the shared rule: ingest never accepts it
+    valid = make_event("stage.set", stage="lead", traits={"x": 1})
+    unchecked = valid.model_copy(update={"properties": {"stage": "won"}})  # skips validation
     with pytest.raises(DomainError, match=r"properties\.stage"):
-        apply_event(state, make_event("stage.set", stage="won", traits={"x": 1}), model)
+        apply_event(state, unchecked, model)
     assert state.to_dict() == before
 
 

@@ -23,7 +23,7 @@ from services.scoring.model import load_model
 from services.scoring.scoring import apply_event
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
-from shared.events import Event, ScoreUpdate, StageChange
+from shared.events import ERASE_ID_HEADER, LEAD_ERASED, Event, ScoreUpdate, StageChange
 from shared.kafka import encode_key, make_producer
 from shared.settings import LeadflowSettings
 from tests.topics import read_records
@@ -170,6 +170,46 @@ async def test_a_new_worker_restores_state_from_the_changelog(
     assert_exactly_once(first + second, scores, changes)
     finals = {u.lead_id: u for u in scores}
     assert all(u.stage == "opportunity" and u.sequence == 3 for u in finals.values())
+
+
+async def test_an_erased_lead_stays_erased_after_a_restart_and_its_id_starts_anew(
+    kafka_settings: LeadflowSettings,
+) -> None:
+    settings = scoring_settings(kafka_settings)
+    topics, ada, bob = settings.topics, "ada@example.com", "bob@example.com"
+    first = make_event(ada, "lead.updated", 0, traits=QUALIFIED)
+    erase = make_event(ada, LEAD_ERASED, 1)
+    await produce(settings, [first, make_event(ada, "email.clicked", 1)])
+    async with running_worker(settings):
+        await read_records(settings, topics.scores, lambda r: len(r) >= 2, timeout=90)
+        await produce(settings, [erase])
+        scores = await read_records(settings, topics.scores, lambda r: len(r) >= 3, timeout=90)
+        changes = await read_records(
+            settings, topics.stage_changes, lambda r: len(r) >= 2, timeout=90
+        )
+    for signals in (scores, changes):
+        tombstone = signals[-1]
+        assert (tombstone.key, tombstone.value) == (ada.encode(), None)
+        assert dict(tombstone.headers)[ERASE_ID_HEADER] == erase.event_id.encode()
+
+    # restored from the changelog, the lead is not there: the same event id is news again
+    await produce(settings, [first, make_event(bob, "lead.updated", 2)])
+    async with running_worker(settings):
+        records = await read_records(settings, topics.scores, lambda r: len(r) >= 5, timeout=90)
+    reborn = [
+        ScoreUpdate.model_validate_json(r.value)
+        for r in records[3:]
+        if r.key == ada.encode() and r.value is not None
+    ]
+    assert [(u.sequence, u.fit, u.trigger_event_id) for u in reborn] == [(1, 75, first.event_id)]
+    new_changes = await read_records(
+        settings, topics.stage_changes, lambda r: len(r) >= 4, timeout=90
+    )
+    restarted = [StageChange.model_validate_json(r.value) for r in new_changes[2:]]
+    assert sorted((c.lead_id, c.sequence, c.from_stage) for c in restarted) == [
+        (ada, 1, None),
+        (bob, 1, None),
+    ]
 
 
 async def test_a_rebalance_mid_stream_counts_every_event_once(

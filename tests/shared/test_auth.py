@@ -29,7 +29,6 @@ from shared.api_keys import (
     split_lines,
 )
 from shared.auth import (
-    CRM_EVENT_TYPES,
     Admin,
     AuthConfigurationError,
     LeadsReader,
@@ -38,6 +37,7 @@ from shared.auth import (
     load_authenticator,
 )
 from shared.cli import main
+from shared.events import CRM_EVENT_TYPES
 from shared.probes import install_probes
 from shared.settings import LeadflowSettings
 

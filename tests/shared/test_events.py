@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.events import MAX_EVENT_BYTES, Event, EventIn
+from shared.events import LEAD_ERASED, MAX_EVENT_BYTES, Event, EventIn
 
 
 def event(**changes: Any) -> dict[str, Any]:
@@ -120,3 +120,11 @@ def test_unicode_lead_ids_survive_the_wire(lead_id: str) -> None:
     parsed = Event.model_validate(event(lead_id=lead_id))
     assert parsed.lead_id == lead_id.strip()
     assert Event.model_validate_json(parsed.to_json()).lead_id == parsed.lead_id
+
+
+def test_clients_cannot_post_the_internal_erase_type() -> None:
+    with pytest.raises(ValidationError) as refused:
+        EventIn.model_validate(event(type=LEAD_ERASED))
+    assert error_fields(refused) == {"type"}
+    assert "internal" in refused.value.errors()[0]["msg"]
+    assert Event.model_validate(event(type=LEAD_ERASED)).type == LEAD_ERASED  # leadflow's own

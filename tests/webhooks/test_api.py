@@ -194,3 +194,11 @@ async def test_metrics_count_deliveries_and_backlog(webhooks: Webhooks) -> None:
         text = await eventually(metrics, lambda t: wanted in t and backlog in t)
         assert f'leadflow_webhooks_oldest_pending_seconds{{endpoint="{endpoint_id}"}} 0.0' in text
         assert "leadflow_webhooks_disabled_endpoints" in text
+
+
+async def test_an_erased_lead_leaves_no_message_behind(webhooks: Webhooks) -> None:
+    endpoint_id = (await webhooks.endpoint("http://127.0.0.1:9/closed"))["endpoint_id"]
+    await webhooks.publish([change("ada", 1, Stage.PROSPECT), change("bob", 1, Stage.PROSPECT)])
+    assert {m["lead_id"] for m in await webhooks.messages(endpoint_id)} == {"ada", "bob"}
+    await store.record_batch(webhooks.database.sessions, [], [], webhooks.clock(), erased={"ada"})
+    assert {m["lead_id"] for m in await webhooks.messages(endpoint_id)} == {"bob"}

@@ -82,6 +82,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "uq_messages_endpoint_id_webhook_id", ["endpoint_id", "webhook_id"], unique=True
         )
+        batch_op.create_index("ix_messages_lead_id", ["lead_id"], unique=False)
 
     op.create_table(
         "score_notices",
@@ -125,6 +126,7 @@ def downgrade() -> None:
     op.drop_table("attempts")
     op.drop_table("score_notices")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_lead_id")
         batch_op.drop_index("uq_messages_endpoint_id_webhook_id")
         batch_op.drop_index("ix_messages_status_next_attempt_at")
         batch_op.drop_index("ix_messages_endpoint_id_message_id")
