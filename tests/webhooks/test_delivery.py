@@ -218,3 +218,43 @@ async def test_a_ping_is_signed_and_reported(webhooks: Webhooks) -> None:
         assert (ping.json()["outcome"], ping.json()["response_code"]) == ("success", 200)
         assert receiver.deliveries[0].payload["type"] == "webhook.test"
         assert receiver.deliveries[0].verified_by == {endpoint["secret"]}
+
+
+async def test_a_redirect_is_a_failure_and_is_not_followed(webhooks: Webhooks) -> None:
+    with (
+        receiving(Receiver()) as target,
+        receiving(Receiver(status=307)) as redirecting,
+    ):
+        redirecting.headers = {"Location": target.url}
+        endpoint_id = (await webhooks.endpoint(redirecting.url))["endpoint_id"]
+        await webhooks.publish([change("ada", 1, Stage.PROSPECT)])
+        message = await one_message(webhooks, endpoint_id, lambda m: m["attempts"] == 1)
+        path = f"/v1/endpoints/{endpoint_id}/messages/{message['message_id']}"
+        [attempt] = (await webhooks.api.get(path)).json()["attempt_log"]
+        assert (attempt["outcome"], attempt["response_code"]) == ("failure", 307)
+        assert message["status"] == "pending"
+        assert target.deliveries == []
+
+
+async def test_an_endpoints_rate_limit_holds_its_messages_back_and_no_one_elses(
+    webhooks: Webhooks,
+) -> None:
+    with receiving(Receiver()) as limited, receiving(Receiver()) as free:
+        limited_id = (await webhooks.endpoint(limited.url, rate_limit=0.001))["endpoint_id"]
+        await webhooks.publish([change(f"lead-{n}", 1, Stage.PROSPECT) for n in range(3)])
+
+        async def received() -> int:
+            return len(limited.deliveries)
+
+        await eventually(received, lambda n: n == 1)
+        # another endpoint's message, stored after, goes out: the loop has looked again
+        await webhooks.endpoint(free.url)
+        await webhooks.publish([change("late", 1, Stage.PROSPECT)])
+
+        async def free_received() -> int:
+            return len(free.deliveries)
+
+        await eventually(free_received, lambda n: n == 1)
+        waiting = await webhooks.messages(limited_id, status="pending")
+        assert [m["attempts"] for m in waiting] == [0, 0, 0]  # two of the three, and late
+        assert len(limited.deliveries) == 1
