@@ -172,7 +172,11 @@ class Deliverer:
             return
         now = self.clock()
         async with self.database.sessions() as session:
-            endpoints = await store.enabled_endpoints(session)
+            waiting = await store.due_endpoints(session, now)
+            if not waiting:
+                return
+            enabled = await store.enabled_endpoints(session)
+            endpoints = [e for e in enabled if e.endpoint_id in waiting]
             for endpoint in endpoints:
                 room = min(
                     free, endpoint.concurrency - self._per_endpoint.get(endpoint.endpoint_id, 0)

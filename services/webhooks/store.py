@@ -166,6 +166,16 @@ async def enabled_endpoints(session: AsyncSession) -> list[EndpointRow]:
     return list(await session.scalars(select(EndpointRow).where(EndpointRow.disabled_at.is_(None))))
 
 
+async def due_endpoints(session: AsyncSession, now: datetime) -> set[str]:
+    """Endpoints with a pending message due: one indexed query when nothing is due."""
+    query = (
+        select(MessageRow.endpoint_id)
+        .where(MessageRow.status == PENDING, MessageRow.next_attempt_at <= now)
+        .distinct()
+    )
+    return set(await session.scalars(query))
+
+
 async def due_messages(
     session: AsyncSession, endpoint_id: str, now: datetime, limit: int, busy: Iterable[int]
 ) -> list[MessageRow]:
