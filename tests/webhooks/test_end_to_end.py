@@ -67,7 +67,12 @@ async def test_every_stage_change_of_a_stream_arrives_once_with_filters_applied(
 
             wanted_closing = [c for c in changes if c.to_stage in CLOSING]
             want = (len(changes), len(wanted_closing), len(expected))
-            await eventually(progress, lambda got: got >= want, timeout=240, interval=0.5)
+            await eventually(
+                progress,
+                lambda got: all(n >= w for n, w in zip(got, want, strict=True)),
+                timeout=240,
+                interval=0.5,
+            )
 
     for receiver in (every, closing, births):
         assert all(d.verified_by == frozenset(receiver.secrets) for d in receiver.deliveries)
