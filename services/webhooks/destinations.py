@@ -18,6 +18,10 @@ import httpx
 from services.webhooks.ssrf import Policy, UnsafeUrl, checked, target
 
 
+RESOLVE_TIMEOUT_SECONDS = 5.0
+"""A resolver that hangs must not hold a delivery slot (nor an admin's request) for long."""
+
+
 @dataclass(frozen=True)
 class Destination:
     url: httpx.URL
@@ -35,10 +39,11 @@ async def resolve(url: str, policy: Policy) -> Destination:
         addresses = [literal]
     else:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                found.host, found.port, type=socket.SOCK_STREAM
-            )
-        except (socket.gaierror, UnicodeError):
+            async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    found.host, found.port, type=socket.SOCK_STREAM
+                )
+        except (socket.gaierror, UnicodeError, TimeoutError):
             raise UnsafeUrl("the URL's host does not resolve") from None
         addresses = [str(info[4][0]) for info in infos]
     address = checked(addresses, policy)
