@@ -17,7 +17,6 @@ import httpx
 
 from services.webhooks.ssrf import Policy, UnsafeUrl, checked, target
 
-
 RESOLVE_TIMEOUT_SECONDS = 5.0
 """A resolver that hangs must not hold a delivery slot (nor an admin's request) for long."""
 
