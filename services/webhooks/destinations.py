@@ -48,12 +48,7 @@ async def resolve(url: str, policy: Policy) -> Destination:
     address = checked(addresses, policy)
     parsed = httpx.URL(url)
     pinned = parsed.copy_with(host=str(address))
-    default_port = 443 if found.scheme == "https" else 80
-    host_header = parsed.host if found.port == default_port else f"{parsed.host}:{found.port}"
-    if ":" in parsed.host and not host_header.startswith("["):
-        host_header = (
-            f"[{parsed.host}]" if found.port == default_port else f"[{parsed.host}]:{found.port}"
-        )
+    host_header = parsed.netloc.decode("ascii")  # the URL's host[:port], IPv6 bracketed
     return Destination(pinned, host_header, parsed.host)
 
 

@@ -4,6 +4,7 @@ import ipaddress
 
 import pytest
 
+from services.webhooks.destinations import resolve
 from services.webhooks.ssrf import Policy, UnsafeUrl, checked, parse_networks, refusal, target
 
 STRICT = Policy.of(False, [])
@@ -63,3 +64,13 @@ def test_the_allow_list_setting_names_a_bad_network() -> None:
     assert parse_networks(" 127.0.0.1/32, ::1/128 ,") == ["127.0.0.1/32", "::1/128"]
     with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33'"):
         parse_networks("10.0.0.0/33")
+
+
+async def test_a_delivery_goes_to_the_checked_address_under_the_urls_name() -> None:
+    allowing = Policy.of(True, ["127.0.0.0/8", "::1/128"])
+    pinned = await resolve("http://localhost:8080/hook?x=1", allowing)
+    assert str(pinned.url) == "http://127.0.0.1:8080/hook?x=1"
+    assert (pinned.host_header, pinned.server_name) == ("localhost:8080", "localhost")
+    assert (await resolve("http://[::1]:9/x", allowing)).host_header == "[::1]:9"
+    with pytest.raises(UnsafeUrl, match="loopback"):
+        await resolve("http://localhost:8080/hook", Policy.of(True, []))
