@@ -2,14 +2,16 @@
 
 Every stage change the reference model says happened reaches the endpoint that
 wants all of them exactly once by webhook-id, the filtered endpoint only those
-into its stages, and every lead is announced once: each verified with the
+into its stages, the score endpoint only the updates that cross its threshold (as the
+scoring model computes them), and every lead is announced once: each verified with the
 reference Standard Webhooks library.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import ExitStack
+from typing import Any
 
 import httpx
 import pytest
@@ -18,8 +20,12 @@ from devtools.synthetic import synthetic_stream
 from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import IngestSettings
 from services.scoring.app import create_app as create_scoring
+from services.scoring.lead import LeadState
+from services.scoring.model import load_model
+from services.scoring.scoring import apply_event
 from services.scoring.settings import ScoringSettings
 from services.webhooks.app import create_app as create_webhooks
+from shared.events import Event
 from shared.settings import LeadflowSettings
 from tests.reference import reference
 from tests.servers import serving
@@ -30,6 +36,28 @@ from tests.webhooks.receivers import ManualClock, Receiver, receiving
 pytestmark = pytest.mark.integration
 
 CLOSING = {"opportunity", "customer"}
+HOT = 50.0
+
+
+def crossings(events: list[dict[str, Any]], threshold: float) -> list[tuple[str, int]]:
+    """(lead, sequence) of each score update whose total crossed ``threshold`` from the
+    previous one (from 0 for a lead's first), by the scoring model itself."""
+    model = load_model()
+    states: dict[str, LeadState | None] = defaultdict(lambda: None)
+    totals: dict[str, float] = {}
+    found = []
+    for item in events:
+        event = Event.model_validate(item)
+        outcome = apply_event(states[event.lead_id], event, model)
+        update = outcome.score_update
+        if outcome.skipped is not None or update is None:
+            continue
+        states[event.lead_id] = outcome.state
+        before = totals.get(event.lead_id, 0.0)
+        if (before < threshold) != (update.total < threshold):
+            found.append((update.lead_id, update.sequence))
+        totals[event.lead_id] = update.total
+    return sorted(found)
 
 
 @pytest.mark.parametrize("webhooks_database", ["sqlite"], indirect=True)
@@ -40,12 +68,14 @@ async def test_every_stage_change_of_a_stream_arrives_once_with_filters_applied(
     assert len(events) >= 2000
     expected = reference(events)
     changes = [c for lead in expected.values() for c in lead.changes]
+    hot_updates = crossings(events, HOT)
     common = kafka_settings.model_dump()
     settings = webhooks_settings(webhooks_database, **common, webhooks_consume=True)
     with ExitStack() as stack:
         every = stack.enter_context(receiving(Receiver()))
         closing = stack.enter_context(receiving(Receiver()))
         births = stack.enter_context(receiving(Receiver()))
+        hot = stack.enter_context(receiving(Receiver()))
         ingest_url = stack.enter_context(serving(create_ingest(IngestSettings(**common))))
         stack.enter_context(serving(create_scoring(ScoringSettings(**common))))
         webhooks_url = stack.enter_context(serving(create_webhooks(settings, ManualClock())))
@@ -54,6 +84,10 @@ async def test_every_stage_change_of_a_stream_arrives_once_with_filters_applied(
                 (every, {}),
                 (closing, {"filters": {"to_stages": sorted(CLOSING)}}),
                 (births, {"event_types": ["lead.created"]}),
+                (
+                    hot,
+                    {"event_types": ["lead.score_changed"], "filters": {"score_thresholds": [HOT]}},
+                ),
             ):
                 created = await api.post("/v1/endpoints", json={"url": receiver.url, **fields})
                 receiver.secrets = [created.json()["secret"]]
@@ -62,11 +96,11 @@ async def test_every_stage_change_of_a_stream_arrives_once_with_filters_applied(
                     posted = await ingest.post("/v1/events/batch", json=events[start : start + 500])
                     assert posted.status_code == 202
 
-            async def progress() -> tuple[int, int, int]:
-                return len(every.deliveries), len(closing.deliveries), len(births.deliveries)
+            async def progress() -> tuple[int, ...]:
+                return tuple(len(r.deliveries) for r in (every, closing, births, hot))
 
             wanted_closing = [c for c in changes if c.to_stage in CLOSING]
-            want = (len(changes), len(wanted_closing), len(expected))
+            want = (len(changes), len(wanted_closing), len(expected), len(hot_updates))
             await eventually(
                 progress,
                 lambda got: all(n >= w for n, w in zip(got, want, strict=True)),
@@ -74,7 +108,7 @@ async def test_every_stage_change_of_a_stream_arrives_once_with_filters_applied(
                 interval=0.5,
             )
 
-    for receiver in (every, closing, births):
+    for receiver in (every, closing, births, hot):
         assert all(d.verified_by == frozenset(receiver.secrets) for d in receiver.deliveries)
         assert Counter(receiver.ids()).most_common(1)[0][1] == 1  # no id twice
     delivered = sorted(d.payload["data"]["change_id"] for d in every.deliveries)
@@ -83,3 +117,7 @@ async def test_every_stage_change_of_a_stream_arrives_once_with_filters_applied(
     assert filtered == sorted(c.change_id for c in wanted_closing)
     assert sorted(d.payload["data"]["lead_id"] for d in births.deliveries) == sorted(expected)
     assert {d.payload["type"] for d in births.deliveries} == {"lead.created"}
+    sent_hot = sorted(
+        (d.payload["data"]["lead_id"], d.payload["data"]["sequence"]) for d in hot.deliveries
+    )
+    assert sent_hot == hot_updates
