@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,8 @@ import pytest
 from devtools.synthetic import synthetic_stream
 from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import IngestSettings
+from services.pipeline.app import create_app as create_pipeline
+from services.pipeline.settings import PipelineSettings
 from services.scoring.app import create_app as create_scoring
 from services.scoring.lead import LeadState
 from services.scoring.model import load_model
@@ -121,3 +124,49 @@ async def test_every_stage_change_of_a_stream_arrives_once_with_filters_applied(
         (d.payload["data"]["lead_id"], d.payload["data"]["sequence"]) for d in hot.deliveries
     )
     assert sent_hot == hot_updates
+
+
+@pytest.mark.parametrize("webhooks_database", ["sqlite"], indirect=True)
+async def test_an_erased_lead_leaves_no_message_in_the_webhooks_database(
+    kafka_settings: LeadflowSettings, webhooks_database: str, tmp_path: Path
+) -> None:
+    common = kafka_settings.model_dump()
+    settings = webhooks_settings(webhooks_database, **common, webhooks_consume=True)
+    pipeline_settings = PipelineSettings(
+        **common, database_url=f"sqlite+aiosqlite:///{tmp_path / 'pipeline.db'}"
+    )
+    qualified = {"industry": "saas", "employees": 200, "budget_usd": 20000, "job_level": "vp"}
+    events = [
+        {
+            "event_id": f"{lead}/0",
+            "type": "lead.updated",
+            "lead_id": lead,
+            "occurred_at": "2026-11-20T10:00:00Z",
+            "traits": qualified,
+        }
+        for lead in ("ada@example.com", "bob@example.com")
+    ]
+    with ExitStack() as stack:
+        down = stack.enter_context(receiving(Receiver(status=503)))  # messages stay pending
+        ingest_url = stack.enter_context(serving(create_ingest(IngestSettings(**common))))
+        stack.enter_context(serving(create_scoring(ScoringSettings(**common))))
+        pipeline_url = stack.enter_context(serving(create_pipeline(pipeline_settings)))
+        webhooks_url = stack.enter_context(serving(create_webhooks(settings, ManualClock())))
+        async with (
+            httpx.AsyncClient(base_url=webhooks_url, timeout=30) as api,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            body = {"url": down.url, "event_types": ["lead.stage_changed", "lead.created"]}
+            endpoint_id = (await api.post("/v1/endpoints", json=body)).json()["endpoint_id"]
+            posted = await client.post(f"{ingest_url}/v1/events/batch", json=events)
+            assert posted.status_code == 202
+
+            async def leads() -> Counter[str]:
+                page = await api.get(f"/v1/endpoints/{endpoint_id}/messages")
+                return Counter(m["lead_id"] for m in page.json()["items"])
+
+            both = {"ada@example.com": 2, "bob@example.com": 2}  # created, then prospect
+            await eventually(leads, lambda found: found == both, timeout=60)
+            erased = await client.delete(f"{pipeline_url}/v1/leads/ada@example.com")
+            assert erased.status_code == 202
+            await eventually(leads, lambda found: found == {"bob@example.com": 2}, timeout=60)
