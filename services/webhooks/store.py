@@ -68,9 +68,9 @@ async def record_batch(
         enabled = await session.scalars(
             select(EndpointRow).where(EndpointRow.disabled_at.is_(None))
         )
+        # No early return without subscriptions: the leads' totals are kept all the same,
+        # so a later subscriber's first score event knows what came before.
         subs = [subscription(row) for row in enabled]
-        if not subs:
-            return 0
         leads = {u.lead_id for u in updates}
         fanout = Fanout(await _totals(session, leads), await _notices(session, subs, leads))
         fanout.stage_changes(subs, changes)
@@ -102,7 +102,7 @@ async def _totals(session: AsyncSession, leads: set[str]) -> dict[str, LeadTotal
 async def _notices(
     session: AsyncSession, subs: list[Subscription], leads: set[str]
 ) -> dict[tuple[str, str], float]:
-    if not leads:
+    if not leads or not subs:
         return {}
     query = select(ScoreNoticeRow).where(
         ScoreNoticeRow.lead_id.in_(leads),

@@ -19,7 +19,7 @@ from tests.servers import serving
 from tests.waiting import eventually
 from tests.webhooks.conftest import Webhooks, webhooks_settings
 from tests.webhooks.receivers import ManualClock, Receiver, receiving
-from tests.webhooks.records import change
+from tests.webhooks.records import change, update
 
 
 @pytest.fixture
@@ -202,3 +202,19 @@ async def test_an_erased_lead_leaves_no_message_behind(webhooks: Webhooks) -> No
     assert {m["lead_id"] for m in await webhooks.messages(endpoint_id)} == {"ada", "bob"}
     await store.record_batch(webhooks.database.sessions, [], [], webhooks.clock(), erased={"ada"})
     assert {m["lead_id"] for m in await webhooks.messages(endpoint_id)} == {"bob"}
+
+
+async def test_a_later_subscriber_is_not_told_an_old_lead_is_new(webhooks: Webhooks) -> None:
+    await webhooks.publish([], [update("ada", 1, 10)])  # nobody subscribed yet
+    endpoint_id = (
+        await webhooks.endpoint(
+            "http://127.0.0.1:9/closed", event_types=["lead.created", "lead.score_changed"]
+        )
+    )["endpoint_id"]
+    await webhooks.publish([], [update("ada", 2, 20), update("bob", 1, 5)])
+    sent = [(m["event_type"], m["lead_id"]) for m in await webhooks.messages(endpoint_id)]
+    assert sorted(sent) == [
+        ("lead.created", "bob"),
+        ("lead.score_changed", "ada"),
+        ("lead.score_changed", "bob"),
+    ]
