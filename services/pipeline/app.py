@@ -36,13 +36,13 @@ from services.pipeline.api_models import (
     StageHistory,
 )
 from services.pipeline.consumer import PipelineConsumer
-from services.pipeline.db import Database
 from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.stream import install_stream
 from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
+from shared.database import Database
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
 from shared.http_edge import install_http_edge
 from shared.probes import install_probes

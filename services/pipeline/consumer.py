@@ -11,7 +11,7 @@ While the database is down the loop retries the same batch and the service
 reports not-ready; nothing is skipped.
 
 A null-valued record on either topic is scoring's erasure signal: the lead's rows are
-deleted in the batch's transaction (see :mod:`services.pipeline.erasure_signals`).
+deleted in the batch's transaction (see :mod:`shared.erasure_signals`).
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.pipeline import metrics
-from services.pipeline.db import Database
-from services.pipeline.erasure_signals import (
+from services.pipeline.settings import PipelineSettings
+from services.pipeline.store import record_batch
+from shared.consumer_lag import LagGauge, fetched_positions, position
+from shared.database import Database
+from shared.erasure_signals import (
     ErasureSignal,
     Topic,
     after_erasures,
     decode_signal,
 )
-from services.pipeline.settings import PipelineSettings
-from services.pipeline.store import record_batch
-from shared.consumer_lag import LagGauge, fetched_positions, position
 from shared.events import ScoreUpdate, StageChange
 from shared.kafka import make_consumer, reachable
 

@@ -32,8 +32,8 @@ from starlette.routing import Match, Route
 
 from services.pipeline import store
 from services.pipeline.api_models import Problem, Timestamp
-from services.pipeline.db import Database
 from services.pipeline.settings import PipelineSettings
+from shared.database import Database
 from shared.events import LEAD_ERASED, NO_CONTROL_CHARS_PATTERN, Event, no_control_chars
 from shared.kafka import encode_key, make_producer
 
@@ -156,7 +156,7 @@ def install_erasures(
     producer when the app stops.
 
     ``database`` and ``session`` are the app's dependencies giving the
-    :class:`~services.pipeline.db.Database` and one request's session.
+    :class:`~shared.database.Database` and one request's session.
     """
     publisher = ErasePublisher(settings)
     serving = app.router.lifespan_context

@@ -17,8 +17,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 
-from services.pipeline.db import create_engine
 from services.pipeline.settings import PipelineSettings
+from shared.database import create_engine
 
 HEAD = "head"
 

@@ -17,7 +17,6 @@ from fastapi import FastAPI, Header
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.pipeline.app import _DATABASE_DOWN, _database_unavailable
-from services.pipeline.db import Database
 from services.webhooks import endpoints_api, messages_api
 from services.webhooks.api_models import WEBHOOK_BODIES
 from services.webhooks.consumer import WebhooksConsumer
@@ -29,6 +28,7 @@ from services.webhooks.settings import WebhooksSettings
 from services.webhooks.ssrf import Policy
 from shared.auth import install_auth
 from shared.background import BackgroundLoop
+from shared.database import Database
 from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 

@@ -17,11 +17,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 
-from services.pipeline.db import create_engine
-
 # One lock for both schemas: Alembic's context is one global per process.
 from services.pipeline.migrate import _ALEMBIC as ALEMBIC_TURNS
 from services.webhooks.settings import WebhooksSettings
+from shared.database import create_engine
 
 HEAD = "head"
 VERSION_TABLE = "webhooks_alembic_version"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from services.pipeline.consumer import PipelineConsumer
-from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import get_lead
+from shared.database import Database
 from shared.events import ScoreUpdate, Stage, StageChange
 from shared.kafka import encode_key, make_producer
 from shared.settings import LeadflowSettings

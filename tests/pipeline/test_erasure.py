@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import store
-from services.pipeline.db import Database
-from services.pipeline.erasure_signals import ErasureSignal, after_erasures, decode_signal
+from shared.database import Database
+from shared.erasure_signals import ErasureSignal, after_erasures, decode_signal
 from shared.events import ERASE_ID_HEADER, ERASE_REQUESTED_AT_HEADER, Stage
 from tests.pipeline.records import score_update, snapshot, stage_change, tables_holding
 

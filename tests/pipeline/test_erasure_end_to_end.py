@@ -24,10 +24,10 @@ from devtools.broker import LocalKafka
 from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import IngestSettings
 from services.pipeline.app import create_app as create_pipeline
-from services.pipeline.db import create_engine
 from services.pipeline.settings import PipelineSettings
 from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
+from shared.database import create_engine
 from shared.kafka import PARTITIONER, encode_key, make_consumer
 from shared.settings import LeadflowSettings
 from shared.topic_admin import create_topics

@@ -11,9 +11,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
-from services.pipeline.db import create_engine
 from services.pipeline.migrate import MIGRATION_LOCK_KEY, alembic_config, main, migrate
 from services.pipeline.tables import Base
+from shared.database import create_engine
 from tests.pipeline.conftest import ScratchDatabases
 
 

@@ -9,10 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
-from services.pipeline.db import create_engine
 from services.pipeline.migrate import migrate as migrate_pipeline
 from services.webhooks.migrate import VERSION_TABLE, migrate
 from services.webhooks.tables import Base
+from shared.database import create_engine
 
 
 def _state(connection: Connection) -> tuple[str | None, list[Any], set[str]]:
