@@ -31,8 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import Match, Route
 
 from services.pipeline import store
-from services.pipeline.api_models import Problem, Timestamp
 from services.pipeline.settings import PipelineSettings
+from shared.api_models import Problem, Timestamp
 from shared.database import Database
 from shared.events import LEAD_ERASED, NO_CONTROL_CHARS_PATTERN, Event, no_control_chars
 from shared.kafka import encode_key, make_producer
