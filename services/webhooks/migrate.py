@@ -26,9 +26,5 @@ async def migrate(database_url: str, revision: str = HEAD) -> None:
     await upgrade(SCHEMA, database_url, revision)
 
 
-def main(argv: list[str] | None = None) -> None:
-    command_line(SCHEMA, argv)
-
-
 if __name__ == "__main__":
-    main()
+    command_line(SCHEMA)

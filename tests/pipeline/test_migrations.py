@@ -11,10 +11,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
-from services.pipeline.migrate import SCHEMA, main, migrate
+from services.pipeline.migrate import SCHEMA, migrate
 from services.pipeline.tables import Base
 from shared.database import create_engine
-from shared.schema_migrations import alembic_config
+from shared.schema_migrations import alembic_config, command_line
 from tests.pipeline.conftest import ScratchDatabases
 
 
@@ -80,7 +80,7 @@ async def test_downgrade_and_upgrade_from_the_command_line_and_plain_alembic(
     assert not {"leads", "stage_changes", "score_breakdowns", "erasures"} & tables
 
     # The CLI runs its own event loop (asyncio.run): give it a thread without one.
-    await asyncio.to_thread(main, ["--database-url", url])
+    await asyncio.to_thread(command_line, SCHEMA, ["--database-url", url])
     assert (await schema_state(url))[:2] == (head(), [])
 
     # `alembic upgrade head` with no connection handed over: env.py makes its own engine.
