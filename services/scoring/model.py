@@ -7,8 +7,9 @@ at start with the rule and field that are wrong, never later while scoring.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import (
@@ -159,6 +160,12 @@ class ScoringModel(_Strict):
 
     def model_post_init(self, context: Any, /) -> None:
         self._rulebook = RuleBook.of(self)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with a rulebook of its own: an ``update`` changes what the rules are."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied._rulebook = RuleBook.of(copied)
+        return copied
 
     @property
     def rulebook(self) -> RuleBook:

@@ -82,6 +82,8 @@ class RuleBook:
 
     def in_model_order(self, rules: Mapping[str, T]) -> list[tuple[str, T]]:
         """Per-rule values in the model's order, rules it no longer has last (by id)."""
+        if len(rules) < 2:
+            return list(rules.items())
         last = len(self._rank)
         return sorted(rules.items(), key=lambda item: (self._rank.get(item[0], last), item[0]))
 
