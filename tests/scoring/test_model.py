@@ -199,3 +199,15 @@ def test_operators_other_than_the_defaults_are_accepted() -> None:
     ]
     model = ScoringModel.model_validate(data)
     assert [r.operator for r in model.fit.rules] == ["not_in", "gt", "lte", "lt", "exists"]
+
+
+def test_a_copied_model_scores_with_its_own_rules() -> None:
+    model = load_model()
+    rules = [r.model_copy(update={"points": 7}) for r in model.engagement.rules]
+    copy = model.model_copy(
+        update={"engagement": model.engagement.model_copy(update={"rules": rules})}
+    )
+    assert copy.rulebook is not model.rulebook
+    matched = copy.rulebook.engagement_rule("form.submitted", {})
+    assert matched is not None
+    assert matched.points == 7
