@@ -10,8 +10,10 @@ round trip through :func:`to_cloudevent` is lossless.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
 
@@ -114,13 +116,40 @@ def from_cloudevent(cloudevent: Mapping[str, Any]) -> EventIn:
     return EventIn.model_validate(native_fields(cloudevent))
 
 
+class InvalidHeader(ValueError):
+    """A ``ce-*`` header value the HTTP binding cannot decode; ``attribute`` names it."""
+
+    def __init__(self, attribute: str, reason: str) -> None:
+        super().__init__(reason)
+        self.attribute = attribute
+
+
+def _unquoted(value: str) -> str:
+    """RFC 7230 quoted-string escaping undone, as the binding requires of a receiver
+    (older senders quoted values instead of percent-encoding spaces)."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def decode_header_value(attribute: str, value: str) -> str:
+    """One binary-mode header value as the attribute it carries (HTTP binding 3.1.3.2):
+    unquoted, then one round of percent-decoding, the bytes UTF-8 (an invalid sequence,
+    overlong ones included, refused). A raw non-ASCII character, as senders that do not
+    encode send it, reads as itself, so both kinds of sender name the same lead."""
+    try:
+        return unquote_to_bytes(_unquoted(value.strip())).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidHeader(attribute, "percent-encodes bytes that are not UTF-8") from None
+
+
 def binary_to_structured(headers: Mapping[str, str], data: JsonValue) -> dict[str, Any]:
-    """HTTP binary mode: attributes in ``ce-*`` headers, the body is ``data``."""
-    attributes: dict[str, Any] = {
-        name[len(HEADER_PREFIX) :]: value
-        for name, value in headers.items()
-        if name.lower().startswith(HEADER_PREFIX)
-    }
+    """HTTP binary mode: attributes in ``ce-*`` headers, decoded; the body is ``data``."""
+    attributes: dict[str, Any] = {}
+    for name, value in headers.items():
+        if name.lower().startswith(HEADER_PREFIX):
+            attribute = name[len(HEADER_PREFIX) :].lower()
+            attributes[attribute] = decode_header_value(attribute, value)
     attributes["data"] = data
     return attributes
 
