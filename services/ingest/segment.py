@@ -2,7 +2,7 @@
 
 One call becomes one event (docs/architecture.md, "Segment ingest"):
 
-- ``identify``: ``lead.updated`` with the call's ``traits``;
+- ``identify``: ``lead.updated`` with the call's ``traits`` (over ``context.traits``);
 - ``track``: the type :mod:`services.ingest.segment_events` maps its ``event`` name to;
 - ``page``: ``page.viewed``, ``properties.path`` from the properties or ``context.page``;
 - ``screen``: ``screen.viewed``, the screen's ``name`` in the properties;
@@ -175,7 +175,10 @@ def _content(
         properties: dict[str, Any] = {}
         if call.get("userId") is not None and _text_id(call.get("anonymousId")) is not None:
             properties["anonymous_id"] = _text_id(call.get("anonymousId"))
-        return FIXED_TYPES[kind], properties, _object(call, "traits", loc)
+        # RudderStack's SDK sends an identify's traits in context.traits only
+        found = context.get("traits")
+        traits = {**(found if isinstance(found, dict) else {}), **_object(call, "traits", loc)}
+        return FIXED_TYPES[kind], properties, traits
     if kind == "track":
         name = call.get("event")
         if not isinstance(name, str) or not name.strip():

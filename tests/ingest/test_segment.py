@@ -94,6 +94,15 @@ def test_page_takes_its_path_from_properties_then_context_then_url() -> None:
     assert "path" not in one(call("page"), "page").properties
 
 
+def test_identify_traits_may_come_in_the_context_as_rudderstack_sends_them() -> None:
+    both = {
+        "traits": {"industry": "saas"},
+        "context": {"traits": {"industry": "x", "employees": 9}},
+    }
+    event = one(call("identify", **both), "identify")
+    assert event.traits == {"industry": "saas", "employees": 9}
+
+
 def test_screen_is_a_screen_view_with_its_name() -> None:
     event = one(call("screen", name="Checkout"), "screen")
     assert (event.type, event.properties) == ("screen.viewed", {"name": "Checkout"})
