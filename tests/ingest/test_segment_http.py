@@ -159,3 +159,21 @@ def test_the_routes_are_in_the_openapi_document(ingest: httpx.Client) -> None:
     paths = ingest.get("/openapi.json").json()["paths"]
     for kind in ("track", "identify", "page", "screen", "group", "alias", "batch"):
         assert set(paths[f"/v1/{kind}"]["post"]["responses"]) >= {"200", "400", "413", "503"}
+
+
+def test_a_cloudevent_in_binary_mode_without_content_type_is_not_415(
+    ingest: httpx.Client,
+) -> None:
+    """As the CNCF SDK sends one whose datacontenttype is unset: decoded, authorised, and
+    only then refused for want of Kafka."""
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "ce%201",
+        "ce-type": "form.submitted",
+        "ce-source": "/forms",
+        "ce-subject": "Ada%40Example.com",
+        "ce-time": "2026-11-20T10:00:00Z",
+        "X-API-Key": WRITE_KEY,
+    }
+    response = ingest.post("/v1/events", content=b'{"form": "contact"}', headers=headers)
+    assert response.status_code == 503, response.text
