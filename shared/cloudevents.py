@@ -23,6 +23,8 @@ from shared.events import (
     EventIn,
     EventType,
     Identifier,
+    ScoreUpdate,
+    StageChange,
     UtcTime,
     format_time,
 )
@@ -167,3 +169,37 @@ def to_cloudevent(event: Event) -> dict[str, Any]:
         "data": {"properties": event.properties, "traits": event.traits},
     }
     return ce
+
+
+# --- the Kafka protocol binding (binary mode), for what scoring publishes --------------
+
+KAFKA_HEADER_PREFIX = "ce_"
+STAGE_CHANGED_TYPE = "leadflow.stage.changed"
+SCORE_UPDATED_TYPE = "leadflow.score.updated"
+SCORING_SOURCE = "leadflow/scoring"
+
+
+def kafka_headers(change: StageChange | ScoreUpdate) -> list[tuple[str, bytes]]:
+    """The ``ce_*`` headers (and ``content-type``) that make a record of
+    ``leadflow.stage-changes`` or ``leadflow.scores`` a binary-mode CloudEvent under the
+    Kafka binding: its value is then the event's ``data``, unchanged for every reader
+    that ignores headers. The id is the change's own (``change_id``, or lead and
+    sequence for a score), so a re-published record is the same CloudEvent."""
+    if isinstance(change, StageChange):
+        kind, event_id, time = STAGE_CHANGED_TYPE, change.change_id, change.occurred_at
+    else:
+        kind, event_id, time = (
+            SCORE_UPDATED_TYPE,
+            f"{change.lead_id}/{change.sequence}",
+            change.as_of,
+        )
+    attributes = {
+        "specversion": SPECVERSION,
+        "id": event_id,
+        "source": SCORING_SOURCE,
+        "type": kind,
+        "subject": change.lead_id,
+        "time": format_time(time),
+    }
+    headers = [(KAFKA_HEADER_PREFIX + name, value.encode()) for name, value in attributes.items()]
+    return [*headers, ("content-type", b"application/json")]

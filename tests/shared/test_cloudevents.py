@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,9 +16,10 @@ from shared.cloudevents import (
     binary_to_structured,
     decode_header_value,
     from_cloudevent,
+    kafka_headers,
     to_cloudevent,
 )
-from shared.events import Event, EventIn
+from shared.events import Event, EventIn, Score, ScoreUpdate, Stage, StageChange
 
 
 def cloudevent(**changes: Any) -> dict[str, Any]:
@@ -192,3 +193,46 @@ def test_binary_mode_with_a_non_json_content_type_is_still_415() -> None:
     headers = {"ce-specversion": "1.0", "content-type": "text/xml"}
     with pytest.raises(UnsupportedMediaType):
         decode_single("text/xml", headers, b"<a/>")
+
+
+def test_stage_changes_and_scores_carry_kafka_binding_headers() -> None:
+    score = Score(fit=75, engagement=40, total=115)
+    change = StageChange(
+        change_id="c-1",
+        lead_id="ada@example.com",
+        sequence=2,
+        from_stage=Stage.PROSPECT,
+        to_stage=Stage.OPPORTUNITY,
+        reason="engagement",
+        trigger_event_id="e-5",
+        occurred_at=datetime(2026, 11, 20, 10, tzinfo=UTC),
+        score=score,
+        model_version="default-1",
+    )
+    headers = dict(kafka_headers(change))
+    assert headers == {
+        "ce_specversion": b"1.0",
+        "ce_id": b"c-1",
+        "ce_source": b"leadflow/scoring",
+        "ce_type": b"leadflow.stage.changed",
+        "ce_subject": b"ada@example.com",
+        "ce_time": b"2026-11-20T10:00:00Z",
+        "content-type": b"application/json",
+    }
+    update = ScoreUpdate(
+        lead_id="ada@example.com",
+        sequence=7,
+        fit=75,
+        engagement=40,
+        total=115,
+        as_of=datetime(2026, 11, 20, 10, tzinfo=UTC),
+        stage=Stage.OPPORTUNITY,
+        model_version="default-1",
+        trigger_event_id="e-7",
+        breakdown=[],
+    )
+    headers = dict(kafka_headers(update))
+    assert (headers["ce_type"], headers["ce_id"]) == (
+        b"leadflow.score.updated",
+        b"ada@example.com/7",
+    )
