@@ -179,7 +179,9 @@ def test_the_cli_says_why_a_service_refuses_to_start(
     monkeypatch.setenv("LEADFLOW_HOST", "0.0.0.0")
     for name in ("LEADFLOW_API_KEYS", "LEADFLOW_API_KEYS_FILE", "LEADFLOW_JWT_JWKS_URL"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["scoring"]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["scoring"])
+    assert exited.value.code == 2
     assert capsys.readouterr().err.startswith("leadflow scoring: refusing to serve on 0.0.0.0")
 
 
