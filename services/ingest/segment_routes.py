@@ -45,7 +45,9 @@ Publish = Callable[[list[EventIn], str], Awaitable[object]]
 SUCCESS = orjson.dumps({"success": True})
 
 ACCEPTED_MEDIA_TYPES = ("", "application/json", "text/plain")
-"""JSON, or text/plain as browsers send it to skip a CORS preflight, or none."""
+"""JSON, or text/plain (what some senders use for a JSON body), or none. The write key
+must come in a header all the same: a ``writeKey`` in the body is ignored, since the
+caller is known before the body is read."""
 
 _CODES = {
     401: "unauthorized",
