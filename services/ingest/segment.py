@@ -163,7 +163,10 @@ def _page_path(properties: Mapping[str, Any], context: Mapping[str, Any]) -> str
     for where in (properties, page):
         url = where.get("url")
         if isinstance(url, str) and url:
-            return urlsplit(url).path or "/"
+            try:
+                return urlsplit(url).path or "/"
+            except ValueError:  # "http://[::1": no path to be had
+                continue
     return None
 
 
@@ -309,7 +312,7 @@ def decode_batch(
     for index, call in enumerate(calls):
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
-        if len(orjson.dumps(call)) > MAX_CALL_BYTES:
+        if call_size(call, ["batch", index]) > MAX_CALL_BYTES:
             raise too_large(MAX_CALL_BYTES, f"call {index}", ["batch", index])
         try:
             accepted.append(
@@ -330,6 +333,15 @@ def decode_batch(
         where = ".".join(str(part) for part in first["loc"][1:])
         raise CallRefused("invalid_request", f"{where}: {first['msg']}", errors)
     return accepted
+
+
+def call_size(call: object, loc: Sequence[str | int]) -> int:
+    """Bytes of one call of a batch as JSON; a call nested deeper than JSON can be written
+    back is refused here (the events' own nesting limit is far below)."""
+    try:
+        return len(orjson.dumps(call))
+    except orjson.JSONEncodeError:
+        raise _invalid(loc, "nests objects and arrays too deep", "too_deep") from None
 
 
 def too_large(limit: int, what: str, loc: Sequence[str | int] = ()) -> TooLarge:

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.ingest.inflate import InflatedTooLarge, Inflater, NotGzip
 from services.ingest.segment import (
+    CALL_TYPES,
     MAX_BATCH_BYTES,
     MAX_CALL_BYTES,
     CallRefused,
@@ -285,6 +288,15 @@ def test_sizes_over_segment_s_limits_are_too_large() -> None:
     assert isinstance(refused(huge, "batch"), TooLarge)
 
 
+def test_a_call_nested_deeper_than_json_can_be_written_is_refused_not_a_500() -> None:
+    deep = b"[" * 400 + b"]" * 400
+    body = b'{"batch":[{"type":"track","userId":"a","event":"x","properties":{"p":' + deep + b"}}]}"
+    error = refused(body, "batch")
+    assert error.errors[0]["loc"] == ["body", "batch", 0]
+    single = b'{"userId":"a","event":"x","properties":{"p":' + deep + b"}}"
+    assert refused(single).errors[0]["loc"][:2] == ["body", "properties"]
+
+
 def test_a_bad_batch_reports_every_bad_call_and_accepts_none() -> None:
     bad = {"type": "track", "event": "x"}
     error = refused({"batch": [bad, call("track", event="x"), bad]}, "batch")
@@ -355,3 +367,31 @@ def test_to_event_keeps_the_batch_context_below_the_call_s_own() -> None:
         events=EVENTS,
     )
     assert event.properties["path"] == "/own"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+FIELDS = st.sampled_from(
+    [
+        "type", "userId", "anonymousId", "event", "messageId", "timestamp", "sentAt",
+        "originalTimestamp", "properties", "traits", "context", "groupId", "previousId",
+        "name", "category",
+    ]
+)  # fmt: skip
+CALLS = st.dictionaries(FIELDS, JSON | st.sampled_from(["track", "page", "2026-11-20T10:00:00Z"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(call=CALLS, kind=st.sampled_from([*CALL_TYPES, None]))
+def test_any_call_is_an_event_or_a_refusal_never_an_error(
+    call: dict[str, object], kind: str | None
+) -> None:
+    errors: list[dict[str, object]] = [{"accepted": True}]
+    try:
+        to_event(call, kind, received_at=RECEIVED, events=EVENTS)
+    except CallRefused as exc:
+        errors = exc.errors  # every refusal names what is wrong
+    assert errors
