@@ -95,6 +95,7 @@ def test_page_takes_its_path_from_properties_then_context_then_url() -> None:
     from_url = one(call("page", properties={"url": "https://x.io/pricing?a=1"}), "page")
     assert from_url.properties["path"] == "/pricing"
     assert "path" not in one(call("page"), "page").properties
+    assert "path" not in one(call("page", properties={"url": "http://[::1"}), "page").properties
 
 
 def test_identify_traits_may_come_in_the_context_as_rudderstack_sends_them() -> None:
