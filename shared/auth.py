@@ -20,7 +20,6 @@ service leaves it absent.
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -90,7 +89,7 @@ def _basic_user(value: str) -> str:
     key sent as the password (where it would be ignored) is refused rather than guessed."""
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 text
         raise unauthenticated("the Basic credential is not base64 of key:") from None
     user, colon, password = decoded.partition(":")
     if not colon or password:

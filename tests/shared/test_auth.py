@@ -288,9 +288,13 @@ async def test_a_key_as_the_basic_user_name_with_an_empty_password_is_a_key(
     as_password = await protected.get("/v1/things/1", headers=basic("", READER_KEY))
     assert as_password.status_code == 401
     assert READER_KEY not in as_password.text
-    for garbage in ("Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Basic "):
+    no_colon = "Basic " + base64.b64encode(b"no-colon").decode()
+    not_utf8 = "Basic " + base64.b64encode(b"\xff\xfe:").decode()
+    for garbage in ("Basic !!!", no_colon, not_utf8, "Basic "):
         refused = await protected.get("/v1/things/1", headers={"Authorization": garbage})
         assert refused.status_code == 401, garbage
+    latin = await protected.get("/v1/things/1", headers={b"Authorization": b"Basic \xe9\xe9"})
+    assert latin.status_code == 401
 
 
 async def test_the_caller_is_in_request_state(protected: httpx.AsyncClient) -> None:
