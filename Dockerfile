@@ -38,7 +38,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 # ingest, scoring, pipeline (each service's default LEADFLOW_PORT)
-EXPOSE 8001 8002 8003
+EXPOSE 8001 8002 8003 8004
 # No HEALTHCHECK: the port depends on the service; compose and Kubernetes probe
 # /healthz and /readyz themselves.
 ENTRYPOINT ["leadflow"]

@@ -16,6 +16,7 @@ class DeveloperSettings(LeadflowSettings):
     ingest_port: int = Field(default=8001, ge=1, le=65535, description="ingest under run.")
     scoring_port: int = Field(default=8002, ge=1, le=65535, description="scoring under run.")
     pipeline_port: int = Field(default=8003, ge=1, le=65535, description="pipeline under run.")
+    webhooks_port: int = Field(default=8004, ge=1, le=65535, description="webhooks under run.")
     demo_api_key: str | None = Field(
         default=None, description="Key the demo sends as a bearer token to ingest and pipeline."
     )

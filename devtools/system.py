@@ -1,4 +1,4 @@
-"""The whole system on one machine: broker, topics, migrations, the three services.
+"""The whole system on one machine: broker, topics, migrations, the four services.
 
 Each service is its own process, as in production; their output is prefixed
 with the service name so one terminal stays readable. Ctrl-C (or SIGTERM)
@@ -28,16 +28,25 @@ from devtools.instance_lock import holding
 from devtools.processes import ServiceProcess
 from services.pipeline.settings import PipelineSettings
 from services.scoring.settings import ScoringSettings
+from services.webhooks.settings import WebhooksSettings
 from shared.settings import LeadflowSettings
 from shared.topic_admin import create_topics
 
-COLOURS = {"kafka": "90", "ingest": "36", "scoring": "35", "pipeline": "33", "leadflow": "1"}
+COLOURS = {
+    "kafka": "90",
+    "ingest": "36",
+    "scoring": "35",
+    "pipeline": "33",
+    "webhooks": "32",
+    "leadflow": "1",
+}
 
 RUN_VARIABLES = (
     "LEADFLOW_KAFKA_PORT",
     "LEADFLOW_INGEST_PORT",
     "LEADFLOW_SCORING_PORT",
     "LEADFLOW_PIPELINE_PORT",
+    "LEADFLOW_WEBHOOKS_PORT",
 )
 """Read by ``leadflow run`` only; a service is given its own ``LEADFLOW_PORT`` instead."""
 
@@ -50,9 +59,15 @@ class Ports:
     ingest: int
     scoring: int
     pipeline: int
+    webhooks: int = 8004
 
     def of(self, service: str) -> int:
-        return {"ingest": self.ingest, "scoring": self.scoring, "pipeline": self.pipeline}[service]
+        return {
+            "ingest": self.ingest,
+            "scoring": self.scoring,
+            "pipeline": self.pipeline,
+            "webhooks": self.webhooks,
+        }[service]
 
 
 def say(source: str, line: str) -> None:
@@ -67,15 +82,19 @@ def child_environment(
 ) -> dict[str, str]:
     """The whole environment of one service: the parent's, with its own port and broker.
 
-    A ``LEADFLOW_PORT`` of the parent would give all three services the same port; each
+    A ``LEADFLOW_PORT`` of the parent would give all the services the same port; each
     gets the one :class:`Ports` names instead, and the variables meant for ``run`` stay
     with it. ``LEADFLOW_DATABASE_URL`` is passed on when set (PostgreSQL), else the
-    services share a SQLite file in the data directory.
+    services share a SQLite file in the data directory. The webhooks service keeps its
+    own database (``LEADFLOW_WEBHOOKS_DATABASE_URL``), by default a file beside it.
     """
     env = {k: v for k, v in parent.items() if k not in RUN_VARIABLES}
     env["LEADFLOW_PORT"] = str(ports.of(service))
     env["LEADFLOW_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{ports.kafka}"
     env.setdefault("LEADFLOW_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'leadflow.db'}")
+    env.setdefault(
+        "LEADFLOW_WEBHOOKS_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'webhooks.db'}"
+    )
     return env
 
 
@@ -117,10 +136,14 @@ async def wait_for_group_coordinators(
 
 
 async def prepare_broker(kafka: LocalKafka, partitions: int) -> None:
-    """Topics, and a coordinator for the groups of scoring and pipeline."""
+    """Topics, and a coordinator for the groups of scoring, pipeline and webhooks."""
     settings = LeadflowSettings()
     await create_topics(kafka.client_settings(settings), partitions)
-    groups = [ScoringSettings().scoring_group, PipelineSettings().pipeline_group]
+    groups = [
+        ScoringSettings().scoring_group,
+        PipelineSettings().pipeline_group,
+        WebhooksSettings().webhooks_group,
+    ]
     await wait_for_group_coordinators(kafka.bootstrap_servers, groups)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -430,14 +431,23 @@ def _document_security(
 
 
 def _scopes(app: FastAPI) -> dict[tuple[str, str], RequireScope]:
+    """The scope each operation needs, included routers' operations too: FastAPI (from
+    0.16x) keeps an included router as one entry of the route table, so it is walked as
+    FastAPI's own OpenAPI generation walks it."""
     found = {}
-    for route in app.router.routes:
-        if isinstance(route, APIRoute):
-            required = _route_scope(route.dependant)
-            if required is not None:
-                for method in route.methods or ():
-                    found[(method.lower(), route.path_format)] = required
+    for route in _api_routes(app):
+        required = _route_scope(route.dependant)
+        if required is not None:
+            for method in route.methods or ():
+                found[(method.lower(), route.path_format)] = required
     return found
+
+
+def _api_routes(app: FastAPI) -> list[Any]:
+    contexts = getattr(fastapi_routing, "iter_route_contexts", None)
+    if contexts is None:  # an older FastAPI: included routes are copied into the table
+        return [r for r in app.router.routes if isinstance(r, APIRoute)]
+    return [c for c in contexts(app.router.routes) if isinstance(c.original_route, APIRoute)]
 
 
 def _declare(

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from devtools.settings import DeveloperSettings
     from devtools.system import Ports
 
-SERVICES = ("ingest", "scoring", "pipeline")
+SERVICES = ("ingest", "scoring", "pipeline", "webhooks")
 DEFAULT_DATA_DIR = Path(".leadflow")
 
 
@@ -98,6 +98,7 @@ def run_ports(args: argparse.Namespace) -> Ports:
         ingest=args.ingest_port or env.ingest_port,
         scoring=args.scoring_port or env.scoring_port,
         pipeline=args.pipeline_port or env.pipeline_port,
+        webhooks=args.webhooks_port or env.webhooks_port,
     )
 
 
@@ -160,10 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="the whole system: Kafka, topics, the three services")
+    run = commands.add_parser("run", help="the whole system: Kafka, topics, the four services")
     run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     run.add_argument("--partitions", type=int, default=3)
-    for name, usual in (("kafka", 9092), ("ingest", 8001), ("scoring", 8002), ("pipeline", 8003)):
+    usual_ports = (
+        ("kafka", 9092),
+        ("ingest", 8001),
+        ("scoring", 8002),
+        ("pipeline", 8003),
+        ("webhooks", 8004),
+    )
+    for name, usual in usual_ports:
         variable = f"LEADFLOW_{name.upper()}_PORT"
         run.add_argument(
             f"--{name}-port", type=int, help=f"on 127.0.0.1 (default: ${variable}, else {usual})"

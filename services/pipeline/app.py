@@ -40,6 +40,7 @@ from services.pipeline.db import Database
 from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
+from services.pipeline.stream import install_stream
 from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
@@ -103,6 +104,33 @@ ADMIN = [Depends(RequireScope("admin"))]
 
 MAX_POSITION = 2**63 - 1
 """Feed positions are 64-bit integers in both databases."""
+
+
+LISTING_MODES = """\
+Two orders, one route:
+
+- **Score order** (no `updated_after`): leads by total, highest first, ties by lead id;
+  page with `cursor`. A lead whose score changes between pages may be seen twice or
+  missed once: for dashboards, not for syncing.
+- **Change order** (`updated_after`): the leads whose score or stage was written since
+  the cursor, in the order written, ties by lead id. Start with `updated_after=0`, then
+  pass each page's `next_cursor` as the next `updated_after`, until a page comes back
+  empty; an empty page returns the cursor it was given, so keep it for the next run. A
+  lead written again later comes back again with its newer state; none is skipped, even
+  while writes go on. `cursor` cannot be combined with it (422).
+
+`stage` and `min_score` filter both orders on the lead's state now: in change order a
+lead that left the stage is not listed, so a sync job that mirrors every lead omits them.
+An erased lead is no longer listed in either order; a mirror that must drop erased
+leads learns of them from the `leadflow.stage-changes` and `leadflow.scores` records.
+"""
+
+
+def _invalid_query(field: str, value: str | None, reason: str) -> RequestValidationError:
+    """A 422 naming the query parameter, shaped like FastAPI's own validation errors."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", field), "msg": reason, "input": value}]
+    )
 
 
 def _unknown_lead(lead_id: str) -> HTTPException:
@@ -198,7 +226,8 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/leads",
-        summary="Leads by total score, highest first",
+        summary="Leads by total score, highest first; or, with updated_after, in change order",
+        description=LISTING_MODES,
         tags=["leads"],
         dependencies=READS,
     )
@@ -211,24 +240,53 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         limit: Limit = settings.page_size_default,
         cursor: Annotated[
             str | None,
-            Query(max_length=2048, description="next_cursor of the previous page."),
+            Query(
+                max_length=2048,
+                description="next_cursor of the previous page (score order only).",
+            ),
+        ] = None,
+        updated_after: Annotated[
+            str | None,
+            Query(
+                max_length=2048,
+                # URL-safe base64, as issued: also keeps the request line within the
+                # server's header limit beside a long `cursor`.
+                pattern=r"^[A-Za-z0-9_-]+$",
+                description=(
+                    "Change order: `0` for every lead, else the next_cursor of the previous "
+                    "page; leads whose score or stage was written since."
+                ),
+            ),
         ] = None,
     ) -> LeadPage:
+        if updated_after is not None:
+            if cursor is not None:
+                raise _invalid_query(
+                    "cursor",
+                    cursor,
+                    "cursor cannot be combined with updated_after: pass the previous "
+                    "page's next_cursor as updated_after",
+                )
+            try:
+                return await store.changed_leads(
+                    session,
+                    updated_after=updated_after,
+                    stage=stage,
+                    min_score=min_score,
+                    limit=limit,
+                )
+            except store.InvalidCursor as exc:
+                raise _invalid_query(
+                    "updated_after",
+                    updated_after,
+                    f"updated_after {exc}; pass 0 to sync from the start",
+                ) from exc
         try:
             return await store.list_leads(
                 session, stage=stage, min_score=min_score, limit=limit, cursor=cursor
             )
         except store.InvalidCursor as exc:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("query", "cursor"),
-                        "msg": f"cursor {exc}; start again without it",
-                        "input": cursor,
-                    }
-                ]
-            ) from exc
+            raise _invalid_query("cursor", cursor, f"cursor {exc}; start again without it") from exc
 
     # The suffixed routes come first: the path converter would otherwise swallow them.
     @app.get(
@@ -308,5 +366,6 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         return await store.feed(session, after=after, limit=limit)
 
     install_erasures(app, settings, get_database, get_session, dependencies=ADMIN)
+    install_stream(app, settings)
     install_auth(app, settings)  # after every route: it documents their security
     return app

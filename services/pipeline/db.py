@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import (
 log = logging.getLogger(__name__)
 
 
-def create_engine(database_url: str, *, sqlite_busy_timeout_ms: int = 5000) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, sqlite_busy_timeout_ms: int = 5000, sqlite_immediate: bool = False
+) -> AsyncEngine:
     """An async engine; SQLite connections get WAL, a busy timeout, foreign keys, real BEGINs.
 
     WAL lets the REST readers run while the consumer writes; the busy timeout
@@ -30,11 +32,15 @@ def create_engine(database_url: str, *, sqlite_busy_timeout_ms: int = 5000) -> A
     locked"; SQLite enforces foreign keys only when asked, per connection.
     Python's sqlite3 driver starts transactions lazily, only before DML, so
     DDL (a migration) would run outside any transaction; emitting BEGIN
-    ourselves makes every SQLAlchemy transaction a real one.
+    ourselves makes every SQLAlchemy transaction a real one. ``sqlite_immediate``: BEGIN
+    IMMEDIATE, for a database that several tasks write after reading (webhooks): a
+    deferred transaction that reads and then writes while another writes fails at once
+    with "database is locked", busy timeout or not; an immediate one waits its turn.
     """
     engine = create_async_engine(database_url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         timeout = int(sqlite_busy_timeout_ms)
+        begin = "BEGIN IMMEDIATE" if sqlite_immediate else "BEGIN"
 
         @event.listens_for(engine.sync_engine, "connect")
         def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:
@@ -49,7 +55,7 @@ def create_engine(database_url: str, *, sqlite_busy_timeout_ms: int = 5000) -> A
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(connection: Connection) -> None:
-            connection.exec_driver_sql("BEGIN")
+            connection.exec_driver_sql(begin)
 
     return engine
 
@@ -67,8 +73,18 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
 
     @classmethod
-    def connect(cls, database_url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Database:
-        engine = create_engine(database_url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
+    def connect(
+        cls,
+        database_url: str,
+        *,
+        sqlite_busy_timeout_ms: int = 5000,
+        sqlite_immediate: bool = False,
+    ) -> Database:
+        engine = create_engine(
+            database_url,
+            sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
+            sqlite_immediate=sqlite_immediate,
+        )
         return cls(engine=engine, sessions=create_session_factory(engine))
 
     async def is_reachable(self, timeout: float) -> bool:

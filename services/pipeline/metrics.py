@@ -16,3 +16,10 @@ CONSUMER_LAG = Gauge(
     "Committed records of the partition the pipeline has not read yet (0 at rest)",
     ["topic", "partition"],
 )
+STREAM_CLIENTS = Gauge(
+    "leadflow_pipeline_stream_clients", "Open /v1/stream/stage-changes connections"
+)
+STREAM_REFUSED = Counter(
+    "leadflow_pipeline_stream_refused_total",
+    "Stream connections refused because every place was taken (LEADFLOW_STREAM_MAX_CLIENTS)",
+)

@@ -43,6 +43,31 @@ class PipelineSettings(LeadflowSettings):
     pipeline_batch_records: int = Field(
         default=500, ge=1, description="Most records written in one database transaction."
     )
+    # The live stream of stage changes (stream.py, broadcast.py).
+    stream_max_clients: int = Field(
+        default=100,
+        ge=1,
+        description="Most open /v1/stream/stage-changes connections; beyond it a 503.",
+    )
+    stream_heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between heartbeat comments on an open stream (keeps proxies open).",
+    )
+    stream_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=5,
+        description=(
+            "Seconds between the stream's polls of the stage-change feed: one query per "
+            "interval, shared by every open stream."
+        ),
+    )
+    stream_send_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A stream client that takes longer than this to accept a write is dropped.",
+    )
 
     @model_validator(mode="after")
     def _default_fits_max(self) -> PipelineSettings:

@@ -62,6 +62,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -80,7 +81,13 @@ from services.pipeline.api_models import (
     StageHistory,
 )
 from services.pipeline.erasure_signals import ErasureSignal
-from services.pipeline.tables import ErasureRow, LeadRow, ScoreBreakdownRow, StageChangeRow
+from services.pipeline.tables import (
+    ChangePositionRow,
+    ErasureRow,
+    LeadRow,
+    ScoreBreakdownRow,
+    StageChangeRow,
+)
 from shared.events import ScoreUpdate, Stage, StageChange
 
 FORWARD_STAGES = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY, Stage.CUSTOMER)
@@ -154,18 +161,44 @@ async def record_batch(
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
         if erasures:
             await _erase(session, dialect, erasures, now)
+        writes_leads = bool(newest_changes or newest_scores)
+        position = await _next_change_position(session) if writes_leads else 0
         execute = await _executor(session)
         # Lead rows first: stage changes and breakdowns reference them.
         if newest_changes:
-            await execute(_leads_from_changes(dialect), [_lead_row(c, now) for c in newest_changes])
+            await execute(
+                _leads_from_changes(dialect),
+                [_lead_row(c, now, position) for c in newest_changes],
+            )
         if newest_scores:
             await execute(
-                _leads_from_scores(dialect), [_lead_score_row(s, now) for s in newest_scores]
+                _leads_from_scores(dialect),
+                [_lead_score_row(s, now, position) for s in newest_scores],
             )
         if changes:
             await execute(_stage_changes(dialect), [_stage_change_row(c, now) for c in changes])
         if newest_scores:
             await execute(_breakdowns(dialect), [_breakdown_row(s, now) for s in newest_scores])
+
+
+async def _next_change_position(session: AsyncSession) -> int:
+    """The change position of this batch: every lead row it writes takes it.
+
+    Assigned inside the writers' serialisation (PostgreSQL's advisory lock, SQLite's
+    single writer), so positions become visible in commit order: a reader that saw
+    position ``p`` will never later see a lead written at ``p`` or below that it could
+    have missed. A batch that turns out to change nothing leaves a gap, which is harmless.
+    """
+    counter = cast(Table, ChangePositionRow.__table__)
+    position = await session.scalar(
+        counter.update()
+        .where(counter.c.id == 1)
+        .values(last=counter.c.last + 1)
+        .returning(counter.c.last)
+    )
+    if position is None:
+        raise RuntimeError("the change_positions counter row is missing; run the migrations")
+    return int(position)
 
 
 Executor = Callable[[Insert, list[dict[str, Any]]], Awaitable[None]]
@@ -425,6 +458,7 @@ def _leads_from_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
             },
             "change_sequence": new.change_sequence,
             "updated_at": new.updated_at,
+            "change_position": new.change_position,
         },
         where=or_(LEADS.c.change_sequence.is_(None), new.change_sequence > LEADS.c.change_sequence),
     )
@@ -438,7 +472,11 @@ def _leads_from_scores(dialect: str) -> postgresql.Insert | sqlite.Insert:
     columns = ("stage", "fit", "engagement", "total", "as_of", "model_version", "score_sequence")
     return insert.on_conflict_do_update(
         index_elements=[LEADS.c.lead_id],
-        set_={**{column: new[column] for column in columns}, "updated_at": new.updated_at},
+        set_={
+            **{column: new[column] for column in columns},
+            "updated_at": new.updated_at,
+            "change_position": new.change_position,
+        },
         where=or_(LEADS.c.score_sequence.is_(None), new.score_sequence > LEADS.c.score_sequence),
     )
 
@@ -461,7 +499,7 @@ def _breakdowns(dialect: str) -> postgresql.Insert | sqlite.Insert:
     )
 
 
-def _lead_row(change: StageChange, now: datetime) -> dict[str, Any]:
+def _lead_row(change: StageChange, now: datetime, position: int) -> dict[str, Any]:
     return {
         "lead_id": change.lead_id,
         "stage": change.to_stage.value,
@@ -473,10 +511,11 @@ def _lead_row(change: StageChange, now: datetime) -> dict[str, Any]:
         "score_sequence": None,
         "change_sequence": change.sequence,
         "updated_at": now,
+        "change_position": position,
     }
 
 
-def _lead_score_row(update: ScoreUpdate, now: datetime) -> dict[str, Any]:
+def _lead_score_row(update: ScoreUpdate, now: datetime, position: int) -> dict[str, Any]:
     return {
         "lead_id": update.lead_id,
         "stage": update.stage.value,
@@ -488,6 +527,7 @@ def _lead_score_row(update: ScoreUpdate, now: datetime) -> dict[str, Any]:
         "score_sequence": update.sequence,
         "change_sequence": None,
         "updated_at": now,
+        "change_position": position,
     }
 
 
@@ -575,6 +615,79 @@ async def list_leads(
     )
 
 
+START_OF_CHANGES = "0"
+"""``?updated_after=0``: the change-ordered listing from the first lead ever written."""
+
+MAX_CHANGE_POSITION = 2**63 - 1
+
+
+async def changed_leads(
+    session: AsyncSession,
+    *,
+    updated_after: str,
+    stage: Stage | None = None,
+    min_score: float | None = None,
+    limit: int = 100,
+) -> LeadPage:
+    """Leads written since ``updated_after``, in the order written: a sync job's listing.
+
+    Ordered by ``(change_position, lead_id)``; the cursor is the last row's pair. A lead
+    written again moves past every cursor already handed out, so a job that pages until
+    an empty page has seen each lead's latest state, however writes interleave with its
+    pages (positions become visible in commit order, see :func:`_next_change_position`).
+    ``stage`` and ``min_score`` filter on the lead's state now. An empty page returns the
+    cursor it was given. Raises :class:`InvalidCursor` for a cursor this did not issue.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    leads = LEADS.c
+    query = (
+        select(*_LEAD_COLUMNS, leads.change_position)
+        .order_by(leads.change_position, leads.lead_id)
+        .limit(limit)
+    )
+    if updated_after != START_OF_CHANGES:
+        position, lead_id = decode_change_cursor(updated_after)
+        query = query.where(
+            tuple_(leads.change_position, leads.lead_id)
+            > tuple_(literal(position), literal(lead_id))
+        )
+    if stage is not None:
+        query = query.where(leads.stage == stage.value)
+    if min_score is not None:
+        query = query.where(leads.total >= min_score)
+    rows = list((await session.execute(query)).all())
+    if not rows:
+        return LeadPage(items=[], next_cursor=updated_after)
+    last = rows[-1]
+    return LeadPage(
+        items=[Lead.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=encode_change_cursor(last.change_position, last.lead_id),
+    )
+
+
+def encode_change_cursor(position: int, lead_id: str) -> str:
+    """Opaque to clients; tagged so a score-ordered cursor is never taken for one."""
+    # UTF-8 rather than \u escapes: the longest lead id still fits the query's 2048 characters
+    raw = json.dumps(["changes", position, lead_id], separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_change_cursor(cursor: str) -> tuple[int, str]:
+    """The (change_position, lead_id) a change cursor stands for; refuses anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+        match value:
+            case ["changes", int() as position, str() as lead_id] if not isinstance(position, bool):
+                lead_id.encode()
+                if 0 <= position <= MAX_CHANGE_POSITION and not _CONTROL_CHARS.search(lead_id):
+                    return position, lead_id
+    except (binascii.Error, ValueError) as exc:  # UnicodeError is a ValueError
+        raise InvalidCursor("is not one this API issued") from exc
+    raise InvalidCursor("is not one this API issued")
+
+
 def encode_cursor(total: float, lead_id: str) -> str:
     """Opaque to clients; JSON keeps the float exact (shortest round-trip repr)."""
     raw = json.dumps([total, lead_id], separators=(",", ":"), allow_nan=False)
@@ -639,6 +752,12 @@ async def feed(session: AsyncSession, *, after: int = 0, limit: int = 100) -> St
     ).all()
     items = [_recorded(row) for row in rows]
     return StageChangeFeed(items=items, next_after=items[-1].position if items else after)
+
+
+async def feed_head(session: AsyncSession) -> int:
+    """The newest feed position recorded; 0 while the feed is empty (a primary key lookup)."""
+    newest = await session.scalar(select(func.max(StageChangeRow.position)))
+    return 0 if newest is None else int(newest)
 
 
 def _recorded(row: StageChangeRow) -> RecordedStageChange:

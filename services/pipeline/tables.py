@@ -101,12 +101,22 @@ class LeadRow(Base):
         BigInteger, doc="Sequence of the newest stage change applied; null before the first."
     )
     updated_at: Mapped[datetime]
+    change_position: Mapped[int] = mapped_column(
+        BigInteger,
+        server_default="0",
+        doc=(
+            "Position of the batch that last wrote this row (see ChangePositionRow): only "
+            "grows, so a sync job paging ?updated_after= misses no change."
+        ),
+    )
 
 
 # Serves ORDER BY total DESC, lead_id (the listing and its keyset cursor).
 Index("ix_leads_total_lead_id", LeadRow.total.desc(), LeadRow.lead_id)
 # Serves the same listing filtered by stage, and the funnel's counts per stage.
 Index("ix_leads_stage_total_lead_id", LeadRow.stage, LeadRow.total.desc(), LeadRow.lead_id)
+# Serves the change-ordered listing (?updated_after=) and its keyset cursor.
+Index("ix_leads_change_position_lead_id", LeadRow.change_position, LeadRow.lead_id)
 
 
 class StageChangeRow(Base):
@@ -135,6 +145,19 @@ class StageChangeRow(Base):
 
     # AUTOINCREMENT: SQLite never hands out a position again, even after the newest row is purged.
     __table_args__ = (UniqueConstraint("lead_id", "sequence"), {"sqlite_autoincrement": True})
+
+
+class ChangePositionRow(Base):
+    """The last change position handed out: one row, bumped once per written batch.
+
+    A counter of its own rather than ``MAX(leads.change_position) + 1``, so a position is
+    never handed out twice, even after the lead that held the newest one is erased.
+    """
+
+    __tablename__ = "change_positions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last: Mapped[int] = mapped_column(BigInteger)
 
 
 class ScoreBreakdownRow(Base):

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 from services.ingest.settings import IngestSettings
 from services.pipeline.settings import PipelineSettings
 from services.scoring.settings import ScoringSettings
+from services.webhooks.settings import WebhooksSettings
 from shared.settings import LeadflowSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ SERVICE_SETTINGS: dict[str, type[LeadflowSettings]] = {
     "ingest": IngestSettings,
     "scoring": ScoringSettings,
     "pipeline": PipelineSettings,
+    "webhooks": WebhooksSettings,
 }
 
 LEADFLOW_VARIABLE = re.compile(r"\bLEADFLOW_[A-Z0-9_]+\b")

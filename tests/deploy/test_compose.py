@@ -28,7 +28,7 @@ from tests.deploy.manifests import (
 )
 
 LEADFLOW_SERVICES = tuple(SERVICE_SETTINGS)
-PUBLISHED = {"ingest": 8001, "pipeline": 8003}
+PUBLISHED = {"ingest": 8001, "pipeline": 8003, "webhooks": 8004}
 INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 
 
@@ -62,7 +62,7 @@ def test_scoring_scales_by_design() -> None:
     assert scoring.get("deploy", {}).get("replicas") in (None, 1)
 
 
-def test_only_ingest_and_pipeline_publish_ports() -> None:
+def test_only_the_http_apis_publish_ports() -> None:
     published = {name: service.get("ports") for name, service in services().items()}
     assert {name for name, ports in published.items() if ports} == set(PUBLISHED)
     for name, port in PUBLISHED.items():
@@ -180,7 +180,7 @@ def test_compose_file_interpolates_only_the_publish_address() -> None:
     assert COMPOSE_FILE.read_text().count("${") == len(found)
 
 
-HTTP_SERVICES = ("ingest", "scoring", "pipeline")
+HTTP_SERVICES = ("ingest", "scoring", "pipeline", "webhooks")
 
 
 @pytest.mark.parametrize("name", HTTP_SERVICES)

@@ -33,7 +33,7 @@ from tests.deploy.manifests import (
 OLDEST_KUBERNETES = "1.30"
 """The oldest Kubernetes the manifests must work on (besides the newest the package knows)."""
 
-REPLICAS = {"ingest": 2, "scoring": 3, "pipeline": 2}
+REPLICAS = {"ingest": 2, "scoring": 3, "pipeline": 2, "webhooks": 1}
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
@@ -152,7 +152,11 @@ def test_pods_run_as_the_image_user() -> None:
 
 def test_every_service_selects_a_deployment_port() -> None:
     services = [doc for _, doc in k8s_documents() if doc["kind"] == "Service"]
-    assert {s["metadata"]["name"] for s in services} == {"leadflow-ingest", "leadflow-pipeline"}
+    assert {s["metadata"]["name"] for s in services} == {
+        "leadflow-ingest",
+        "leadflow-pipeline",
+        "leadflow-webhooks",
+    }
     for service in services:
         assert service["spec"]["type"] == "ClusterIP"
         name = service["metadata"]["name"].removeprefix("leadflow-")

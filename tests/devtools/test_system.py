@@ -19,12 +19,13 @@ PARENT = {
 
 
 def test_each_service_gets_its_own_port_and_the_local_broker() -> None:
-    ports = Ports(kafka=19092, ingest=18001, scoring=18002, pipeline=18003)
+    ports = Ports(kafka=19092, ingest=18001, scoring=18002, pipeline=18003, webhooks=18004)
     envs = {s: child_environment(PARENT, s, ports, Path("/d")) for s in SERVICES}
     assert {s: env["LEADFLOW_PORT"] for s, env in envs.items()} == {
         "ingest": "18001",
         "scoring": "18002",
         "pipeline": "18003",
+        "webhooks": "18004",
     }
     for env in envs.values():
         assert env["LEADFLOW_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
@@ -32,6 +33,7 @@ def test_each_service_gets_its_own_port_and_the_local_broker() -> None:
         assert env["LEADFLOW_LOG_FORMAT"] == "json"  # the rest is passed on
         assert env["PATH"] == "/usr/bin"
         assert "LEADFLOW_INGEST_PORT" not in env  # run's own variables stay with run
+        assert env["LEADFLOW_WEBHOOKS_DATABASE_URL"] == "sqlite+aiosqlite:////d/webhooks.db"
 
 
 def test_a_database_url_of_the_parent_is_kept() -> None:
@@ -47,6 +49,9 @@ def test_run_takes_its_ports_from_options_then_variables_then_defaults(
     monkeypatch.setenv("LEADFLOW_PORT", "9999")  # a service's variable: run ignores it
     args = build_parser().parse_args(["run", "--ingest-port", "18001"])
     assert run_ports(args) == Ports(kafka=9092, ingest=18001, scoring=18002, pipeline=8003)
+    assert (
+        run_ports(build_parser().parse_args(["run", "--webhooks-port", "18004"])).webhooks == 18004
+    )
 
 
 def test_a_bad_port_variable_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,3 +109,55 @@ async def test_a_replica_waits_for_another_replicas_upgrade_on_postgresql(
     finally:
         await engine.dispose()
     assert (await schema_state(url))[:2] == (head(), [])
+
+
+async def test_change_positions_upgrade_over_data_and_downgrade_keep_every_row(
+    scratch_databases: ScratchDatabases,
+) -> None:
+    """Leads written before 0003 get position 0 (a first sync reads them); going back to
+    0001 drops the column without touching the history that references leads."""
+    url = await scratch_databases.create()
+    await migrate(url, "0001")
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO leads (lead_id, stage, fit, engagement, total, model_version,"
+                    " updated_at) VALUES ('ada', 'lead', 1, 1, 2, 'm', '2026-11-01 09:00:00')"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO stage_changes (lead_id, sequence, change_id, to_stage, reason,"
+                    " trigger_event_id, occurred_at, fit, engagement, total, model_version,"
+                    " recorded_at) VALUES ('ada', 1, 'c1', 'lead', 'r', 'e1',"
+                    " '2026-11-01 09:00:00', 1, 1, 2, 'm', '2026-11-01 09:00:00')"
+                )
+            )
+        await migrate(url)
+        async with engine.connect() as connection:
+            leads = (await connection.execute(text("SELECT change_position FROM leads"))).all()
+            counter = (
+                await connection.execute(text("SELECT id, last FROM change_positions"))
+            ).all()
+        assert [tuple(row) for row in leads] == [(0,)]
+        assert [tuple(row) for row in counter] == [(1, 0)]
+
+        config = alembic_config(url)
+
+        def downgrade(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001")
+
+        async with engine.begin() as connection:
+            await connection.run_sync(downgrade)
+        async with engine.connect() as connection:
+            kept = (await connection.execute(text("SELECT count(*) FROM stage_changes"))).scalar()
+            columns = await connection.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("leads")}
+            )
+        assert kept == 1
+        assert "change_position" not in columns
+    finally:
+        await engine.dispose()

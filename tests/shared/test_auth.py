@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 
 from services.pipeline.app import create_app as create_pipeline
 from services.pipeline.settings import PipelineSettings
@@ -223,6 +223,21 @@ def scoped_app(settings: LeadflowSettings) -> FastAPI:
     install_probes(app, ready)
     install_auth(app, settings)
     return app
+
+
+def test_operations_of_an_included_router_declare_their_scope() -> None:
+    app = FastAPI()
+    router = APIRouter()
+
+    @router.get("/things")
+    async def things(_: LeadsReader) -> list[str]:
+        return []
+
+    app.include_router(router, prefix="/v1")
+    install_auth(app, LeadflowSettings(api_keys=KEYS))
+    operation = app.openapi()["paths"]["/v1/things"]["get"]
+    assert operation["x-required-scope"] == "leads:read"
+    assert operation["security"]
 
 
 async def client_of(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:

@@ -1,0 +1,1 @@
+"""Signed webhooks to CRMs: stage changes and scores, retried until delivered."""

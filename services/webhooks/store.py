@@ -1,0 +1,346 @@
+"""Every read and write of the webhooks database, in one place.
+
+Callers pass a session factory or a session; each function is one unit of
+work. Times come from the caller, so a test's clock decides what is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.webhooks import metrics
+from services.webhooks.fanout import Fanout, LeadTotal, Subscription
+from services.webhooks.filters import Filters
+from services.webhooks.tables import (
+    AttemptRow,
+    EndpointRow,
+    LeadTotalRow,
+    MessageRow,
+    ScoreNoticeRow,
+)
+from shared.events import ScoreUpdate, StageChange
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+Status = Literal["pending", "delivered", "failed"]
+
+MESSAGES: Table = MessageRow.__table__  # type: ignore[assignment]
+LEAD_TOTALS: Table = LeadTotalRow.__table__  # type: ignore[assignment]
+SCORE_NOTICES: Table = ScoreNoticeRow.__table__  # type: ignore[assignment]
+
+
+def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"webhooks supports SQLite and PostgreSQL, not {dialect}")
+
+
+def subscription(row: EndpointRow) -> Subscription:
+    return Subscription(
+        row.endpoint_id, frozenset(row.event_types), Filters.model_validate(row.filters)
+    )
+
+
+async def record_batch(
+    sessions: async_sessionmaker[AsyncSession],
+    changes: Sequence[StageChange],
+    updates: Sequence[ScoreUpdate],
+    now: datetime,
+    erased: Iterable[str] = (),
+) -> int:
+    """Turn records into messages for the enabled endpoints, in one transaction; the count.
+
+    Endpoints created after a record was read do not get it: a subscription starts
+    from the moment it exists. ``erased`` leads lose every message, attempt and total
+    first (the records of the batch that came after their erasure are a new lead).
+    """
+    async with sessions() as session, session.begin():
+        await _erase(session, set(erased))
+        dialect = session.get_bind().dialect.name
+        enabled = await session.scalars(
+            select(EndpointRow).where(EndpointRow.disabled_at.is_(None))
+        )
+        # No early return without subscriptions: the leads' totals are kept all the same,
+        # so a later subscriber's first score event knows what came before.
+        subs = [subscription(row) for row in enabled]
+        leads = {u.lead_id for u in updates}
+        fanout = Fanout(await _totals(session, leads), await _notices(session, subs, leads))
+        fanout.stage_changes(subs, changes)
+        fanout.score_updates(subs, updates)
+        await _write(session, dialect, fanout, leads, now)
+    for message in fanout.messages:
+        metrics.MESSAGES.labels(message.event_type.value).inc()
+    return len(fanout.messages)
+
+
+async def _erase(session: AsyncSession, leads: set[str]) -> None:
+    """Everything kept about ``leads``: their messages (sent or not), attempts, totals."""
+    if not leads:
+        return
+    ids = select(MessageRow.message_id).where(MessageRow.lead_id.in_(leads))
+    await session.execute(delete(AttemptRow).where(AttemptRow.message_id.in_(ids)))
+    await session.execute(delete(MessageRow).where(MessageRow.lead_id.in_(leads)))
+    await session.execute(delete(LeadTotalRow).where(LeadTotalRow.lead_id.in_(leads)))
+    await session.execute(delete(ScoreNoticeRow).where(ScoreNoticeRow.lead_id.in_(leads)))
+
+
+async def _totals(session: AsyncSession, leads: set[str]) -> dict[str, LeadTotal]:
+    if not leads:
+        return {}
+    rows = await session.scalars(select(LeadTotalRow).where(LeadTotalRow.lead_id.in_(leads)))
+    return {r.lead_id: LeadTotal(r.sequence, r.total, r.previous_total) for r in rows}
+
+
+async def _notices(
+    session: AsyncSession, subs: list[Subscription], leads: set[str]
+) -> dict[tuple[str, str], float]:
+    if not leads or not subs:
+        return {}
+    query = select(ScoreNoticeRow).where(
+        ScoreNoticeRow.lead_id.in_(leads),
+        ScoreNoticeRow.endpoint_id.in_([s.endpoint_id for s in subs]),
+    )
+    return {(r.endpoint_id, r.lead_id): r.total for r in await session.scalars(query)}
+
+
+async def _write(
+    session: AsyncSession, dialect: str, fanout: Fanout, leads: set[str], now: datetime
+) -> None:
+    if fanout.messages:
+        rows = [
+            {
+                "endpoint_id": m.endpoint_id,
+                "webhook_id": m.webhook_id,
+                "event_type": m.event_type.value,
+                "lead_id": m.lead_id,
+                "body": m.body,
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for m in fanout.messages
+        ]
+        await session.execute(_insert(dialect, MESSAGES).on_conflict_do_nothing(), rows)
+    totals = [
+        {
+            "lead_id": lead,
+            "sequence": t.sequence,
+            "total": t.total,
+            "previous_total": t.previous_total,
+        }
+        for lead, t in fanout.totals.items()
+        if lead in leads
+    ]
+    if totals:
+        insert = _insert(dialect, LEAD_TOTALS)
+        columns = ("sequence", "total", "previous_total")
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["lead_id"], set_={c: insert.excluded[c] for c in columns}
+            ),
+            totals,
+        )
+    notices = [
+        {"endpoint_id": e, "lead_id": lead, "total": t} for (e, lead), t in fanout.notices.items()
+    ]
+    if notices:
+        insert = _insert(dialect, SCORE_NOTICES)
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["endpoint_id", "lead_id"], set_={"total": insert.excluded.total}
+            ),
+            notices,
+        )
+
+
+async def enabled_endpoints(session: AsyncSession) -> list[EndpointRow]:
+    return list(await session.scalars(select(EndpointRow).where(EndpointRow.disabled_at.is_(None))))
+
+
+async def due_endpoints(session: AsyncSession, now: datetime) -> set[str]:
+    """Endpoints with a pending message due: one indexed query when nothing is due."""
+    query = (
+        select(MessageRow.endpoint_id)
+        .where(MessageRow.status == PENDING, MessageRow.next_attempt_at <= now)
+        .distinct()
+    )
+    return set(await session.scalars(query))
+
+
+async def due_messages(
+    session: AsyncSession, endpoint_id: str, now: datetime, limit: int, busy: Iterable[int]
+) -> list[MessageRow]:
+    """Up to ``limit`` pending messages of one endpoint that are due and not in flight."""
+    query = (
+        select(MessageRow)
+        .where(
+            MessageRow.endpoint_id == endpoint_id,
+            MessageRow.status == PENDING,
+            MessageRow.next_attempt_at <= now,
+        )
+        .order_by(MessageRow.next_attempt_at, MessageRow.message_id)
+        .limit(limit + len(busy_set := set(busy)))
+    )
+    rows = [m for m in await session.scalars(query) if m.message_id not in busy_set]
+    return rows[:limit]
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    attempted_at: datetime
+    outcome: str
+    response_code: int | None
+    latency_ms: float
+    error: str | None
+
+
+async def record_attempt(
+    sessions: async_sessionmaker[AsyncSession],
+    message_id: int,
+    result: AttemptResult,
+    status: str,
+    next_attempt_at: datetime | None,
+    disable_reason: str | None = None,
+) -> None:
+    """The attempt, the message's new state and (on a 410) the endpoint disabled, at once.
+
+    Nothing when the message is gone meanwhile (its endpoint deleted, its lead erased).
+    """
+    async with sessions() as session, session.begin():
+        if await session.get(MessageRow, message_id) is None:
+            return
+        session.add(
+            AttemptRow(
+                message_id=message_id,
+                attempted_at=result.attempted_at,
+                outcome=result.outcome,
+                response_code=result.response_code,
+                latency_ms=result.latency_ms,
+                error=result.error,
+            )
+        )
+        values = {
+            "attempts": MessageRow.attempts + 1,
+            "status": status,
+            "next_attempt_at": next_attempt_at,
+            "last_attempt_at": result.attempted_at,
+        }
+        if status == DELIVERED:
+            values["delivered_at"] = result.attempted_at
+        await session.execute(
+            update(MessageRow).where(MessageRow.message_id == message_id).values(values)
+        )
+        if disable_reason is not None:
+            endpoint = select(MessageRow.endpoint_id).where(MessageRow.message_id == message_id)
+            await session.execute(
+                update(EndpointRow)
+                .where(EndpointRow.endpoint_id == endpoint.scalar_subquery())
+                .values(disabled_at=result.attempted_at, disabled_reason=disable_reason)
+            )
+
+
+async def replay(
+    session: AsyncSession,
+    endpoint_id: str,
+    now: datetime,
+    *,
+    message_id: int | None = None,
+    since: datetime | None = None,
+    status: str | None = None,
+) -> int:
+    """Make messages pending again, due now, with a fresh schedule; how many."""
+    query = update(MessageRow).where(MessageRow.endpoint_id == endpoint_id)
+    if message_id is not None:
+        query = query.where(MessageRow.message_id == message_id)
+    if since is not None:
+        query = query.where(MessageRow.created_at >= since)
+    if status is not None:
+        query = query.where(MessageRow.status == status)
+    result = await session.execute(query.values(status=PENDING, attempts=0, next_attempt_at=now))
+    await session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def messages(
+    session: AsyncSession, endpoint_id: str, *, status: str | None, after: int, limit: int
+) -> list[MessageRow]:
+    query = select(MessageRow).where(
+        MessageRow.endpoint_id == endpoint_id, MessageRow.message_id > after
+    )
+    if status is not None:
+        query = query.where(MessageRow.status == status)
+    return list(await session.scalars(query.order_by(MessageRow.message_id).limit(limit)))
+
+
+async def message(session: AsyncSession, endpoint_id: str, message_id: int) -> MessageRow | None:
+    row = await session.get(MessageRow, message_id)
+    return row if row is not None and row.endpoint_id == endpoint_id else None
+
+
+async def attempts(session: AsyncSession, message_id: int) -> list[AttemptRow]:
+    query = select(AttemptRow).where(AttemptRow.message_id == message_id)
+    return list(await session.scalars(query.order_by(AttemptRow.attempt_id)))
+
+
+async def delete_endpoint(session: AsyncSession, endpoint_id: str) -> bool:
+    """The endpoint and its messages, attempts and notices (deleted here, not by cascade:
+    SQLite cascades only with foreign keys on, and PostgreSQL bulk paths differ)."""
+    if await session.get(EndpointRow, endpoint_id) is None:
+        return False
+    ids = select(MessageRow.message_id).where(MessageRow.endpoint_id == endpoint_id)
+    await session.execute(delete(AttemptRow).where(AttemptRow.message_id.in_(ids)))
+    await session.execute(delete(MessageRow).where(MessageRow.endpoint_id == endpoint_id))
+    await session.execute(delete(ScoreNoticeRow).where(ScoreNoticeRow.endpoint_id == endpoint_id))
+    await session.execute(delete(EndpointRow).where(EndpointRow.endpoint_id == endpoint_id))
+    await session.commit()
+    return True
+
+
+@dataclass(frozen=True)
+class Backlog:
+    endpoint_id: str
+    pending: int
+    oldest: datetime | None
+
+
+async def backlogs(session: AsyncSession) -> list[Backlog]:
+    """Pending messages and the oldest one's creation, per endpoint (zero ones included)."""
+    query = (
+        select(
+            EndpointRow.endpoint_id,
+            func.count(MessageRow.message_id),
+            func.min(MessageRow.created_at),
+        )
+        .select_from(EndpointRow)
+        .outerjoin(
+            MessageRow,
+            (MessageRow.endpoint_id == EndpointRow.endpoint_id) & (MessageRow.status == PENDING),
+        )
+        .group_by(EndpointRow.endpoint_id)
+    )
+    result = await session.execute(query)
+    return [Backlog(e, int(n), _aware(oldest)) for e, n, oldest in result.all()]
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    """min() of a SQLite text column comes back as text, without the column's type."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def disabled_count(session: AsyncSession) -> int:
+    query = (
+        select(func.count()).select_from(EndpointRow).where(EndpointRow.disabled_at.is_not(None))
+    )
+    return int((await session.execute(query)).scalar_one())
