@@ -36,6 +36,7 @@ from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.stream import install_stream
+from shared import lead_ids
 from shared.api_models import Problem
 from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
@@ -266,6 +267,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         tags=["leads"],
     )
     async def lead_history(lead_id: LeadId, session: SessionDep) -> StageHistory:
+        lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
         found = await store.history(session, lead_id)
         if found is None:
             raise _unknown_lead(lead_id)
@@ -281,6 +283,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         tags=["leads"],
     )
     async def lead_score(lead_id: LeadId, session: SessionDep) -> ScoreBreakdown:
+        lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
         found = await store.breakdown(session, lead_id)
         if found is not None:
             return found
@@ -299,6 +302,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         tags=["leads"],
     )
     async def get_lead(lead_id: LeadId, session: SessionDep) -> Lead:
+        lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
         found = await store.get_lead(session, lead_id)
         if found is None:
             raise _unknown_lead(lead_id)
