@@ -119,8 +119,11 @@ async def assert_scored(system: System, user: str, visitor: str) -> None:
         await fetch(f"anon:{visitor}-2"), lambda r: r.status_code == 200, timeout=60
     )
     assert anonymous.json()["engagement"] == pytest.approx(1)
-    missing = await system.pipeline.get(f"/v1/leads/{user.upper()}")
-    assert missing.status_code == 404  # no second lead under the other spelling
+    other_spelling = await system.pipeline.get(f"/v1/leads/{user.upper()}")
+    assert other_spelling.json()["lead_id"] == user  # one lead, whichever spelling asks
+    listed = (await system.pipeline.get("/v1/leads", params={"limit": 1000})).json()["items"]
+    assert [item["lead_id"] for item in listed].count(user) == 1
+    assert not any(item["lead_id"] == user.upper() for item in listed)
 
 
 def batch_requests() -> tuple[float, float]:
