@@ -8,9 +8,11 @@ producer before it commits the offset past them; both build them here.
 from __future__ import annotations
 
 import base64
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
+
+from shared.kafka import ConsumedRecord
 
 MAX_QUOTED_BYTES = 64 * 1024
 """Quote at most this much of the failed value: a dead letter must fit where the original did."""
@@ -46,22 +48,7 @@ def dead_letter(
     return orjson.dumps(record)
 
 
-class FailedRecord(Protocol):
-    """What a dead letter quotes of a consumed record (aiokafka's ``ConsumerRecord`` is one)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-
-
-def dead_letter_of(record: FailedRecord, reason: str) -> tuple[bytes, bytes]:
+def dead_letter_of(record: ConsumedRecord, reason: str) -> tuple[bytes, bytes]:
     """The dead letter of a consumed record as ``(key, value)``: keyed as the failed record
     (an empty key when it had none), so a lead's dead letters share a partition."""
     value = dead_letter(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -53,6 +53,22 @@ class KeyPartitioner:
 PARTITIONER = KeyPartitioner()
 """The one partitioner: every producer uses it, and code that groups records by partition
 before sending asks it (see :func:`by_partition`)."""
+
+
+class ConsumedRecord(Protocol):
+    """What leadflow reads of a consumed record (aiokafka's ``ConsumerRecord`` is one), so
+    pure code that takes records is tested with plain values."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 Record = tuple[bytes | None, bytes]

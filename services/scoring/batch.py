@@ -21,7 +21,6 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -29,22 +28,7 @@ from services.scoring.lead import DEFAULT_HORIZON, LeadState, SkipKind
 from services.scoring.model import ScoringModel
 from services.scoring.scoring import DomainError, NewScore, apply_event
 from shared.events import LEAD_ERASED, Event, StageChange
-from shared.kafka import encode_key
-
-
-class InputRecord(Protocol):
-    """What the batch reads of a consumed record (aiokafka's ``ConsumerRecord`` is one)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
+from shared.kafka import ConsumedRecord, encode_key
 
 
 class Refusal(enum.Enum):
@@ -60,7 +44,7 @@ class Refusal(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    record: InputRecord
+    record: ConsumedRecord
     refusal: Refusal
     reason: str
 
@@ -110,7 +94,7 @@ class BatchScoring:
         self.result = BatchResult(applied_offset=applied_offset)
         self._rewrite = tuple(rewrite)
 
-    def add(self, record: InputRecord) -> None:
+    def add(self, record: ConsumedRecord) -> None:
         result = self.result
         if record.offset <= result.applied_offset:
             result.replayed += 1
@@ -154,7 +138,7 @@ class BatchScoring:
         self.known.update(result.leads)
         return result
 
-    def _refuse(self, record: InputRecord, refusal: Refusal, exc: Exception) -> None:
+    def _refuse(self, record: ConsumedRecord, refusal: Refusal, exc: Exception) -> None:
         self.result.refused.append(Refused(record, refusal, f"{type(exc).__name__}: {exc}"))
 
     def _erase(self, event: Event) -> None:
@@ -168,7 +152,7 @@ class BatchScoring:
 
 
 def score_batch(
-    records: Iterable[InputRecord],
+    records: Iterable[ConsumedRecord],
     known: dict[str, LeadState],
     model: ScoringModel,
     *,
