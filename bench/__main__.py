@@ -17,6 +17,7 @@ from bench.stats import Row, markdown_lines, table_lines, write, write_json
 
 CASES = (
     "ingest_batch",
+    "segment_batch",
     "ingest_single",
     "scoring",
     "pipeline",

@@ -24,12 +24,12 @@ from bench.common import repeat, run_id
 from bench.env import BenchEnv, Config
 from bench.payload import bench_events
 from bench.stats import Row, Summary, Target
-from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
 from services.pipeline.store import record_batch
 from services.scoring.lead import LeadState
 from services.scoring.model import load_model
 from services.scoring.scoring import apply_event
+from shared.database import Database
 from shared.events import Event, ScoreUpdate, StageChange
 
 BATCH_RECORDS = 500

@@ -1,7 +1,9 @@
 """Who may call the HTTP APIs: API keys and JWTs with scopes, on every service.
 
 A caller sends one credential, as ``Authorization: Bearer <credential>`` or
-``X-API-Key: <credential>``: an API key (see :mod:`shared.api_keys`) or, when a JWKS
+``X-API-Key: <credential>``, or an API key as the user name of HTTP Basic with an empty
+password (``Authorization: Basic base64(<key>:)``, how Segment and RudderStack SDKs send
+their write key): an API key (see :mod:`shared.api_keys`) or, when a JWKS
 URL is configured, a JWT (see :mod:`shared.jwks`). Each operation needs one scope.
 No credential, an unknown key or an invalid token is a 401 naming the reason; a
 credential without the scope is a 403 naming the scope and what it was needed for.
@@ -17,6 +19,7 @@ service leaves it absent.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -77,21 +80,37 @@ def forbidden(principal: Principal, scope: str, what: str) -> HTTPException:
 
 
 NO_CREDENTIALS = (
-    f"credentials are required: send Authorization: Bearer <key or token> or {API_KEY_HEADER}"
+    f"credentials are required: send Authorization: Bearer <key or token>, {API_KEY_HEADER},"
+    " or the key as the Basic user name"
 )
 
 
+def _basic_user(value: str) -> str:
+    """The user name of a Basic credential: the key; its password must be empty, so a
+    key sent as the password (where it would be ignored) is refused rather than guessed."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("ascii")
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 text
+        raise unauthenticated("the Basic credential is not base64 of key:") from None
+    user, colon, password = decoded.partition(":")
+    if not colon or password:
+        raise unauthenticated("send the API key as the Basic user name with an empty password")
+    return user.strip()
+
+
 def _credential(headers: Headers) -> str:
-    """The one credential sent, or a 401: a Bearer ``Authorization`` first, then
+    """The one credential sent, or a 401: a Bearer or Basic ``Authorization`` first, then
     ``X-API-Key`` (another scheme in ``Authorization`` may be a proxy's). ASCII only:
     keys and tokens are, and compare_digest refuses other str."""
     scheme, _, value = (headers.get("authorization") or "").partition(" ")
     if scheme.lower() == "bearer":
         credential = value.strip()
+    elif scheme.lower() == "basic" and not headers.get(API_KEY_HEADER):
+        credential = _basic_user(value)
     else:
         credential = (headers.get(API_KEY_HEADER) or "").strip()
         if not credential and scheme:
-            raise unauthenticated("the Authorization header must use the Bearer scheme")
+            raise unauthenticated("the Authorization header must use the Bearer or Basic scheme")
     if not credential:
         raise unauthenticated(NO_CREDENTIALS)
     if not credential.isascii():

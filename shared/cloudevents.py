@@ -10,8 +10,10 @@ round trip through :func:`to_cloudevent` is lossless.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
 
@@ -21,6 +23,8 @@ from shared.events import (
     EventIn,
     EventType,
     Identifier,
+    ScoreUpdate,
+    StageChange,
     UtcTime,
     format_time,
 )
@@ -114,13 +118,40 @@ def from_cloudevent(cloudevent: Mapping[str, Any]) -> EventIn:
     return EventIn.model_validate(native_fields(cloudevent))
 
 
+class InvalidHeader(ValueError):
+    """A ``ce-*`` header value the HTTP binding cannot decode; ``attribute`` names it."""
+
+    def __init__(self, attribute: str, reason: str) -> None:
+        super().__init__(reason)
+        self.attribute = attribute
+
+
+def _unquoted(value: str) -> str:
+    """RFC 7230 quoted-string escaping undone, as the binding requires of a receiver
+    (older senders quoted values instead of percent-encoding spaces)."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def decode_header_value(attribute: str, value: str) -> str:
+    """One binary-mode header value as the attribute it carries (HTTP binding 3.1.3.2):
+    unquoted, then one round of percent-decoding, the bytes UTF-8 (an invalid sequence,
+    overlong ones included, refused). A raw non-ASCII character, as senders that do not
+    encode send it, reads as itself, so both kinds of sender name the same lead."""
+    try:
+        return unquote_to_bytes(_unquoted(value.strip())).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidHeader(attribute, "percent-encodes bytes that are not UTF-8") from None
+
+
 def binary_to_structured(headers: Mapping[str, str], data: JsonValue) -> dict[str, Any]:
-    """HTTP binary mode: attributes in ``ce-*`` headers, the body is ``data``."""
-    attributes: dict[str, Any] = {
-        name[len(HEADER_PREFIX) :]: value
-        for name, value in headers.items()
-        if name.lower().startswith(HEADER_PREFIX)
-    }
+    """HTTP binary mode: attributes in ``ce-*`` headers, decoded; the body is ``data``."""
+    attributes: dict[str, Any] = {}
+    for name, value in headers.items():
+        if name.lower().startswith(HEADER_PREFIX):
+            attribute = name[len(HEADER_PREFIX) :].lower()
+            attributes[attribute] = decode_header_value(attribute, value)
     attributes["data"] = data
     return attributes
 
@@ -138,3 +169,37 @@ def to_cloudevent(event: Event) -> dict[str, Any]:
         "data": {"properties": event.properties, "traits": event.traits},
     }
     return ce
+
+
+# --- the Kafka protocol binding (binary mode), for what scoring publishes --------------
+
+KAFKA_HEADER_PREFIX = "ce_"
+STAGE_CHANGED_TYPE = "leadflow.stage.changed"
+SCORE_UPDATED_TYPE = "leadflow.score.updated"
+SCORING_SOURCE = "leadflow/scoring"
+
+
+def kafka_headers(change: StageChange | ScoreUpdate) -> list[tuple[str, bytes]]:
+    """The ``ce_*`` headers (and ``content-type``) that make a record of
+    ``leadflow.stage-changes`` or ``leadflow.scores`` a binary-mode CloudEvent under the
+    Kafka binding: its value is then the event's ``data``, unchanged for every reader
+    that ignores headers. The id is the change's own (``change_id``, or lead and
+    sequence for a score), so a re-published record is the same CloudEvent."""
+    if isinstance(change, StageChange):
+        kind, event_id, time = STAGE_CHANGED_TYPE, change.change_id, change.occurred_at
+    else:
+        kind, event_id, time = (
+            SCORE_UPDATED_TYPE,
+            f"{change.lead_id}/{change.sequence}",
+            change.as_of,
+        )
+    attributes = {
+        "specversion": SPECVERSION,
+        "id": event_id,
+        "source": SCORING_SOURCE,
+        "type": kind,
+        "subject": change.lead_id,
+        "time": format_time(time),
+    }
+    headers = [(KAFKA_HEADER_PREFIX + name, value.encode()) for name, value in attributes.items()]
+    return [*headers, ("content-type", b"application/json")]

@@ -79,6 +79,13 @@ class LeadflowSettings(BaseSettings):
         default="on", description="off: no /docs, /redoc or /openapi.json."
     )
 
+    # --- which ids name one lead (shared/lead_ids.py) ---
+    lead_id_normalization: Literal["email", "none"] = Field(
+        default="email",
+        description="email: lead ids that are e-mail addresses are trimmed and case-folded"
+        " (Ada@Example.com is ada@example.com); none: ids are only trimmed.",
+    )
+
     # --- how every client reaches Kafka: TLS and SASL (shared/kafka.py) ---
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT",

@@ -2,7 +2,10 @@
 
 Whatever crashed or restarted, the scores and stage changes the system ends
 with must equal what :func:`services.scoring.scoring.apply_event` gives when
-folded over each lead's acknowledged events in the order they were posted.
+folded over each lead's acknowledged events in the order they were posted. It folds the
+very function the worker's batches apply, so it follows every rule of the domain as
+built: rule ids, caps, recycling (a backward ``stage.set`` resets what qualifies a lead),
+and skips (a duplicate or an event beyond the horizon counts for nothing).
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ from services.ingest.decoding import (
     decode_single,
 )
 from services.ingest.publisher import EventPublisher, KafkaUnavailable
+from services.ingest.segment_events import load_event_map
+from services.ingest.segment_routes import install_segment_routes
 from services.ingest.settings import IngestSettings
-from shared import cloudevents
+from shared import cloudevents, lead_ids
 from shared.auth import (
     Authenticator,
     Principal,
@@ -265,14 +267,19 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     limiter = rate_limiter(settings) if authenticator.enabled else None
     gate = Gate(authenticator, limiter)
 
-    async def accept(events: list[EventIn], endpoint: str) -> Response:
+    async def publish(events: list[EventIn], endpoint: str) -> list[EventIn]:
+        """Every accepted event passes here: its lead id normalised, then written."""
+        events = lead_ids.normalized(events, settings.lead_id_normalization)
         started = time.perf_counter()
         try:
             await publisher.publish(events)
         finally:
             metrics.publish_seconds(endpoint).observe(time.perf_counter() - started)
         metrics.events_accepted(endpoint).inc(len(events))
-        return accepted(events)
+        return events
+
+    async def accept(events: list[EventIn], endpoint: str) -> Response:
+        return accepted(await publish(events, endpoint))
 
     async def post_event(request: Request) -> Response:
         principal = await gate.admit(request)
@@ -337,6 +344,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         ),
     )
 
+    events_map = load_event_map(settings.segment_events_file)
+    install_segment_routes(app, settings, gate, publish, events_map, HandledRoute)
     _register_schemas(app)
     install_auth(app, settings, authenticator)
     return app

@@ -110,13 +110,23 @@ def decode_item(item: Any, prefix: Sequence[str | int] = ()) -> EventIn:
 
 
 def decode_single(content_type: str | None, headers: Mapping[str, str], body: bytes) -> EventIn:
-    """``POST /v1/events``: native JSON, or a CloudEvent in structured or binary mode."""
+    """``POST /v1/events``: native JSON, or a CloudEvent in structured or binary mode.
+
+    Binary mode without ``Content-Type`` is how the CloudEvents SDKs send an event whose
+    ``datacontenttype`` is unset: its data is read as JSON, the type an event without
+    ``datacontenttype`` has in the JSON event format (and leadflow's data is an object).
+    """
     kind = media_type(content_type)
-    if kind not in SINGLE_TYPES:
+    binary = "ce-specversion" in headers and kind in (JSON, "")
+    if kind not in SINGLE_TYPES and not binary:
         raise UnsupportedMediaType(kind, SINGLE_TYPES)
     payload = _decode_json(body)
-    if kind == JSON and "ce-specversion" in headers:
-        payload = cloudevents.binary_to_structured(headers, payload)
+    if binary:
+        try:
+            payload = cloudevents.binary_to_structured(headers, payload)
+        except cloudevents.InvalidHeader as exc:
+            loc = [f"{cloudevents.HEADER_PREFIX}{exc.attribute}"]
+            raise InvalidEvents([_error(loc, str(exc), "value_error")]) from exc
     elif kind == cloudevents.STRUCTURED_CONTENT_TYPE and not cloudevents.is_cloudevent(payload):
         raise InvalidEvents([_error(["specversion"], "Field required", "missing")])
     return decode_item(payload)

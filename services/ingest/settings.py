@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
 
+from pydantic import Field, field_validator
+
+from services.ingest.segment_events import load_event_map
 from shared.settings import LeadflowSettings
 
 
@@ -25,3 +28,14 @@ class IngestSettings(LeadflowSettings):
         ge=0,
         description="Requests a key may post at once above its rate; 0: the rate, rounded up.",
     )
+    segment_events_file: Path | None = Field(
+        default=None,
+        description="YAML mapping Segment track event names to event types; unset: the"
+        " shipped services/ingest/segment_events.yaml.",
+    )
+
+    @field_validator("segment_events_file")
+    @classmethod
+    def _usable_event_map(cls, value: Path | None) -> Path | None:
+        load_event_map(value)  # refused at start, with the entry that is wrong
+        return value

@@ -7,22 +7,10 @@ a CRM reads the same JSON whether it polls us or consumes the topic.
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
-
-from shared.events import RuleContribution, Stage, StageChange, format_time
-
-Timestamp = Annotated[
-    AwareDatetime, PlainSerializer(format_time, return_type=str, when_used="json")
-]
-"""An aware time served as RFC 3339 with a Z, like the Kafka records."""
-
-
-class Problem(BaseModel):
-    """What is wrong with the request: FastAPI's ``{"detail": "..."}``."""
-
-    detail: str = Field(min_length=1)
+from shared.api_models import Timestamp
+from shared.events import RuleContribution, Stage, StageChange
 
 
 class Lead(BaseModel):

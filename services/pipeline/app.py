@@ -13,16 +13,13 @@ them through the listing instead.
 
 # No ``from __future__ import annotations``: the routes' query types are built from the
 # settings inside create_app, and FastAPI can only resolve string annotations from globals.
-import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import store
@@ -30,24 +27,24 @@ from services.pipeline.api_models import (
     Funnel,
     Lead,
     LeadPage,
-    Problem,
     ScoreBreakdown,
     StageChangeFeed,
     StageHistory,
 )
 from services.pipeline.consumer import PipelineConsumer
-from services.pipeline.db import Database
 from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.stream import install_stream
+from shared import lead_ids
+from shared.api_models import Problem
 from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
+from shared.database import Database
+from shared.database_outage import DATABASE_DOWN, install_database_outage
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
 from shared.http_edge import install_http_edge
 from shared.probes import install_probes
-
-log = logging.getLogger(__name__)
 
 
 def app_database(app: FastAPI) -> Database:
@@ -137,32 +134,6 @@ def _unknown_lead(lead_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"lead {lead_id!r} is unknown")
 
 
-_DATABASE_DOWN: dict[int | str, dict[str, Any]] = {
-    503: {
-        "description": "The database does not answer; retry after Retry-After seconds",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    }
-}
-
-
-async def _database_unavailable(_: Request, exc: Exception) -> Response:
-    """A database that is down or restarting is a 503 to retry, not a 500 to debug.
-
-    Errors that are not about reaching the database (a bug in a query) stay 500s.
-    """
-    reaching = isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
-    if not reaching:
-        raise exc
-    log.warning("database unavailable: %s", exc)
-    return JSONResponse(
-        {"detail": "the database is unavailable; retry later"},
-        status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": "5"},
-    )
-
-
 def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     settings = settings or PipelineSettings()
 
@@ -192,10 +163,9 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         version="1",
         summary="Leads' scores, stages and stage history, for ops and CRMs.",
         lifespan=lifespan,
-        responses=_DATABASE_DOWN,
+        responses=DATABASE_DOWN,
     )
-    app.add_exception_handler(SQLAlchemyError, _database_unavailable)
-    app.add_exception_handler(OSError, _database_unavailable)
+    install_database_outage(app)
 
     async def readiness() -> Mapping[str, bool]:
         database = app_database(app)
@@ -297,6 +267,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         tags=["leads"],
     )
     async def lead_history(lead_id: LeadId, session: SessionDep) -> StageHistory:
+        lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
         found = await store.history(session, lead_id)
         if found is None:
             raise _unknown_lead(lead_id)
@@ -312,6 +283,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         tags=["leads"],
     )
     async def lead_score(lead_id: LeadId, session: SessionDep) -> ScoreBreakdown:
+        lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
         found = await store.breakdown(session, lead_id)
         if found is not None:
             return found
@@ -330,6 +302,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         tags=["leads"],
     )
     async def get_lead(lead_id: LeadId, session: SessionDep) -> Lead:
+        lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
         found = await store.get_lead(session, lead_id)
         if found is None:
             raise _unknown_lead(lead_id)

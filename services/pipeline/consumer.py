@@ -10,8 +10,12 @@ its own, and a group committed before the marker shows a lag of one forever.
 While the database is down the loop retries the same batch and the service
 reports not-ready; nothing is skipped.
 
-A null-valued record on either topic is scoring's erasure signal: the lead's rows are
-deleted in the batch's transaction (see :mod:`services.pipeline.erasure_signals`).
+A record that does not decode goes to ``leadflow.dead-letters`` with the reason, in the
+format scoring writes (:mod:`shared.dead_letters`), and Kafka must have acknowledged it
+before the batch is written and the offset past it committed: a crash in between sends it
+again (dead letters are at least once), it is never lost. A null-valued record on either
+topic is scoring's erasure signal, not a bad record: the lead's rows are deleted in the
+batch's transaction (see :mod:`shared.erasure_signals`).
 """
 
 from __future__ import annotations
@@ -21,24 +25,25 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.pipeline import metrics
-from services.pipeline.db import Database
-from services.pipeline.erasure_signals import (
+from services.pipeline.settings import PipelineSettings
+from services.pipeline.store import record_batch
+from shared.consumer_lag import LagGauge, fetched_positions, position
+from shared.database import Database
+from shared.dead_letters import dead_letter_of
+from shared.erasure_signals import (
     ErasureSignal,
     Topic,
     after_erasures,
     decode_signal,
 )
-from services.pipeline.settings import PipelineSettings
-from services.pipeline.store import record_batch
-from shared.consumer_lag import LagGauge, fetched_positions, position
 from shared.events import ScoreUpdate, StageChange
-from shared.kafka import make_consumer, reachable
+from shared.kafka import Record, make_consumer, make_producer, reachable, send_keyed
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +67,15 @@ class PipelineConsumer:
         self._requested: dict[TopicPartition, int] = {}
         """The offset last handed to a commit, per partition (dropped when it failed)."""
         self._lag = LagGauge(metrics.CONSUMER_LAG)
+        self._dead_letters: AIOKafkaProducer | None = None
+        """Started with the loop: the producer of the records that do not decode."""
 
     async def run(self) -> None:
+        producer = make_producer(self.settings, name="pipeline-dead-letters")
         try:
             await self.consumer.start()
+            await producer.start()
+            self._dead_letters = producer
             self.started.set()
             while not self._stopping.is_set():
                 batches = await self.consumer.getmany(
@@ -79,12 +89,15 @@ class PipelineConsumer:
         finally:
             await self._committed()
             await self.consumer.stop()
+            await producer.stop()
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def _persist(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
-        changes, updates, erasures = self._decode(batches)
+        changes, updates, erasures, refused = self._decode(batches)
+        if refused and not await self._send_dead_letters(refused):
+            return  # stopping: offsets not committed, the batch comes back next start
         delay = 0.2
         while True:
             try:
@@ -141,12 +154,30 @@ class PipelineConsumer:
                 if self._requested.get(tp) == offset:
                     del self._requested[tp]  # still ours after all: committed again when idle
 
+    async def _send_dead_letters(self, letters: Sequence[Record]) -> bool:
+        """Send the batch's dead letters and wait until Kafka has them all, retrying while
+        it does not; ``False`` if the service stops first."""
+        assert self._dead_letters is not None  # started before the first poll
+        delay = 0.2
+        while True:
+            try:
+                deliveries = await send_keyed(self._dead_letters, self.topics.dead_letters, letters)
+                await asyncio.gather(*deliveries)
+                return True
+            except (KafkaError, OSError) as exc:
+                log.warning("sending dead letters failed (%r); retrying in %.1fs", exc, delay)
+                if self._stopping.is_set():
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _decode(
         self, batches: Mapping[TopicPartition, Sequence[Any]]
-    ) -> tuple[list[StageChange], list[ScoreUpdate], list[ErasureSignal]]:
+    ) -> tuple[list[StageChange], list[ScoreUpdate], list[ErasureSignal], list[Record]]:
         changes: list[StageChange] = []
         updates: list[ScoreUpdate] = []
         erasures: list[ErasureSignal] = []
+        refused: list[Record] = []
         for tp, records in batches.items():
             for record in after_erasures(records):
                 try:
@@ -158,8 +189,10 @@ class PipelineConsumer:
                         updates.append(ScoreUpdate.model_validate_json(record.value))
                 except (ValidationError, TypeError, ValueError) as exc:
                     metrics.INVALID.inc()
-                    log.error("skipping invalid record %s@%d: %s", tp, record.offset, exc)
-        return changes, updates, erasures
+                    reason = f"{type(exc).__name__}: {exc}"
+                    log.error("dead letter %s@%d: %s", tp, record.offset, reason)
+                    refused.append(dead_letter_of(record, reason))
+        return changes, updates, erasures, refused
 
     def _kind(self, tp: TopicPartition) -> Topic:
         return "stage_changes" if tp.topic == self.topics.stage_changes else "scores"

@@ -31,9 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import Match, Route
 
 from services.pipeline import store
-from services.pipeline.api_models import Problem, Timestamp
-from services.pipeline.db import Database
 from services.pipeline.settings import PipelineSettings
+from shared import lead_ids
+from shared.api_models import Problem, Timestamp
+from shared.database import Database
 from shared.events import LEAD_ERASED, NO_CONTROL_CHARS_PATTERN, Event, no_control_chars
 from shared.kafka import encode_key, make_producer
 
@@ -156,7 +157,7 @@ def install_erasures(
     producer when the app stops.
 
     ``database`` and ``session`` are the app's dependencies giving the
-    :class:`~services.pipeline.db.Database` and one request's session.
+    :class:`~shared.database.Database` and one request's session.
     """
     publisher = ErasePublisher(settings)
     serving = app.router.lifespan_context
@@ -170,7 +171,7 @@ def install_erasures(
             await publisher.close()
 
     app.router.lifespan_context = lifespan
-    _add_routes(app, publisher, database, session, list(dependencies))
+    _add_routes(app, publisher, database, session, list(dependencies), settings)
     app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, _method_not_allowed)
 
 
@@ -199,6 +200,7 @@ def _add_routes(
     database: Callable[..., Any],
     session: Callable[..., Any],
     dependencies: list[Any],
+    settings: PipelineSettings,
 ) -> None:
     """On the app itself, not through an included router: FastAPI keeps an included router
     as one entry, which :func:`_method_not_allowed` could not look into."""
@@ -226,6 +228,8 @@ def _add_routes(
     )
     async def erase_lead(lead_id: ErasableLeadId, response: Response, db: DatabaseDep) -> Erasure:
         now = datetime.now(UTC)
+        # the lead as ingest keyed it: another spelling would go to another partition
+        lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
         event = erase_record(lead_id, str(uuid.uuid4()), now)
         await store.request_erasure(db.sessions, event.event_id, event.lead_id, now)
         try:

@@ -29,7 +29,7 @@ the next poll.
 Erasure: :func:`record_batch` also takes scoring's erasure signals; it deletes every row
 of the erased lead (its lead row, history and breakdown) in the batch's transaction,
 before the batch's other writes, and records the signal on the erase request (see
-:mod:`services.pipeline.erasure_signals`). The requests themselves keep only a hash of
+:mod:`shared.erasure_signals`). The requests themselves keep only a hash of
 the lead id (:func:`lead_hash`).
 """
 
@@ -80,7 +80,6 @@ from services.pipeline.api_models import (
     StageConversion,
     StageHistory,
 )
-from services.pipeline.erasure_signals import ErasureSignal
 from services.pipeline.tables import (
     ChangePositionRow,
     ErasureRow,
@@ -88,6 +87,7 @@ from services.pipeline.tables import (
     ScoreBreakdownRow,
     StageChangeRow,
 )
+from shared.erasure_signals import ErasureSignal
 from shared.events import ScoreUpdate, Stage, StageChange
 
 FORWARD_STAGES = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY, Stage.CUSTOMER)
@@ -126,7 +126,7 @@ async def record_batch(
     - ``erasures`` go first: every row of each erased lead is deleted, and the signal is
       recorded on its erase request (see :func:`_erase`); the batch's records of the same
       lead id that follow are written after, as a new lead (the caller drops those that
-      preceded the signal: :func:`~services.pipeline.erasure_signals.after_erasures`);
+      preceded the signal: :func:`~shared.erasure_signals.after_erasures`);
 
     - a stage change is recorded once per ``(lead_id, sequence)`` (and per
       ``change_id``); redelivery, within the batch or later, changes nothing;

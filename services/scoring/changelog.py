@@ -6,23 +6,28 @@ worker restores exactly the partitions it is assigned. Besides one record per
 lead, each partition holds one marker record: the last input offset applied.
 Both are written in the same transaction as the outputs and the consumer
 offsets, so state, outputs and progress never disagree. An erased lead's key gets a
-tombstone (a null value): restoring drops the lead, and compaction removes the key.
+tombstone (a null value): restoring drops the lead, and compaction removes the key. The
+records' layout is :mod:`services.scoring.state_records`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import TopicPartition
 
 from services.scoring.lead import LeadState
+from services.scoring.state_records import (
+    APPLIED_OFFSET_KEY,
+    is_legacy,
+    read_applied_offset,
+    read_lead,
+)
 from shared.kafka import make_consumer
 from shared.settings import LeadflowSettings
-
-APPLIED_OFFSET_KEY = b"\x00applied-offset"
-"""No lead_id can be this key: identifiers refuse control characters."""
 
 
 @dataclass
@@ -30,31 +35,42 @@ class PartitionState:
     leads: dict[str, LeadState] = field(default_factory=dict)
     applied_offset: int = -1
     """The last input offset whose effects are in ``leads``; -1 before any."""
+    legacy: set[str] = field(default_factory=set)
+    """Leads restored from a record keyed by rule position (format 1 or 2): written again,
+    in format 3, by the partition's next transaction, so they are mapped only once."""
 
 
-def lead_record(state: LeadState) -> bytes:
-    return state.to_json()
-
-
-def applied_offset_record(offset: int) -> bytes:
-    return orjson.dumps({"offset": offset})
-
-
-def apply_record(state: PartitionState, key: bytes | None, value: bytes | None) -> None:
+def apply_record(
+    state: PartitionState,
+    key: bytes | None,
+    value: bytes | None,
+    legacy_ids: Sequence[str] = (),
+) -> None:
     """Fold one changelog record into ``state``; a tombstone means the lead has no state
-    (it was erased), whatever an earlier record of the same key held."""
+    (it was erased), whatever an earlier record of the same key held. ``legacy_ids``: the
+    engagement rule ids by position, for records of formats 1 and 2."""
     if key is None:
         return
     if value is None:
-        state.leads.pop(key.decode(), None)
+        lead_id = key.decode()
+        state.leads.pop(lead_id, None)
+        state.legacy.discard(lead_id)
     elif key == APPLIED_OFFSET_KEY:
-        state.applied_offset = int(orjson.loads(value)["offset"])
+        state.applied_offset = read_applied_offset(value)
     else:
-        state.leads[key.decode()] = LeadState.from_dict(orjson.loads(value))
+        lead_id, data = key.decode(), orjson.loads(value)
+        state.leads[lead_id] = read_lead(data, legacy_ids)
+        if is_legacy(data):
+            state.legacy.add(lead_id)
+        else:
+            state.legacy.discard(lead_id)
 
 
 async def restore(
-    settings: LeadflowSettings, partition: int, timeout: float = 120.0
+    settings: LeadflowSettings,
+    partition: int,
+    timeout: float = 120.0,
+    legacy_ids: Sequence[str] = (),
 ) -> PartitionState:
     """Read changelog partition ``partition`` from the start to its (stable) end.
 
@@ -77,7 +93,7 @@ async def restore(
                 raise TimeoutError(f"restoring {topic}[{partition}] took over {timeout}s")
             batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
             for record in batches.get(tp, []):
-                apply_record(state, record.key, record.value)
+                apply_record(state, record.key, record.value, legacy_ids)
     finally:
         await consumer.stop()
     return state

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 
 def decay(elapsed: float, half_life: float) -> float:
@@ -55,44 +54,38 @@ class RuleEngagement:
 class Engagement:
     """The lead's engagement total, plus one decayed sum per rule to explain it.
 
-    Immutable: adding returns a new value, so a lead state can be copied cheaply.
+    Immutable: adding returns a new value, so a lead state can be copied cheaply. After a
+    recycle (docs/architecture.md §1) ``since_recycle`` sums only the points of events at or
+    after ``recycled_at``: what the stage machine qualifies on, while the total, the
+    engagement a lead shows, keeps its whole decaying history.
     """
 
     total: Decayed = Decayed()
-    rules: Mapping[int, RuleEngagement] = field(default_factory=dict)
-    """Keyed by the index of the rule in the model; only rules that ever scored."""
+    rules: Mapping[str, RuleEngagement] = field(default_factory=dict)
+    """Keyed by the rule's id; only rules that ever scored."""
+    recycled_at: float | None = None
+    """The event time of the lead's latest recycle; ``None`` if it was never recycled."""
+    since_recycle: Decayed = Decayed()
 
-    def add(self, rule: int, points: float, at: float, half_life: float) -> Engagement:
+    def add(self, rule: str, points: float, at: float, half_life: float) -> Engagement:
         """Fold in one scored event of rule ``rule`` at ``at`` (seconds since the epoch)."""
         before = self.rules.get(rule, RuleEngagement())
         after = RuleEngagement(before.decayed.add(points, at, half_life), before.count + 1)
-        return Engagement(self.total.add(points, at, half_life), {**self.rules, rule: after})
+        since = self.since_recycle
+        if self.recycled_at is not None and at >= self.recycled_at:
+            since = since.add(points, at, half_life)
+        total = self.total.add(points, at, half_life)
+        return Engagement(total, {**self.rules, rule: after}, self.recycled_at, since)
+
+    def recycle(self, at: float) -> Engagement:
+        """Start qualifying afresh from ``at``: earlier points still show, but no longer count."""
+        return Engagement(self.total, self.rules, at, Decayed())
 
     def value_at(self, at: float, half_life: float) -> float:
         return self.total.value_at(at, half_life)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Rules as ``[index, value, as_of, count]`` rows, in the order they first scored."""
-        return {
-            "total": [self.total.value, self.total.as_of],
-            "rules": [
-                (index, r.decayed.value, r.decayed.as_of, r.count)
-                for index, r in self.rules.items()
-            ],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Engagement:
-        """The inverse of :meth:`to_dict`; also reads the rules of a lead state in format 1,
-        an object of ``{"<index>": [value, as_of, count]}``."""
-        value, as_of = data["total"]
-        rules = data["rules"]
-        if isinstance(rules, Mapping):
-            rules = [(index, *row) for index, row in rules.items()]
-        return cls(
-            total=Decayed(float(value), None if as_of is None else float(as_of)),
-            rules={
-                int(index): RuleEngagement(Decayed(float(v), float(at)), int(count))
-                for index, v, at, count in rules
-            },
-        )
+    def qualifying_at(self, at: float, half_life: float) -> float:
+        """The engagement the stage machine compares with its bar: since the latest recycle."""
+        if self.recycled_at is None:
+            return self.total.value_at(at, half_life)
+        return self.since_recycle.value_at(at, half_life)

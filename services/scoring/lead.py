@@ -1,8 +1,8 @@
 """Everything needed to score one lead, and its plain-JSON form for the changelog.
 
-The worker keeps one :class:`LeadState` per lead in memory and writes it, via
-``to_json``, to the compacted ``leadflow.scoring-state`` topic after every
-batch that touched it, so the state must stay small: event ids (for de-duplication)
+The worker keeps one :class:`LeadState` per lead in memory and writes it (in the layout of
+:mod:`services.scoring.state_records`) to the compacted ``leadflow.scoring-state`` topic
+after every batch that touched it, so the state must stay small: event ids (for de-duplication)
 and daily cap counters are kept only for a horizon of event time. An event older than
 that horizon cannot be told apart from a retry any more, so it is not scored.
 
@@ -15,12 +15,12 @@ every record of the changelog carries a dozen of them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from pydantic import JsonValue
 
 from services.scoring.engagement import Engagement
@@ -28,11 +28,6 @@ from shared.events import Stage, format_time
 
 DEFAULT_HORIZON = timedelta(days=30)
 """How far behind the lead's latest event an event may be and still be de-duplicated."""
-
-STATE_FORMAT = 2
-"""Version of the layout written. Format 1 (every time a formatted string, engagement rules
-keyed by their index as text) is still read: a changelog written by an earlier version
-restores, and each lead is written in format 2 the next time it changes."""
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -57,6 +52,21 @@ def utc_day(at_us: int) -> int:
     return at_us // _DAY_US
 
 
+class SkipKind(enum.Enum):
+    """Why an event is not applied: a retry (no output at all), or too old to tell."""
+
+    DUPLICATE = "duplicate"
+    TOO_OLD = "too_old"
+    """Beyond the de-duplication horizon: never dropped silently, it is a dead letter."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    kind: SkipKind
+    reason: str
+    """For people: the dead letter's reason, the log line."""
+
+
 @dataclass(frozen=True, slots=True)
 class Trait:
     """A trait's latest value and the event time that set it (older events cannot undo it)."""
@@ -76,7 +86,8 @@ class DerivedFit:
     memory, and the garbage collector's work, per lead stays one tuple.
     """
 
-    model: object
+    rulebook: object
+    """The :class:`~services.scoring.rulebook.RuleBook` (so: the model) it was computed under."""
     contributions: tuple[Any, ...]
     fit: float
 
@@ -93,8 +104,8 @@ class LeadState:
     engagement: Engagement = field(default_factory=Engagement)
     intent_event: str | None = None
     """The first intent event type seen (e.g. ``demo.requested``); ``None`` if none ever."""
-    caps: dict[tuple[int, int], int] = field(default_factory=dict)
-    """Scored occurrences per (engagement rule index, UTC day: see :func:`utc_day`) for
+    caps: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Scored occurrences per (engagement rule id, UTC day: see :func:`utc_day`) for
     capped rules."""
     seen: dict[str, int] = field(default_factory=dict)
     """Applied event ids and their event time (microseconds since the epoch), within the
@@ -129,10 +140,10 @@ class LeadState:
         copied._caps_floor = self._caps_floor
         return copied
 
-    def fit_holds(self, model: object) -> DerivedFit | None:
-        """``derived_fit`` if it was computed under ``model`` from the current traits."""
+    def fit_holds(self, rulebook: object) -> DerivedFit | None:
+        """``derived_fit`` if it was computed under ``rulebook`` from the current traits."""
         derived = self.derived_fit
-        if derived is None or derived.model is not model:
+        if derived is None or derived.rulebook is not rulebook:
             return None
         basis, traits = self.fit_basis, self.traits
         if len(basis) != len(traits):
@@ -149,14 +160,16 @@ class LeadState:
     def trait_values(self) -> dict[str, JsonValue]:
         return {name: trait.value for name, trait in self.traits.items()}
 
-    def skip_reason(self, event_id: str, at: datetime, horizon: timedelta) -> str | None:
+    def skip_reason(self, event_id: str, at: datetime, horizon: timedelta) -> Skip | None:
         """Why an event must not be applied (a duplicate, or too old to de-duplicate)."""
         if event_id in self.seen:
-            return f"duplicate: event {event_id!r} was already applied to this lead"
+            reason = f"duplicate: event {event_id!r} was already applied to this lead"
+            return Skip(SkipKind.DUPLICATE, reason)
         if self.as_of is not None and at < _horizon_start(self.as_of, horizon):
-            return (
+            return Skip(
+                SkipKind.TOO_OLD,
                 f"too old: {format_time(at)} is more than {horizon} before the lead's latest"
-                f" event ({format_time(self.as_of)}), beyond the de-duplication horizon"
+                f" event ({format_time(self.as_of)}), beyond the de-duplication horizon",
             )
         return None
 
@@ -170,7 +183,7 @@ class LeadState:
             if current is None or at_us >= current.set_at_us:
                 self.traits[name] = Trait(value, at_us)
 
-    def take_cap_slot(self, rule: int, day: int, max_per_day: int) -> bool:
+    def take_cap_slot(self, rule: str, day: int, max_per_day: int) -> bool:
         """Count one occurrence of a capped rule on ``day``; ``False`` once the cap is reached."""
         used = self.caps.get((rule, day), 0)
         if used >= max_per_day:
@@ -207,72 +220,6 @@ class LeadState:
                     self.caps = {key: n for key, n in self.caps.items() if key[1] >= first_day}
                     self._caps_floor = min((day for _, day in self.caps), default=None)
         return self.as_of
-
-    def to_dict(self) -> dict[str, Any]:
-        """The changelog record decoded: plain JSON types only (str, numbers, None, lists,
-        dicts)."""
-        data: dict[str, Any] = orjson.loads(self.to_json())
-        return data
-
-    def to_json(self) -> bytes:
-        """The changelog record: written for every lead of every batch that touched it,
-        so orjson formats ``as_of`` itself (as :func:`~shared.events.format_time` would:
-        every time held here is in UTC) and the other times are integers already. Caps and
-        engagement rules keep the order they were first counted in (a replay counts them in
-        the same order, a restore keeps it): sorting them cost more than the rest."""
-        return orjson.dumps(
-            {
-                "format": STATE_FORMAT,
-                "lead_id": self.lead_id,
-                "stage": self.stage,
-                "as_of": self.as_of,
-                "traits": {n: (t.value, t.set_at_us) for n, t in self.traits.items()},
-                "engagement": self.engagement.to_dict(),
-                "intent_event": self.intent_event,
-                "caps": [(rule, day, n) for (rule, day), n in self.caps.items()],
-                "seen": self.seen,
-                "score_sequence": self.score_sequence,
-                "change_sequence": self.change_sequence,
-            },
-            option=orjson.OPT_UTC_Z,
-        )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LeadState:
-        """The inverse of :meth:`to_dict`, for format 2 and format 1 records; raises
-        ``ValueError`` on an unknown layout."""
-        layout = data.get("format")
-        if layout == STATE_FORMAT:
-            time_of: Callable[[Any], int] = int
-            day_of: Callable[[Any], int] = int
-        elif layout == 1:  # times as RFC 3339 strings, days as ISO dates
-            time_of, day_of = _micros_of_text, _day_of_text
-        else:
-            raise ValueError(f"unknown lead state format {layout!r}")
-        return cls(
-            lead_id=data["lead_id"],
-            stage=None if data["stage"] is None else Stage(data["stage"]),
-            as_of=None if data["as_of"] is None else _time(data["as_of"]),
-            traits={n: Trait(value, time_of(at)) for n, (value, at) in data["traits"].items()},
-            engagement=Engagement.from_dict(data["engagement"]),
-            intent_event=data["intent_event"],
-            caps={(int(r), day_of(day)): int(n) for r, day, n in data["caps"]},
-            seen={event_id: time_of(at) for event_id, at in data["seen"].items()},
-            score_sequence=int(data["score_sequence"]),
-            change_sequence=int(data["change_sequence"]),
-        )
-
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _micros_of_text(text: str) -> int:
-    return micros(_time(text))
-
-
-def _day_of_text(text: str) -> int:
-    return (date.fromisoformat(text) - EPOCH.date()).days
 
 
 def _horizon_start(as_of: datetime, horizon: timedelta) -> datetime:

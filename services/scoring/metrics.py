@@ -4,7 +4,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "leadflow_scoring_events_total",
-    "Input records by outcome: scored, duplicate, skipped, dead_letter, replayed",
+    "Input records by outcome: scored, duplicate, dead_letter, replayed, erased",
     ["outcome"],
 )
 STAGE_CHANGES = Counter("leadflow_scoring_stage_changes_total", "Stage changes", ["to_stage"])

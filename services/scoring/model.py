@@ -7,8 +7,9 @@ at start with the rule and field that are wrong, never later while scoring.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import (
@@ -16,12 +17,15 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
+
+from services.scoring.rulebook import RuleBook
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("default_model.yaml")
 """The shipped model (docs/architecture.md §2); tests and examples rely on its numbers."""
@@ -31,6 +35,9 @@ SECONDS_PER_DAY = 86_400.0
 # strict: a quoted "5" or a YAML boolean is a mistake in a model file, not a number
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Name = Annotated[str, StringConstraints(strict=True, min_length=1)]
+RuleId = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+"""A rule's stable name: a short slug (``pricing-view``), unique in the model. State, caps and
+breakdowns are keyed by it, so adding, removing or reordering rules never mislabels anything."""
 
 FIT_OPERATORS = ("in", "not_in", "equals", "gte", "gt", "lte", "lt", "exists")
 """The comparison operators of a fit rule, as spelled in the file; exactly one per rule."""
@@ -47,6 +54,7 @@ class _Strict(BaseModel):
 class EngagementRule(_Strict):
     """Points for an event type, optionally narrowed by ``where`` and capped per UTC day."""
 
+    id: RuleId
     event: Name
     where: dict[str, JsonValue] = Field(
         default_factory=dict,
@@ -66,6 +74,7 @@ class EngagementRule(_Strict):
 class FitRule(_Strict):
     """Points when one trait satisfies one operator, e.g. ``{trait: employees, gte: 50}``."""
 
+    id: RuleId
     trait: Name
     points: Number
     in_: Annotated[list[JsonValue], Field(min_length=1)] | None = Field(default=None, alias="in")
@@ -135,6 +144,33 @@ class ScoringModel(_Strict):
     engagement: Engagement
     fit: Fit
     stages: Stages
+    _rulebook: RuleBook = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _ids_are_unique(self) -> ScoringModel:
+        """One id names one rule across both axes, so a breakdown label is never ambiguous."""
+        first: dict[str, str] = {}
+        places = [(f"engagement.rules[{i}]", r.id) for i, r in enumerate(self.engagement.rules)]
+        places += [(f"fit.rules[{i}]", r.id) for i, r in enumerate(self.fit.rules)]
+        for place, rule_id in places:
+            if rule_id in first:
+                raise ValueError(f"{place}: id {rule_id!r} is already the id of {first[rule_id]}")
+            first[rule_id] = place
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._rulebook = RuleBook.of(self)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with a rulebook of its own: an ``update`` changes what the rules are."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied._rulebook = RuleBook.of(copied)
+        return copied
+
+    @property
+    def rulebook(self) -> RuleBook:
+        """What scoring needs per event, built once when the model is loaded."""
+        return self._rulebook
 
 
 def load_model(path: Path | None = None) -> ScoringModel:
@@ -171,4 +207,6 @@ def _describe(error: ErrorDetails) -> str:
     reason = error["msg"]
     if error["type"] == "value_error" and "ctx" in error:  # ours: drop pydantic's "Value error, "
         reason = str(error["ctx"]["error"])
+        if not where:  # a check of the whole model names its rules itself
+            return reason
     return f"{where or 'model'}: {reason}"

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import orjson
 from pydantic import JsonValue
 
-from services.scoring.model import EngagementRule, FitRule, ScoringModel
+if TYPE_CHECKING:  # the model builds its rulebook from this module: no import cycle at run time
+    from services.scoring.model import EngagementRule, FitRule, ScoringModel
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "gte": operator.ge,
@@ -47,21 +48,21 @@ class Contribution(TypedDict):
 
 def match_engagement_rule(
     model: ScoringModel, event_type: str, properties: Mapping[str, JsonValue]
-) -> int | None:
-    """The index of the FIRST engagement rule matching the event, ``None`` when none does."""
-    for index, rule in enumerate(model.engagement.rules):
-        if rule.event == event_type and all(
-            _where_holds(key, expected, properties) for key, expected in rule.where.items()
-        ):
-            return index
-    return None
+) -> EngagementRule | None:
+    """The FIRST engagement rule matching the event, ``None`` when none does."""
+    return model.rulebook.engagement_rule(event_type, properties)
+
+
+def engagement_rule_matches(rule: EngagementRule, properties: Mapping[str, JsonValue]) -> bool:
+    """Whether every ``where`` condition of a rule (of the event's type) holds."""
+    return all(_where_holds(key, expected, properties) for key, expected in rule.where.items())
 
 
 def fit_contributions(model: ScoringModel, traits: Mapping[str, JsonValue]) -> list[Contribution]:
     """One contribution per matching fit rule, in model order; their points sum to the fit."""
     return [
-        Contribution(rule=fit_label(index, rule), axis="fit", points=float(rule.points), count=1)
-        for index, rule in enumerate(model.fit.rules)
+        Contribution(rule=label, axis="fit", points=float(rule.points), count=1)
+        for rule, label in model.rulebook.fit_rules
         if fit_rule_matches(rule, traits)
     ]
 
@@ -100,22 +101,26 @@ def same_json(left: JsonValue, right: JsonValue) -> bool:
     return left == right
 
 
-def fit_label(index: int, rule: FitRule) -> str:
-    """``fit.rules[0]: industry in [software, saas]``: unique and stable for one model."""
+def fit_label(rule: FitRule) -> str:
+    """``industry: industry in [software, saas]``: the rule's id, then what it checks."""
     if rule.exists is not None:
-        return f"fit.rules[{index}]: {rule.trait} {'is set' if rule.exists else 'is not set'}"
-    condition = f"{rule.trait} {_SYMBOLS[rule.operator]} {_text(rule.operand)}"
-    return f"fit.rules[{index}]: {condition}"
+        return f"{rule.id}: {rule.trait} {'is set' if rule.exists else 'is not set'}"
+    return f"{rule.id}: {rule.trait} {_SYMBOLS[rule.operator]} {_text(rule.operand)}"
 
 
-def engagement_label(index: int, rule: EngagementRule) -> str:
-    """``engagement.rules[0]: page.viewed where path_prefix=/pricing, max 3/day``."""
-    label = f"engagement.rules[{index}]: {rule.event}"
+def engagement_label(rule: EngagementRule) -> str:
+    """``pricing-view: page.viewed where path_prefix=/pricing, max 3/day``."""
+    label = f"{rule.id}: {rule.event}"
     if rule.where:
         label += " where " + ", ".join(f"{key}={_text(value)}" for key, value in rule.where.items())
     if rule.max_per_day is not None:
         label += f", max {rule.max_per_day}/day"
     return label
+
+
+def retired_label(rule_id: str) -> str:
+    """The label of engagement a lead earned under a rule the active model no longer has."""
+    return f"{rule_id}: no longer in the model"
 
 
 def format_number(value: float) -> str:

@@ -14,18 +14,22 @@ from datetime import datetime, timedelta
 
 import orjson
 
-from services.scoring.lead import DEFAULT_HORIZON, DerivedFit, LeadState, micros, utc_day
+from services.scoring.lead import DEFAULT_HORIZON, LeadState, Skip, SkipKind, micros, utc_day
 from services.scoring.model import ScoringModel
-from services.scoring.rules import (
-    Contribution,
-    engagement_label,
-    fit_contributions,
-    match_engagement_rule,
-)
-from services.scoring.stages import DomainError, next_move
+from services.scoring.rules import Contribution, fit_contributions
+from services.scoring.stages import DomainError, explicit_move, next_move, recycles
 from shared.events import Event, Score, ScoreUpdate, Stage, StageChange
 
-__all__ = ["DEFAULT_HORIZON", "DomainError", "NewScore", "Outcome", "apply_event", "change_id"]
+__all__ = [
+    "DEFAULT_HORIZON",
+    "DomainError",
+    "NewScore",
+    "Outcome",
+    "Skip",
+    "SkipKind",
+    "apply_event",
+    "change_id",
+]
 
 _CHANGE_NAMESPACE = uuid.UUID("5b0f6f3e-5d0c-4b8e-9a57-6c1d7a1f4e21")
 """Fixed forever: changing it would change every change_id of a replay."""
@@ -85,7 +89,7 @@ class Outcome:
     state: LeadState
     score: NewScore | None = None
     stage_change: StageChange | None = None
-    skipped: str | None = None
+    skipped: Skip | None = None
 
     @property
     def score_update(self) -> ScoreUpdate | None:
@@ -122,24 +126,31 @@ def apply_event(
         skipped = state.skip_reason(event.event_id, event.occurred_at, horizon)
         if skipped is not None:
             return Outcome(state, skipped=skipped)
+    explicit = explicit_move(event.type, event.properties)  # raises before any change
+    book = model.rulebook
 
     lead = state if state is not None and in_place else _fresh(state, event.lead_id)
     at = event.occurred_at
+    if explicit is not None and recycles(lead.stage, event.type, event.properties):
+        lead.engagement = lead.engagement.recycle(at.timestamp())
+        lead.intent_event = None
     lead.merge_traits(event.traits, at)
     _engage(lead, event, model)
-    if event.type in model.stages.opportunity.intent_events and lead.intent_event is None:
+    if event.type in book.intent_events and lead.intent_event is None:
         lead.intent_event = event.type
     as_of = lead.record(event.event_id, at, horizon)
     lead.score_sequence += 1
 
-    half_life, now = model.engagement.half_life_seconds, as_of.timestamp()
+    half_life, now = book.half_life, as_of.timestamp()
     fits, fit = _fit(lead, model)
     engagement = lead.engagement.value_at(now, half_life)
     total = fit + engagement
+    recycled = lead.engagement.recycled_at is not None
+    qualifying = lead.engagement.qualifying_at(now, half_life) if recycled else engagement
 
     previous = lead.stage
     move = next_move(
-        previous, event.type, event.properties, (fit, engagement), lead.intent_event, model
+        previous, explicit, (fit, qualifying), lead.intent_event, model, recycled=recycled
     )
     change = None
     if move is not None:
@@ -160,15 +171,14 @@ def apply_event(
     if lead.stage is None:  # unreachable: a lead's first event always moves it
         raise DomainError(f"lead {lead.lead_id!r} has no stage after event {event.event_id!r}")
 
-    labels = _engagement_labels(model)
     engaged = tuple(
         Contribution(
-            rule=labels[index] if index < len(labels) else _unknown_rule(index),
+            rule=book.engagement_label(rule_id),
             axis="engagement",
             points=rule.decayed.value_at(now, half_life),
             count=rule.count,
         )
-        for index, rule in sorted(lead.engagement.rules.items())
+        for rule_id, rule in book.in_model_order(lead.engagement.rules)
     )
     new_score = NewScore(
         lead.lead_id,
@@ -193,53 +203,24 @@ def _fit(lead: LeadState, model: ScoringModel) -> tuple[tuple[Contribution, ...]
     """The fit contributions of the lead's traits, reused while neither traits nor model change.
 
     The contributions are immutable, so every score update (and every lead with the same
-    matches) may share them.
+    matches) may share them: the model's rulebook interns them.
     """
-    derived = lead.fit_holds(model)
+    book = model.rulebook
+    derived = lead.fit_holds(book)
     if derived is None:
-        fits = tuple(fit_contributions(model, lead.trait_values()))
-        key = (id(model), tuple(c["rule"] for c in fits))  # labels are unique in a model
-        derived = _FITS.get(key)
-        if derived is None or derived.model is not model:
-            if len(_FITS) >= 4096:
-                _FITS.clear()
-            derived = _FITS[key] = DerivedFit(model, fits, float(sum(c["points"] for c in fits)))
+        derived = book.interned_fit(tuple(fit_contributions(model, lead.trait_values())))
         lead.keep_fit(derived)
     return derived.contributions, derived.fit
 
 
-_FITS: dict[tuple[int, tuple[str, ...]], DerivedFit] = {}
-"""Interned fits: at most one per model and set of matching rules (64 for the default)."""
-
-
 def _engage(lead: LeadState, event: Event, model: ScoringModel) -> None:
     """Add the points of the first matching engagement rule, unless its daily cap is used up."""
-    index = match_engagement_rule(model, event.type, event.properties)
-    if index is None:
+    rule = model.rulebook.engagement_rule(event.type, event.properties)
+    if rule is None:
         return
-    rule = model.engagement.rules[index]
     if rule.max_per_day is not None:
         day = utc_day(micros(event.occurred_at))
-        if not lead.take_cap_slot(index, day, rule.max_per_day):
+        if not lead.take_cap_slot(rule.id, day, rule.max_per_day):
             return  # over the cap: the event is still applied, it just scores 0
-    at, half_life = event.occurred_at.timestamp(), model.engagement.half_life_seconds
-    lead.engagement = lead.engagement.add(index, rule.points, at, half_life)
-
-
-def _unknown_rule(index: int) -> str:
-    return f"engagement.rules[{index}]"  # a state scored under a model with more rules
-
-
-_LABELS: dict[int, tuple[ScoringModel, tuple[str, ...]]] = {}
-
-
-def _engagement_labels(model: ScoringModel) -> tuple[str, ...]:
-    """The labels of a model's engagement rules, built once per model object (models are
-    frozen); held with the model itself, so a recycled ``id`` cannot match."""
-    held = _LABELS.get(id(model))
-    if held is None or held[0] is not model:
-        if len(_LABELS) >= 32:
-            _LABELS.clear()
-        rules = model.engagement.rules
-        held = _LABELS[id(model)] = (model, tuple(map(engagement_label, range(len(rules)), rules)))
-    return held[1]
+    at, half_life = event.occurred_at.timestamp(), model.rulebook.half_life
+    lead.engagement = lead.engagement.add(rule.id, rule.points, at, half_life)

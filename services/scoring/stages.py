@@ -23,7 +23,28 @@ from shared.events import DEAL_WON, LEAD_DISQUALIFIED, STAGE_SET, Stage, crm_mov
 AUTOMATIC = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY)
 """The stages the scores drive, in their forward order."""
 
-__all__ = ["DEAL_WON", "LEAD_DISQUALIFIED", "STAGE_SET", "DomainError", "Move", "next_move"]
+RECYCLE_REASON = "recycle"
+"""``stage.set`` with ``properties.reason: "recycle"`` recycles the lead, whichever way it
+moves (or if it stays): see :func:`recycles`."""
+
+_ORDER = {
+    Stage.LEAD: 0,
+    Stage.PROSPECT: 1,
+    Stage.OPPORTUNITY: 2,
+    Stage.CUSTOMER: 3,
+    Stage.DISQUALIFIED: 3,
+}
+"""How far along a stage is: a ``stage.set`` to an earlier automatic stage is backward."""
+
+__all__ = [
+    "DEAL_WON",
+    "LEAD_DISQUALIFIED",
+    "STAGE_SET",
+    "DomainError",
+    "Move",
+    "next_move",
+    "recycles",
+]
 
 
 class DomainError(ValueError):
@@ -38,21 +59,38 @@ class Move:
 
 def next_move(
     current: Stage | None,
-    event_type: str,
-    properties: Mapping[str, JsonValue],
+    explicit: Move | None,
     scores: tuple[float, float],
     intent_event: str | None,
     model: ScoringModel,
+    *,
+    recycled: bool = False,
 ) -> Move | None:
-    """The one move this event causes, if any; ``scores`` is (fit, engagement) after it.
+    """The one move this event causes, if any; ``explicit`` is what the event asks for
+    (:func:`explicit_move`), ``scores`` (fit, qualifying engagement) after it.
 
     ``current is None`` means this is the lead's first event: the move then
     always exists (to ``lead`` at least), so a CRM learns of every new lead.
+    ``recycled``: the engagement counts only since the lead's latest recycle (the reason
+    says so).
     """
-    explicit = explicit_move(event_type, properties)
     if explicit is not None:
         return None if explicit.to_stage == current else explicit
-    return automatic_move(current, scores, intent_event, model)
+    return automatic_move(current, scores, intent_event, model, recycled=recycled)
+
+
+def recycles(current: Stage | None, event_type: str, properties: Mapping[str, JsonValue]) -> bool:
+    """Whether a valid CRM event recycles its lead: a ``stage.set`` backward to an automatic
+    stage (``opportunity -> lead``, ``customer -> prospect``, out of ``disqualified``), or
+    one whose ``properties.reason`` is ``recycle``. A recycled lead must qualify again on
+    what happens from then on (docs/architecture.md §1)."""
+    if event_type != STAGE_SET or current is None:
+        return False
+    reason = properties.get("reason")
+    if isinstance(reason, str) and reason.strip().lower() == RECYCLE_REASON:
+        return True
+    target = Stage(str(properties["stage"]))
+    return target in AUTOMATIC and _ORDER[target] < _ORDER[current]
 
 
 def explicit_move(event_type: str, properties: Mapping[str, JsonValue]) -> Move | None:
@@ -70,6 +108,8 @@ def automatic_move(
     scores: tuple[float, float],
     intent_event: str | None,
     model: ScoringModel,
+    *,
+    recycled: bool = False,
 ) -> Move | None:
     """The furthest forward stage the scores qualify for, if it is ahead of ``current``.
 
@@ -93,7 +133,8 @@ def automatic_move(
     if target is Stage.OPPORTUNITY:
         if engagement >= opportunity.engagement_min:
             engaged = format_number(engagement)
-            reasons.append(f"engagement {engaged} >= {format_number(opportunity.engagement_min)}")
+            what = "engagement since recycle" if recycled else "engagement"
+            reasons.append(f"{what} {engaged} >= {format_number(opportunity.engagement_min)}")
         else:
             reasons.append(f"intent event {intent_event}")
     return Move(target, " and ".join(reasons) or "first event")

@@ -23,6 +23,7 @@ at all, so what the batch scores for the same id after the erasure is a new lead
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -32,21 +33,23 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 
 from services.scoring import changelog, metrics
+from services.scoring.batch import BatchResult, BatchScoring, Refused
 from services.scoring.changelog import PartitionState
-from services.scoring.dead_letters import dead_letter
 from services.scoring.heap import HeapFreezer
-from services.scoring.lead import LeadState
 from services.scoring.model import ScoringModel
-from services.scoring.scoring import DomainError, apply_event
 from services.scoring.settings import ScoringSettings
+from services.scoring.state_records import (
+    APPLIED_OFFSET_KEY,
+    applied_offset_record,
+    lead_record,
+)
 from shared.consumer_lag import LagGauge
+from shared.dead_letters import dead_letter_of
 from shared.events import (
     ERASE_ID_HEADER,
     ERASE_REQUESTED_AT_HEADER,
-    LEAD_ERASED,
     Event,
     format_time,
 )
@@ -66,6 +69,10 @@ log = logging.getLogger(__name__)
 
 YIELD_EVERY = 50
 """Records scored between two turns of the event loop (a few milliseconds of work)."""
+
+LEGACY_PER_BATCH = 1000
+"""Leads restored from an old changelog format written again per batch (docs §5.3): enough
+to convert a partition soon, few enough to keep each transaction small."""
 
 
 @dataclass
@@ -104,29 +111,15 @@ class ScoredBatch:
 
     outputs: dict[str, list[Record]] = field(default_factory=dict)
     """Per topic (scores, stage changes, dead letters), in order."""
-    leads: dict[str, LeadState] = field(default_factory=dict)
-    """The leads this batch changed (in place: see :meth:`ScoringWorker._score`)."""
     changelog: list[Record] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
     """Erase records scored, in order: their tombstones go first in the transaction."""
     applied_offset: int = -1
-    scored: int = 0
-    duplicates: int = 0
+    rewritten: tuple[str, ...] = ()
+    """Leads restored in an old format that this batch writes again in the current one."""
 
     def emit(self, topic: str, record: Record) -> None:
         self.outputs.setdefault(topic, []).append(record)
-
-    def erase(self, event: Event, erased_topics: Iterable[str]) -> None:
-        """Forget the lead of erase record ``event`` in this batch: its new state, and its
-        records on ``erased_topics`` scored so far (they would land after the tombstones
-        and bring it back). Dead letters stay: they are not kept by key."""
-        erasure = Erasure.of(event)
-        self.leads.pop(event.lead_id, None)
-        for topic in erased_topics:
-            records = self.outputs.get(topic)
-            if records:
-                self.outputs[topic] = [r for r in records if r[0] != erasure.key]
-        self.erasures.append(erasure)
 
 
 class ScoringWorker:
@@ -232,7 +225,9 @@ class ScoringWorker:
         try:
             await producer.start()  # InitProducerId: aborts and fences the old owner
             with metrics.RESTORE_SECONDS.time():
-                state = await changelog.restore(self.settings, tp.partition)
+                state = await changelog.restore(
+                    self.settings, tp.partition, legacy_ids=self.model.rulebook.engagement_ids
+                )
         except BaseException:
             await _close_quietly(producer)
             raise
@@ -271,6 +266,8 @@ class ScoringWorker:
             return  # the partition is being restored: this batch is scored again from there
         if batch.applied_offset > scorer.state.applied_offset:
             scorer.committing = asyncio.create_task(self._commit(scorer, batch))
+        else:  # nothing new to commit: the old-format leads wait for the next batch
+            scorer.state.legacy.update(batch.rewritten)
 
     async def _settled(self, scorer: PartitionScorer) -> bool:
         """Wait for the partition's transaction on its way; ``False`` if it failed."""
@@ -296,81 +293,69 @@ class ScoringWorker:
     async def _score(self, scorer: PartitionScorer, records: Sequence[Any]) -> ScoredBatch:
         """The outputs and new states of a batch, encoded, nothing written yet.
 
-        States change in place (a copy per event would cost more than the scoring): when a
-        transaction fails, :meth:`_settled` throws the whole partition state away and
+        The pure batch scoring (:mod:`services.scoring.batch`) changes the states in place:
+        when a transaction fails, :meth:`_settled` throws the whole partition state away and
         restores it from the changelog, so no half-committed state is ever used. Every
         record, the changelog's included, is encoded here, before the next batch can change
         the states again. Every :data:`YIELD_EVERY` records the event loop gets a turn, so
         the previous batch's transaction moves on through its round trips meanwhile.
         """
-        batch = ScoredBatch(applied_offset=scorer.scored_offset)
-        leads, known, model, horizon = batch.leads, scorer.state.leads, self.model, self.horizon
-        scores, stage_changes = self.topics.scores, self.topics.stage_changes
-        dead_letters = self.topics.dead_letters
+        legacy = list(itertools.islice(scorer.state.legacy, LEGACY_PER_BATCH))
+        scorer.state.legacy.difference_update(legacy)
+        scoring = BatchScoring(
+            self.model,
+            scorer.state.leads,
+            applied_offset=scorer.scored_offset,
+            horizon=self.horizon,
+            rewrite=legacy,  # restored from formats 1 and 2: written again in format 3
+        )
         for index, record in enumerate(records, 1):
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            if record.offset <= batch.applied_offset:
-                metrics.EVENTS.labels("replayed").inc()
-                continue
-            batch.applied_offset = record.offset
-            try:
-                event = Event.model_validate_json(record.value)
-                lead_id = event.lead_id
-                if event.type == LEAD_ERASED:
-                    known.pop(lead_id, None)  # its de-duplication memory goes with it
-                    batch.erase(event, (scores, stage_changes))
-                    metrics.EVENTS.labels("erased").inc()
-                    continue
-                outcome = apply_event(
-                    leads.get(lead_id) or known.get(lead_id), event, model, horizon, in_place=True
-                )
-            except (ValidationError, DomainError, ValueError, TypeError) as exc:
-                batch.emit(dead_letters, self._dead_letter(record, f"{type(exc).__name__}: {exc}"))
-                continue
-            if outcome.score is None:
-                if outcome.skipped is not None and not outcome.skipped.startswith("duplicate"):
-                    # too old to de-duplicate: not scored, but never dropped silently
-                    batch.emit(dead_letters, self._dead_letter(record, outcome.skipped))
-                else:
-                    batch.duplicates += 1
-                continue
-            batch.scored += 1
-            leads[lead_id] = outcome.state
-            key = encode_key(lead_id)
-            batch.emit(scores, (key, outcome.score.to_json()))
-            if outcome.stage_change is not None:
-                metrics.STAGE_CHANGES.labels(outcome.stage_change.to_stage.value).inc()
-                value = outcome.stage_change.model_dump_json().encode()
-                batch.emit(stage_changes, (key, value))
-        metrics.EVENTS.labels("scored").inc(batch.scored)
-        metrics.EVENTS.labels("duplicate").inc(batch.duplicates)
-        known.update(leads)
-        scorer.scored_offset = batch.applied_offset
+            scoring.add(record)
+        result = scoring.finish()
+        scorer.scored_offset = result.applied_offset
+        self._count(result)
+        batch = self._encode(result)
+        batch.rewritten = tuple(legacy)
+        return batch
+
+    def _encode(self, result: BatchResult) -> ScoredBatch:
+        topics = self.topics
+        batch = ScoredBatch(applied_offset=result.applied_offset)
+        batch.erasures = [Erasure.of(event) for event in result.erased]
+        for scored in result.scored:
+            batch.emit(topics.scores, (scored.key, scored.score.to_json()))
+            if scored.stage_change is not None:
+                value = scored.stage_change.model_dump_json().encode()
+                batch.emit(topics.stage_changes, (scored.key, value))
+        for refused in result.refused:
+            batch.emit(topics.dead_letters, self._dead_letter(refused))
         batch.changelog = [
-            *(
-                (encode_key(lead_id), changelog.lead_record(state))
-                for lead_id, state in leads.items()
-            ),
-            (changelog.APPLIED_OFFSET_KEY, changelog.applied_offset_record(batch.applied_offset)),
+            *((encode_key(lead_id), lead_record(state)) for lead_id, state in result.leads.items()),
+            (APPLIED_OFFSET_KEY, applied_offset_record(result.applied_offset)),
         ]
         return batch
 
-    def _dead_letter(self, record: Any, reason: str) -> Record:
-        metrics.EVENTS.labels("dead_letter").inc()
-        metrics.DEAD_LETTERS.inc()
-        log.warning(
-            "dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
-        )
-        value = dead_letter(
-            reason=reason,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-        )
-        return record.key or b"", value
+    @staticmethod
+    def _count(result: BatchResult) -> None:
+        events = metrics.EVENTS
+        events.labels("scored").inc(len(result.scored))
+        events.labels("duplicate").inc(result.duplicates)
+        events.labels("replayed").inc(result.replayed)
+        events.labels("erased").inc(len(result.erased))
+        events.labels("dead_letter").inc(len(result.refused))
+        metrics.DEAD_LETTERS.inc(len(result.refused))
+        for scored in result.scored:
+            if scored.stage_change is not None:
+                metrics.STAGE_CHANGES.labels(scored.stage_change.to_stage.value).inc()
+
+    @staticmethod
+    def _dead_letter(refused: Refused) -> Record:
+        record = refused.record
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        log.warning("dead letter %s: %s", where, refused.reason)
+        return dead_letter_of(record, refused.reason)
 
     async def _commit(self, scorer: PartitionScorer, batch: ScoredBatch) -> None:
         """One transaction: outputs, changelog, offsets. All of it, or none of it."""

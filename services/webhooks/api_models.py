@@ -10,11 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue
 
-from services.pipeline.api_models import Problem, Timestamp
 from services.webhooks.filters import Filters
 from services.webhooks.payloads import EventType
-
-__all__ = ["Problem"]
+from shared.api_models import Timestamp
 
 Subscribable = Literal["lead.stage_changed", "lead.score_changed", "lead.created"]
 STAGE_CHANGED: Subscribable = "lead.stage_changed"

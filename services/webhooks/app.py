@@ -14,10 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Header
-from sqlalchemy.exc import SQLAlchemyError
 
-from services.pipeline.app import _DATABASE_DOWN, _database_unavailable
-from services.pipeline.db import Database
 from services.webhooks import endpoints_api, messages_api
 from services.webhooks.api_models import WEBHOOK_BODIES
 from services.webhooks.consumer import WebhooksConsumer
@@ -29,6 +26,8 @@ from services.webhooks.settings import WebhooksSettings
 from services.webhooks.ssrf import Policy
 from shared.auth import install_auth
 from shared.background import BackgroundLoop
+from shared.database import Database
+from shared.database_outage import DATABASE_DOWN, install_database_outage
 from shared.http_edge import install_http_edge
 from shared.probes import install_probes
 
@@ -85,10 +84,9 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock = utc_now)
         version="1",
         summary="Signed webhooks to CRMs: subscriptions, deliveries, replay.",
         lifespan=lifespan,
-        responses=_DATABASE_DOWN,
+        responses=DATABASE_DOWN,
     )
-    app.add_exception_handler(SQLAlchemyError, _database_unavailable)
-    app.add_exception_handler(OSError, _database_unavailable)
+    install_database_outage(app)
     # Onto the app's own route table, as the probes are: this FastAPI keeps an included
     # router as one entry, which the auth module's OpenAPI declarations do not look into.
     app.router.routes.extend(endpoints_api.router.routes + messages_api.router.routes)

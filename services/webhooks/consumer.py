@@ -21,12 +21,12 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.pipeline.db import Database
-from services.pipeline.erasure_signals import Topic, after_erasures, decode_signal
 from services.webhooks import metrics
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.store import record_batch
 from shared.consumer_lag import LagGauge, fetched_positions, position
+from shared.database import Database
+from shared.erasure_signals import Topic, after_erasures, decode_signal
 from shared.events import ScoreUpdate, StageChange
 from shared.kafka import make_consumer, reachable
 

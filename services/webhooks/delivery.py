@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from services.pipeline.db import Database
 from services.webhooks import metrics, retry_schedule, store
 from services.webhooks.destinations import resolve
 from services.webhooks.sealing import SecretBox
@@ -27,6 +26,7 @@ from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import signed_headers
 from services.webhooks.ssrf import Policy, UnsafeUrl
 from services.webhooks.tables import EndpointRow, MessageRow
+from shared.database import Database
 from shared.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, status
 from sqlalchemy import select
 
-from services.pipeline.app import _DATABASE_DOWN
 from services.webhooks import payloads, store
 from services.webhooks.api_models import (
     Endpoint,
@@ -18,15 +17,16 @@ from services.webhooks.api_models import (
     EndpointPatch,
     EndpointWithSecret,
     PingSent,
-    Problem,
 )
 from services.webhooks.filters import Filters
 from services.webhooks.service import ServiceDep, SessionDep
 from services.webhooks.signing import new_secret
 from services.webhooks.tables import EndpointRow
+from shared.api_models import Problem
 from shared.auth import Admin
+from shared.database_outage import DATABASE_DOWN
 
-router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"], responses=_DATABASE_DOWN)
+router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"], responses=DATABASE_DOWN)
 
 EndpointId = Annotated[str, Path(max_length=40, description="The endpoint's id (ep_...).")]
 

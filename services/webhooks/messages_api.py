@@ -7,7 +7,6 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from services.pipeline.app import _DATABASE_DOWN
 from services.webhooks import store
 from services.webhooks.api_models import (
     Attempt,
@@ -21,10 +20,9 @@ from services.webhooks.endpoints_api import UNKNOWN, EndpointId, found
 from services.webhooks.service import ServiceDep, SessionDep
 from services.webhooks.tables import AttemptRow, MessageRow
 from shared.auth import Admin
+from shared.database_outage import DATABASE_DOWN
 
-router = APIRouter(
-    prefix="/v1/endpoints/{endpoint_id}", tags=["messages"], responses=_DATABASE_DOWN
-)
+router = APIRouter(prefix="/v1/endpoints/{endpoint_id}", tags=["messages"], responses=DATABASE_DOWN)
 
 MessageId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The message's id.")]
 

@@ -14,12 +14,12 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.pipeline.db import Database
 from services.webhooks.delivery import Clock, Delivery
 from services.webhooks.destinations import check_url
 from services.webhooks.sealing import SecretBox
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.ssrf import Policy, UnsafeUrl
+from shared.database import Database
 
 
 @dataclass

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.pipeline.tables import NAMING_CONVENTION, Position, UtcDateTime
+from shared.sql_types import NAMING_CONVENTION, Position, UtcDateTime
 
 
 class Base(DeclarativeBase):

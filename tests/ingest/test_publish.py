@@ -201,3 +201,40 @@ async def test_a_lead_lands_on_one_partition_whichever_endpoint_carries_it(
     assert len(partitions) == len(leads)
     assert all(len(p) == 1 for p in partitions.values())
     assert len(set().union(*partitions.values())) > 1  # the leads do spread
+
+
+async def test_every_route_writes_the_normalised_lead_id_as_key_and_field(
+    ingest_url: str, kafka_settings: LeadflowSettings
+) -> None:
+    """Native, CloudEvents and Segment alike: one spelling reaches the topic."""
+    native = event(" Ada@Example.COM ")
+    cloudevent = {
+        "specversion": "1.0",
+        "id": "ce-ada",
+        "type": "email.opened",
+        "source": "mailer",
+        "subject": "ADA@example.com",
+        "time": "2026-11-20T10:00:00Z",
+    }
+    segment = {"userId": "Ada@EXAMPLE.com", "event": "Email Opened", "messageId": "seg-ada"}
+    async with httpx.AsyncClient(base_url=ingest_url) as client:
+        assert (await client.post("/v1/events", json=native)).status_code == 202
+        assert (await client.post("/v1/events/batch", json=[cloudevent])).status_code == 202
+        assert (await client.post("/v1/track", json=segment)).status_code == 200
+    records = await read_records(
+        kafka_settings, kafka_settings.topics.events, lambda r: len(r) >= 3
+    )
+    assert {r.key for r in records} == {b"ada@example.com"}
+    assert {orjson.loads(r.value)["lead_id"] for r in records} == {"ada@example.com"}
+
+
+async def test_with_the_none_rule_ids_keep_their_case(kafka_settings: LeadflowSettings) -> None:
+    settings = IngestSettings(**{**kafka_settings.model_dump(), "lead_id_normalization": "none"})
+    with serving(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            response = await client.post("/v1/events", json=event(" Ada@Example.COM "))
+    assert response.status_code == 202
+    records = await read_records(
+        kafka_settings, kafka_settings.topics.events, lambda r: len(r) >= 1
+    )
+    assert records[0].key == b"Ada@Example.COM"

@@ -31,8 +31,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
+from shared.database import Database
 
 TEST_DATABASE_URL_ENV = "LEADFLOW_TEST_DATABASE_URL"
 TABLES = ("score_breakdowns", "stage_changes", "leads", "erasures")

@@ -65,6 +65,17 @@ async def test_a_lead_by_id(client: httpx.AsyncClient, sessions: Sessions) -> No
     assert body["updated_at"].endswith("Z")
 
 
+async def test_a_lead_is_found_by_any_spelling_of_its_address(
+    client: httpx.AsyncClient, sessions: Sessions
+) -> None:
+    """The rule ingest keys leads by (shared/lead_ids.py) applies to lookups too."""
+    await seed(sessions)
+    for path in ("", "/history", "/score"):
+        response = await client.get(f"/v1/leads/{quote(' Ada.Lovelace@Example.COM ')}{path}")
+        assert response.status_code == 200, path
+        assert response.json()["lead_id"] == "ada.lovelace@example.com"
+
+
 async def test_lead_ids_with_slashes_and_reserved_characters(
     client: httpx.AsyncClient, sessions: Sessions
 ) -> None:

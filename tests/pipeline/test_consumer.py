@@ -1,4 +1,5 @@
-"""The pipeline consumer on the real broker: redelivered and stale records change nothing."""
+"""The pipeline consumer on the real broker: redelivered and stale records change nothing,
+and a record that does not decode is a dead letter, not a silent skip."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from services.pipeline.consumer import PipelineConsumer
-from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import get_lead
+from shared.database import Database
 from shared.events import ScoreUpdate, Stage, StageChange
-from shared.kafka import encode_key, make_producer
+from shared.kafka import encode_key, make_consumer, make_producer
 from shared.settings import LeadflowSettings
 from tests.pipeline.conftest import ScratchDatabases
 from tests.pipeline.records import score_update, snapshot, stage_change
+from tests.topics import read_records
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -97,3 +101,57 @@ async def test_redelivered_and_older_records_leave_the_database_unchanged(
     assert without_marker_2(after) == before
     assert current is not None
     assert (current.stage, current.total) == (Stage.PROSPECT, 60.0)
+
+
+async def committed(settings: PipelineSettings, tp: TopicPartition) -> int:
+    consumer = make_consumer(settings, name="test-offsets", group_id=settings.pipeline_group)
+    await consumer.start()
+    try:
+        return await consumer.committed(tp) or 0
+    finally:
+        await consumer.stop()
+
+
+async def test_a_record_that_does_not_decode_is_a_dead_letter_and_the_next_is_written(
+    kafka_settings: LeadflowSettings, scratch_databases: ScratchDatabases
+) -> None:
+    settings = PipelineSettings(
+        **kafka_settings.model_dump(), database_url=await scratch_databases.create()
+    )
+    topics, key = settings.topics, encode_key("poison@example.com")
+    wrong_shape = orjson.dumps(
+        {
+            **orjson.loads(score_update("poison@example.com", 1, 5.0).model_dump_json()),
+            "sequence": "one",
+        }
+    )
+    producer = make_producer(settings, name="test-poison")
+    await producer.start()
+    try:  # one partition per topic: the offsets below are the records' own
+        await producer.send_and_wait(topics.stage_changes, b"{not json", key=key, partition=0)
+        await producer.send_and_wait(topics.scores, wrong_shape, key=key, partition=0)
+        await producer.send_and_wait(topics.scores, None, key=b"", partition=0)  # no lead
+        await producer.send_and_wait(topics.scores, None, key=b"nobody", partition=0)  # erasure
+    finally:
+        await producer.stop()
+    marker = score_update("marker@example.com", 1, 1.0)
+    async with consuming(settings) as database:
+        await publish(settings, [marker])
+        await wait_for_lead(database, marker.lead_id)
+        letters = await read_records(settings, topics.dead_letters, lambda r: len(r) >= 3)
+        scores_tp = TopicPartition(topics.scores, 0)
+        await eventually(lambda: committed(settings, scores_tp), lambda at: at >= 3, timeout=30)
+
+    reasons = sorted((orjson.loads(r.value) for r in letters), key=lambda d: d["source"]["topic"])
+    assert [(d["source"]["topic"], d["source"]["offset"]) for d in reasons] == [
+        (topics.scores, 0),
+        (topics.scores, 1),
+        (topics.stage_changes, 0),
+    ]
+    assert "sequence" in reasons[0]["reason"]
+    assert reasons[0]["key"] == "poison@example.com"
+    assert reasons[1]["reason"] == "ValueError: an erasure signal without a key names no lead"
+    assert reasons[1]["key"] == ""
+    assert reasons[2]["reason"].startswith("ValidationError: ")
+    assert reasons[2]["value"] == "{not json"
+    assert len(letters) == 3  # the keyed null record was an erasure signal, not a dead letter

@@ -21,12 +21,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
 from services.pipeline.consumer import PipelineConsumer
-from services.pipeline.db import Database
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from services.scoring.model import load_model
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
+from shared.database import Database
 from shared.kafka import encode_key, make_producer
 from shared.settings import LeadflowSettings
 from tests.waiting import eventually

@@ -4,14 +4,13 @@ transaction with the batch, idempotently; the request keeps only a hash of the i
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import store
-from services.pipeline.db import Database
-from services.pipeline.erasure_signals import ErasureSignal, after_erasures, decode_signal
-from shared.events import ERASE_ID_HEADER, ERASE_REQUESTED_AT_HEADER, Stage
+from shared.database import Database
+from shared.erasure_signals import ErasureSignal
+from shared.events import Stage
 from tests.pipeline.records import score_update, snapshot, stage_change, tables_holding
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -187,38 +186,3 @@ async def test_a_signal_without_an_erase_id_still_deletes_the_rows(sessions: Ses
     async with sessions() as session:
         assert await store.get_lead(session, ADA) is None
         assert await store.get_lead(session, BOB) is not None
-
-
-def record(key: bytes, value: bytes | None) -> SimpleNamespace:
-    return SimpleNamespace(key=key, value=value)
-
-
-def test_records_before_a_signal_of_their_lead_in_the_partition_are_dropped() -> None:
-    ada, bob = ADA.encode(), BOB.encode()
-    records = [
-        record(ada, b"1"),
-        record(bob, b"2"),
-        record(ada, None),
-        record(ada, b"3"),
-        record(ada, None),
-        record(ada, b"4"),
-        record(bob, b"5"),
-    ]
-    kept = after_erasures(records)
-    assert [(r.key, r.value) for r in kept] == [
-        (bob, b"2"),
-        (ada, None),
-        (ada, None),
-        (ada, b"4"),
-        (bob, b"5"),
-    ]
-    plain = [record(bob, b"1")]
-    assert after_erasures(plain) == plain
-
-
-def test_a_signal_decodes_from_its_key_and_headers() -> None:
-    headers = [(ERASE_ID_HEADER, b"e-9"), (ERASE_REQUESTED_AT_HEADER, b"2026-12-01T08:00:00Z")]
-    assert decode_signal("scores", ADA.encode(), headers) == ErasureSignal(
-        ADA, "scores", "e-9", REQUESTED
-    )
-    assert decode_signal("stage_changes", ADA.encode(), None) == ErasureSignal(ADA, "stage_changes")

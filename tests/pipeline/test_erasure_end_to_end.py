@@ -24,10 +24,10 @@ from devtools.broker import LocalKafka
 from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import IngestSettings
 from services.pipeline.app import create_app as create_pipeline
-from services.pipeline.db import create_engine
 from services.pipeline.settings import PipelineSettings
 from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
+from shared.database import create_engine
 from shared.kafka import PARTITIONER, encode_key, make_consumer
 from shared.settings import LeadflowSettings
 from shared.topic_admin import create_topics
@@ -129,8 +129,11 @@ async def lead_when(system: System, lead: str, ok: Any) -> dict[str, Any]:
 
 
 async def erase(system: System, lead: str) -> dict[str, Any]:
-    """DELETE the lead; the erasure's status once it is complete."""
-    accepted = await system.pipeline.delete(f"/v1/leads/{lead}")
+    """DELETE the lead, by another spelling of its address than the one it was posted
+    with (the erase record must reach the lead's own partition); the erasure's status
+    once it is complete."""
+    spelled = lead.upper() if "@" in lead else lead
+    accepted = await system.pipeline.delete(f"/v1/leads/{spelled}")
     assert accepted.status_code == 202, accepted.text
     body = accepted.json()
     assert body["status"] == "pending"

@@ -11,9 +11,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
-from services.pipeline.db import create_engine
-from services.pipeline.migrate import MIGRATION_LOCK_KEY, alembic_config, main, migrate
+from services.pipeline.migrate import SCHEMA, migrate
 from services.pipeline.tables import Base
+from shared.database import create_engine
+from shared.schema_migrations import alembic_config, command_line
 from tests.pipeline.conftest import ScratchDatabases
 
 
@@ -33,7 +34,7 @@ async def schema_state(url: str) -> tuple[str | None, list[Any], set[str]]:
 
 
 def _downgrade(connection: Connection, url: str) -> None:
-    config = alembic_config(url)
+    config = alembic_config(SCHEMA, url)
     config.attributes["connection"] = connection
     command.downgrade(config, "base")
 
@@ -48,7 +49,7 @@ async def downgrade_to_base(url: str) -> None:
 
 
 def head() -> str:
-    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config(SCHEMA, "sqlite://")).get_current_head()
     assert head is not None
     return head
 
@@ -79,12 +80,12 @@ async def test_downgrade_and_upgrade_from_the_command_line_and_plain_alembic(
     assert not {"leads", "stage_changes", "score_breakdowns", "erasures"} & tables
 
     # The CLI runs its own event loop (asyncio.run): give it a thread without one.
-    await asyncio.to_thread(main, ["--database-url", url])
+    await asyncio.to_thread(command_line, SCHEMA, ["--database-url", url])
     assert (await schema_state(url))[:2] == (head(), [])
 
     # `alembic upgrade head` with no connection handed over: env.py makes its own engine.
     await downgrade_to_base(url)
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+    await asyncio.to_thread(command.upgrade, alembic_config(SCHEMA, url), "head")
     assert (await schema_state(url))[:2] == (head(), [])
 
 
@@ -99,7 +100,7 @@ async def test_a_replica_waits_for_another_replicas_upgrade_on_postgresql(
     try:
         async with engine.connect() as other_replica:
             await other_replica.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA.lock_key}
             )
             upgrade = asyncio.create_task(migrate(url))
             done, _ = await asyncio.wait([upgrade], timeout=0.3)
@@ -144,7 +145,7 @@ async def test_change_positions_upgrade_over_data_and_downgrade_keep_every_row(
         assert [tuple(row) for row in leads] == [(0,)]
         assert [tuple(row) for row in counter] == [(1, 0)]
 
-        config = alembic_config(url)
+        config = alembic_config(SCHEMA, url)
 
         def downgrade(connection: Connection) -> None:
             config.attributes["connection"] = connection

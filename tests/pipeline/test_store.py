@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import store
 from services.pipeline.api_models import Lead
-from services.pipeline.db import Database
+from shared.database import Database
 from shared.events import RuleContribution, ScoreUpdate, Stage, StageChange
 from tests.pipeline.conftest import empty_tables
 from tests.pipeline.records import score_update, snapshot, stage_change

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.pipeline import store
 from services.pipeline.api_models import Lead, LeadPage
 from services.pipeline.app import create_app
-from services.pipeline.erasure_signals import ErasureSignal
 from services.pipeline.settings import PipelineSettings
+from shared.erasure_signals import ErasureSignal
 from shared.events import Stage
 from tests.pipeline.records import score_update, stage_change
 

@@ -6,10 +6,13 @@ import math
 import random
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scoring.engagement import Decayed, Engagement, decay
+from services.scoring.lead import LeadState
+from services.scoring.state_records import lead_record, read_lead
 
 DAY = 86_400.0
 HALF_LIFE = 30 * DAY
@@ -86,26 +89,45 @@ def test_the_order_of_events_does_not_matter(
 
 
 def test_engagement_keeps_a_total_and_one_sum_and_count_per_rule() -> None:
-    engagement = Engagement().add(0, 5, T, HALF_LIFE).add(4, 10, T, HALF_LIFE)
-    engagement = engagement.add(0, 5, T + HALF_LIFE, HALF_LIFE)
+    engagement = Engagement().add("r0", 5, T, HALF_LIFE).add("r4", 10, T, HALF_LIFE)
+    engagement = engagement.add("r0", 5, T + HALF_LIFE, HALF_LIFE)
     assert engagement.total == Decayed(12.5, T + HALF_LIFE)
-    assert engagement.rules[0].decayed == Decayed(7.5, T + HALF_LIFE)
-    assert engagement.rules[0].count == 2
-    assert engagement.rules[4].decayed.value_at(T + HALF_LIFE, HALF_LIFE) == 5.0
-    assert engagement.rules[4].count == 1
+    assert engagement.rules["r0"].decayed == Decayed(7.5, T + HALF_LIFE)
+    assert engagement.rules["r0"].count == 2
+    assert engagement.rules["r4"].decayed.value_at(T + HALF_LIFE, HALF_LIFE) == 5.0
+    assert engagement.rules["r4"].count == 1
 
 
 def test_adding_returns_a_new_engagement_and_leaves_the_old_one_alone() -> None:
-    before = Engagement().add(0, 5, T, HALF_LIFE)
-    after = before.add(0, 5, T, HALF_LIFE)
-    assert before.rules[0].count == 1
-    assert after.rules[0].count == 2
+    before = Engagement().add("r0", 5, T, HALF_LIFE)
+    after = before.add("r0", 5, T, HALF_LIFE)
+    assert before.rules["r0"].count == 1
+    assert after.rules["r0"].count == 2
 
 
 @settings(max_examples=30)
-@given(events=st.lists(st.tuples(st.integers(0, 7), points, offsets), max_size=10))
-def test_engagement_round_trips_through_json(events: list[tuple[int, float, float]]) -> None:
+@given(
+    events=st.lists(st.tuples(st.integers(0, 7), points, offsets), max_size=10),
+    recycled=st.none() | offsets,
+)
+def test_engagement_round_trips_through_the_changelog(
+    events: list[tuple[int, float, float]], recycled: float | None
+) -> None:
     engagement = Engagement()
-    for rule, p, offset in events:
-        engagement = engagement.add(rule, p, T + offset, HALF_LIFE)
-    assert Engagement.from_dict(orjson.loads(orjson.dumps(engagement.to_dict()))) == engagement
+    for index, (rule, p, offset) in enumerate(events):
+        if recycled is not None and index == len(events) // 2:
+            engagement = engagement.recycle(T + recycled)
+        engagement = engagement.add(f"r{rule}", p, T + offset, HALF_LIFE)
+    state = LeadState("ada", engagement=engagement)
+    assert read_lead(orjson.loads(lead_record(state))).engagement == engagement
+
+
+def test_after_a_recycle_only_later_events_qualify_while_the_total_keeps_its_history() -> None:
+    engagement = Engagement().add("demo", 30, T, HALF_LIFE).recycle(T + DAY)
+    engagement = engagement.add("form", 10, T + 2 * DAY, HALF_LIFE)
+    engagement = engagement.add("late", 5, T + DAY / 2, HALF_LIFE)  # before the recycle
+    now = T + 2 * DAY
+    assert engagement.qualifying_at(now, HALF_LIFE) == 10
+    whole = 30 * decay(2 * DAY, HALF_LIFE) + 10 + 5 * decay(1.5 * DAY, HALF_LIFE)
+    assert engagement.value_at(now, HALF_LIFE) == pytest.approx(whole, rel=1e-12)
+    assert Engagement().add("demo", 30, T, HALF_LIFE).qualifying_at(T, HALF_LIFE) == 30

@@ -113,6 +113,20 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             _set("engagement.half_life_days", -3.5),
             "engagement.half_life_days: Input should be greater than 0",
         ),
+        (_set("engagement.rules.2.id", ...), "engagement.rules[2].id: Field required"),
+        (_set("fit.rules.1.id", ...), "fit.rules[1].id: Field required"),
+        (
+            _set("engagement.rules.1.id", "Page View"),
+            "engagement.rules[1].id: String should match pattern",
+        ),
+        (
+            _set("engagement.rules.3.id", "page-view"),
+            "engagement.rules[3]: id 'page-view' is already the id of engagement.rules[1]",
+        ),
+        (
+            _set("fit.rules.0.id", "webinar"),
+            "fit.rules[0]: id 'webinar' is already the id of engagement.rules[5]",
+        ),
         (_set("stages.prospect", ...), "stages.prospect: Field required"),
         (_set("version", 1), "version: Input should be a valid string"),
         (_set("owner", "ops"), "owner: Extra inputs are not permitted"),
@@ -177,11 +191,23 @@ def test_the_model_is_immutable() -> None:
 def test_operators_other_than_the_defaults_are_accepted() -> None:
     data = default_data()
     data["fit"]["rules"] = [
-        {"trait": "country", "not_in": ["KP"], "points": 1},
-        {"trait": "employees", "gt": 10, "points": 1},
-        {"trait": "employees", "lte": 10, "points": 1},
-        {"trait": "employees", "lt": 10.5, "points": 1},
-        {"trait": "email", "exists": False, "points": -5},
+        {"id": "a", "trait": "country", "not_in": ["KP"], "points": 1},
+        {"id": "b", "trait": "employees", "gt": 10, "points": 1},
+        {"id": "c", "trait": "employees", "lte": 10, "points": 1},
+        {"id": "d", "trait": "employees", "lt": 10.5, "points": 1},
+        {"id": "e", "trait": "email", "exists": False, "points": -5},
     ]
     model = ScoringModel.model_validate(data)
     assert [r.operator for r in model.fit.rules] == ["not_in", "gt", "lte", "lt", "exists"]
+
+
+def test_a_copied_model_scores_with_its_own_rules() -> None:
+    model = load_model()
+    rules = [r.model_copy(update={"points": 7}) for r in model.engagement.rules]
+    copy = model.model_copy(
+        update={"engagement": model.engagement.model_copy(update={"rules": rules})}
+    )
+    assert copy.rulebook is not model.rulebook
+    matched = copy.rulebook.engagement_rule("form.submitted", {})
+    assert matched is not None
+    assert matched.points == 7

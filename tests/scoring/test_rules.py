@@ -23,50 +23,61 @@ from tests.scoring.conftest import ICP_TRAITS
 
 
 def rule(**fields: Any) -> FitRule:
-    return FitRule.model_validate({"trait": "x", "points": 1, **fields})
+    return FitRule.model_validate({"id": "x-rule", "trait": "x", "points": 1, **fields})
 
 
 @pytest.mark.parametrize(
     ("event_type", "properties", "expected"),
     [
-        ("page.viewed", {"path": "/pricing"}, 0),
-        ("page.viewed", {"path": "/pricing/enterprise"}, 0),
-        ("page.viewed", {"path": "/blog/pricing"}, 1),
-        ("page.viewed", {}, 1),
-        ("page.viewed", {"path": 5}, 1),
-        ("email.opened", {"path": "/pricing"}, 2),
-        ("form.submitted", {}, 4),
-        ("email.unsubscribed", {}, 7),
+        ("page.viewed", {"path": "/pricing"}, "pricing-view"),
+        ("page.viewed", {"path": "/pricing/enterprise"}, "pricing-view"),
+        ("page.viewed", {"path": "/blog/pricing"}, "page-view"),
+        ("page.viewed", {}, "page-view"),
+        ("page.viewed", {"path": 5}, "page-view"),
+        ("email.opened", {"path": "/pricing"}, "email-open"),
+        ("form.submitted", {}, "form-submit"),
+        ("email.unsubscribed", {}, "unsubscribe"),
         ("lead.updated", {}, None),
         ("Page.Viewed", {"path": "/pricing"}, None),
     ],
 )
 def test_the_first_matching_engagement_rule_wins(
-    model: ScoringModel, event_type: str, properties: dict[str, JsonValue], expected: int | None
+    model: ScoringModel, event_type: str, properties: dict[str, JsonValue], expected: str | None
 ) -> None:
-    assert match_engagement_rule(model, event_type, properties) == expected
+    matched = match_engagement_rule(model, event_type, properties)
+    assert (matched and matched.id) == expected
 
 
 def test_where_keys_other_than_path_prefix_are_equalities(model: ScoringModel) -> None:
     data = model.model_dump(by_alias=True, exclude_none=True)
     data["engagement"]["rules"] = [
-        {"event": "email.clicked", "where": {"campaign": "nov", "vip": True}, "points": 9},
-        {"event": "email.clicked", "points": 3},
+        {
+            "id": "vip",
+            "event": "email.clicked",
+            "where": {"campaign": "nov", "vip": True},
+            "points": 9,
+        },
+        {"id": "click", "event": "email.clicked", "points": 3},
     ]
     custom = ScoringModel.model_validate(data)
-    assert match_engagement_rule(custom, "email.clicked", {"campaign": "nov", "vip": True}) == 0
-    assert match_engagement_rule(custom, "email.clicked", {"campaign": "nov", "vip": 1}) == 1
-    assert match_engagement_rule(custom, "email.clicked", {"campaign": "dec", "vip": True}) == 1
-    assert match_engagement_rule(custom, "email.clicked", {"campaign": "nov"}) == 1
+
+    def matched(properties: dict[str, JsonValue]) -> str | None:
+        rule = match_engagement_rule(custom, "email.clicked", properties)
+        return None if rule is None else rule.id
+
+    assert matched({"campaign": "nov", "vip": True}) == "vip"
+    assert matched({"campaign": "nov", "vip": 1}) == "click"
+    assert matched({"campaign": "dec", "vip": True}) == "click"
+    assert matched({"campaign": "nov"}) == "click"
 
 
 def test_the_ideal_customer_profile_lead_fits_75(model: ScoringModel) -> None:
     contributions = fit_contributions(model, ICP_TRAITS)
     assert [(c["rule"], c["axis"], c["points"], c["count"]) for c in contributions] == [
-        ("fit.rules[0]: industry in [software, saas, fintech, ecommerce]", "fit", 20, 1),
-        ("fit.rules[1]: employees >= 50", "fit", 15, 1),
-        ("fit.rules[3]: budget_usd >= 10000", "fit", 20, 1),
-        ("fit.rules[4]: job_level in [c_level, vp, director, owner]", "fit", 20, 1),
+        ("industry: industry in [software, saas, fintech, ecommerce]", "fit", 20, 1),
+        ("company-size: employees >= 50", "fit", 15, 1),
+        ("budget: budget_usd >= 10000", "fit", 20, 1),
+        ("seniority: job_level in [c_level, vp, director, owner]", "fit", 20, 1),
     ]
     assert sum(c["points"] for c in contributions) == 75
 
@@ -163,15 +174,15 @@ def test_same_json_is_reflexive(value: JsonValue) -> None:
 
 
 def test_labels_are_readable_and_name_the_rule(model: ScoringModel) -> None:
-    assert fit_label(5, model.fit.rules[5]) == "fit.rules[5]: competitor = true"
-    assert fit_label(0, rule(exists=True)) == "fit.rules[0]: x is set"
-    assert fit_label(0, rule(not_in=["KP"])) == "fit.rules[0]: x not in [KP]"
-    assert fit_label(0, rule(lt=2.5)) == "fit.rules[0]: x < 2.5"
+    assert fit_label(model.fit.rules[5]) == "competitor: competitor = true"
+    assert fit_label(rule(exists=True)) == "x-rule: x is set"
+    assert fit_label(rule(not_in=["KP"])) == "x-rule: x not in [KP]"
+    assert fit_label(rule(lt=2.5)) == "x-rule: x < 2.5"
     assert (
-        engagement_label(0, model.engagement.rules[0])
-        == "engagement.rules[0]: page.viewed where path_prefix=/pricing, max 3/day"
+        engagement_label(model.engagement.rules[0])
+        == "pricing-view: page.viewed where path_prefix=/pricing, max 3/day"
     )
-    assert engagement_label(6, model.engagement.rules[6]) == "engagement.rules[6]: demo.requested"
+    assert engagement_label(model.engagement.rules[6]) == "demo-request: demo.requested"
 
 
 @pytest.mark.parametrize(

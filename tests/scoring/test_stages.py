@@ -114,22 +114,27 @@ def test_a_reason_that_is_not_text_is_refused() -> None:
 
 
 def test_an_explicit_event_wins_over_the_scores(model: ScoringModel) -> None:
-    move = next_move(Stage.PROSPECT, "stage.set", {"stage": "lead"}, (FIT, 100), None, model)
+    move = next_move(
+        Stage.PROSPECT, explicit_move("stage.set", {"stage": "lead"}), (FIT, 100), None, model
+    )
     assert move == Move(Stage.LEAD, "stage.set")
 
 
 def test_an_explicit_move_to_the_current_stage_is_no_move(model: ScoringModel) -> None:
-    assert next_move(Stage.CUSTOMER, "deal.won", {}, (FIT, 100), None, model) is None
-    assert next_move(Stage.LEAD, "stage.set", {"stage": "lead"}, (FIT, 0), None, model) is None
+    assert next_move(Stage.CUSTOMER, explicit_move("deal.won", {}), (FIT, 100), None, model) is None
+    assert (
+        next_move(Stage.LEAD, explicit_move("stage.set", {"stage": "lead"}), (FIT, 0), None, model)
+        is None
+    )
 
 
 def test_an_explicit_first_event_is_the_one_move(model: ScoringModel) -> None:
-    assert next_move(None, "deal.won", {}, (FIT, 100), None, model) == Move(
+    assert next_move(None, explicit_move("deal.won", {}), (FIT, 100), None, model) == Move(
         Stage.CUSTOMER, "deal.won"
     )
 
 
 def test_other_events_move_automatically(model: ScoringModel) -> None:
-    assert next_move(Stage.LEAD, "page.viewed", {}, (60, 0), None, model) == Move(
+    assert next_move(Stage.LEAD, explicit_move("page.viewed", {}), (60, 0), None, model) == Move(
         Stage.PROSPECT, "fit 60 >= 50"
     )

@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.decoding import InvalidEvents, decode_single
-from services.scoring.changelog import PartitionState, apply_record, lead_record
+from services.scoring.changelog import PartitionState, apply_record
 from services.scoring.model import load_model
 from services.scoring.scoring import apply_event
+from services.scoring.state_records import lead_record
 from shared.events import (
     CRM_EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -101,7 +102,7 @@ def scored_as_scoring_does(record_value: bytes) -> None:
         StageChange.model_validate_json(outcome.stage_change.model_dump_json())
     restored = PartitionState()
     apply_record(restored, encode_key(event.lead_id), lead_record(outcome.state))
-    assert restored.leads[event.lead_id].to_json() == outcome.state.to_json()
+    assert lead_record(restored.leads[event.lead_id]) == lead_record(outcome.state)
 
 
 @given(posted_events())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -9,8 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.cloudevents import binary_to_structured, from_cloudevent, to_cloudevent
-from shared.events import Event
+from services.ingest.decoding import InvalidEvents, UnsupportedMediaType, decode_single
+from shared.cloudevents import (
+    binary_to_structured,
+    decode_header_value,
+    from_cloudevent,
+    kafka_headers,
+    to_cloudevent,
+)
+from shared.events import Event, EventIn, Score, ScoreUpdate, Stage, StageChange
 
 
 def cloudevent(**changes: Any) -> dict[str, Any]:
@@ -92,3 +101,138 @@ def test_native_to_cloudevent_and_back_is_lossless(
         traits=traits,
     )
     assert Event.model_validate(from_cloudevent(to_cloudevent(native)).model_dump()) == native
+
+
+# --- as the CNCF SDK sends them: both of its APIs, both HTTP modes -------------------------
+
+SDK_ATTRIBUTES = {
+    "id": "é 1%",  # a space, a percent and a non-ASCII letter: all percent-encoded by 2.x
+    "type": "form.submitted",
+    "source": "/forms/contact us",
+    "subject": "José@Example.com",
+    "time": "2026-11-20T10:00:00+01:00",
+}
+SDK_DATA = {"form": "contact", "traits": {"industry": "saas"}}
+
+
+def sdk_1x_messages() -> list[tuple[dict[str, str], bytes]]:
+    """``to_binary`` and ``to_structured`` of the 1.x API (``cloudevents.http`` and
+    ``cloudevents.conversion`` in 1.x, kept under ``cloudevents.v1`` in 2.x)."""
+    try:
+        from cloudevents import conversion, http  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        from cloudevents.v1 import conversion, http
+    event = http.CloudEvent(dict(SDK_ATTRIBUTES), SDK_DATA)
+    binary = conversion.to_binary(event)
+    structured = conversion.to_structured(event)
+    return [(dict(headers), bytes(body)) for headers, body in (binary, structured)]
+
+
+def sdk_2x_messages() -> list[tuple[dict[str, str], bytes]]:
+    """``to_binary`` and ``to_structured`` of the 2.x API (``cloudevents.core``)."""
+    core = pytest.importorskip("cloudevents.core.bindings.http")
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    attributes: dict[str, Any] = {**SDK_ATTRIBUTES, "specversion": "1.0"}
+    attributes["time"] = datetime.fromisoformat(SDK_ATTRIBUTES["time"])
+    event = CloudEvent(attributes=attributes, data=SDK_DATA)
+    messages = [core.to_binary(event, JSONFormat()), core.to_structured(event, JSONFormat())]
+    return [(dict(m.headers), m.body) for m in messages]
+
+
+def _decoded(headers: dict[str, str], body: bytes) -> EventIn:
+    return decode_single(headers.get("content-type"), headers, body)
+
+
+@pytest.mark.parametrize("messages", [sdk_1x_messages, sdk_2x_messages], ids=["1.x", "2.x"])
+def test_the_sdk_s_binary_and_structured_modes_give_the_same_event(
+    messages: Callable[[], list[tuple[dict[str, str], bytes]]],
+) -> None:
+    (binary_headers, binary_body), (structured_headers, structured_body) = messages()
+    assert "content-type" not in binary_headers  # datacontenttype unset: no Content-Type
+    binary = _decoded(binary_headers, binary_body)
+    structured = _decoded(structured_headers, structured_body)
+    assert binary == structured
+    assert (binary.event_id, binary.lead_id, binary.source) == (
+        "é 1%",
+        "José@Example.com",
+        "/forms/contact us",
+    )
+    assert binary.properties == {"form": "contact"}
+    assert binary.traits == {"industry": "saas"}
+
+
+def test_both_sdk_apis_name_the_same_lead() -> None:
+    events = [_decoded(*message) for message in (*sdk_1x_messages(), *sdk_2x_messages())]
+    assert len({(e.event_id, e.lead_id, e.occurred_at) for e in events}) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        ("Euro%20%E2%82%AC%20%F0%9F%98%80", "Euro € 😀"),
+        ("%c3%a9", "é"),  # lower-case hex accepted
+        ("%41bc", "Abc"),  # needlessly encoded, accepted
+        ('"quoted \\"value\\""', 'quoted "value"'),  # older senders' quoted strings
+        ("100%", "100%"),  # a lone percent is itself
+    ],
+)
+def test_binary_header_values_are_unquoted_then_percent_decoded(raw: str, decoded: str) -> None:
+    assert decode_header_value("id", raw) == decoded
+
+
+def test_header_bytes_that_are_not_utf8_are_refused() -> None:
+    headers = {"ce-specversion": "1.0", "ce-id": "%C0%A0", "ce-type": "x", "ce-source": "s"}
+    with pytest.raises(InvalidEvents) as refused:
+        decode_single(None, headers, b"{}")
+    assert refused.value.errors[0]["loc"] == ["body", "ce-id"]
+
+
+def test_binary_mode_with_a_non_json_content_type_is_still_415() -> None:
+    headers = {"ce-specversion": "1.0", "content-type": "text/xml"}
+    with pytest.raises(UnsupportedMediaType):
+        decode_single("text/xml", headers, b"<a/>")
+
+
+def test_stage_changes_and_scores_carry_kafka_binding_headers() -> None:
+    score = Score(fit=75, engagement=40, total=115)
+    change = StageChange(
+        change_id="c-1",
+        lead_id="ada@example.com",
+        sequence=2,
+        from_stage=Stage.PROSPECT,
+        to_stage=Stage.OPPORTUNITY,
+        reason="engagement",
+        trigger_event_id="e-5",
+        occurred_at=datetime(2026, 11, 20, 10, tzinfo=UTC),
+        score=score,
+        model_version="default-1",
+    )
+    headers = dict(kafka_headers(change))
+    assert headers == {
+        "ce_specversion": b"1.0",
+        "ce_id": b"c-1",
+        "ce_source": b"leadflow/scoring",
+        "ce_type": b"leadflow.stage.changed",
+        "ce_subject": b"ada@example.com",
+        "ce_time": b"2026-11-20T10:00:00Z",
+        "content-type": b"application/json",
+    }
+    update = ScoreUpdate(
+        lead_id="ada@example.com",
+        sequence=7,
+        fit=75,
+        engagement=40,
+        total=115,
+        as_of=datetime(2026, 11, 20, 10, tzinfo=UTC),
+        stage=Stage.OPPORTUNITY,
+        model_version="default-1",
+        trigger_event_id="e-7",
+        breakdown=[],
+    )
+    headers = dict(kafka_headers(update))
+    assert (headers["ce_type"], headers["ce_id"]) == (
+        b"leadflow.score.updated",
+        b"ada@example.com/7",
+    )

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.pipeline.db import Database
 from services.webhooks import store
 from services.webhooks.app import create_app
 from services.webhooks.settings import WebhooksSettings
+from shared.database import Database
 from shared.events import ScoreUpdate, StageChange
 from tests.pipeline.conftest import (  # noqa: F401 (fixtures)
     ScratchDatabases,

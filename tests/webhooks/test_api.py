@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from services.pipeline.db import Database
 from services.webhooks import store
 from services.webhooks.app import create_app
 from services.webhooks.signing import new_secret
 from services.webhooks.tables import EndpointRow
 from shared.api_keys import create_key
+from shared.database import Database
 from shared.events import Stage
 from tests.servers import serving
 from tests.waiting import eventually

@@ -9,10 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
-from services.pipeline.db import create_engine
 from services.pipeline.migrate import migrate as migrate_pipeline
-from services.webhooks.migrate import VERSION_TABLE, migrate
+from services.webhooks.migrate import SCHEMA, migrate
 from services.webhooks.tables import Base
+from shared.database import create_engine
 
 
 def _state(connection: Connection) -> tuple[str | None, list[Any], set[str]]:
@@ -20,7 +20,7 @@ def _state(connection: Connection) -> tuple[str | None, list[Any], set[str]]:
         connection,
         opts={
             "compare_type": True,
-            "version_table": VERSION_TABLE,
+            "version_table": SCHEMA.version_table,
             "include_name": lambda name, kind, _: kind != "table" or name in Base.metadata.tables,
         },
     )
@@ -46,4 +46,4 @@ async def test_upgrade_builds_the_models_schema_beside_the_pipelines(
     revision, differences, tables = await schema_state(webhooks_database)
     assert revision == "0001"
     assert differences == []
-    assert set(Base.metadata.tables) | {"leads", "alembic_version", VERSION_TABLE} <= tables
+    assert set(Base.metadata.tables) | {"leads", "alembic_version", SCHEMA.version_table} <= tables

@@ -1,10 +1,11 @@
-"""Scoring's erasure signals as the pipeline reads them: pure, no I/O.
+"""Scoring's erasure signals as the services that keep lead data read them: pure, no I/O.
 
 When scoring erases a lead it writes a null-valued record keyed by the lead id to
 ``leadflow.scores`` (a tombstone: compaction removes the key) and to
 ``leadflow.stage-changes``, both carrying the erase id in a header. The pipeline deletes
 the lead's rows on the first it reads, what the other topic wrote since on the second,
-and then marks the erase request complete (:func:`services.pipeline.store.record_batch`).
+and then marks the erase request complete (:func:`services.pipeline.store.record_batch`);
+the webhooks service deletes the lead's messages, attempts and totals.
 """
 
 from __future__ import annotations
