@@ -24,6 +24,7 @@ CASES = (
     "end_to_end",
     "query",
     "scaling",
+    "webhooks",
 )
 """Every case, one module each (``bench/<case>.py`` with ``async def run(env, config)``)."""
 

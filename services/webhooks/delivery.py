@@ -56,13 +56,25 @@ class Delivery:
         self.policy = Policy.of(settings.webhooks_allow_http, settings.allowed_networks)
         self.box = box
         self.clock = clock
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.webhooks_timeout_seconds),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-            headers={"user-agent": "leadflow-webhooks/1"},
-            trust_env=False,
-        )
+        self.timeout = settings.webhooks_timeout_seconds
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def client(self, endpoint_id: str) -> httpx.AsyncClient:
+        """Each endpoint its own connection pool: httpx's pool scans all of its
+        connections for every request, so one pool shared by many busy endpoints
+        spends its time choosing connections (docs/benchmarks.md, webhooks), and a
+        dead endpoint's connections never sit in a live one's pool."""
+        client = self._clients.get(endpoint_id)
+        if client is None:
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout),
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+                headers={"user-agent": "leadflow-webhooks/1"},
+                trust_env=False,
+            )
+            self._clients[endpoint_id] = client
+        return client
 
     async def attempt(
         self, endpoint: EndpointRow, webhook_id: str, body: bytes
@@ -86,7 +98,7 @@ class Delivery:
         headers = signed_headers(in_force, webhook_id, utc_now(), body)
         headers["host"] = destination.host_header
         try:
-            response = await self.client.post(
+            response = await self.client(endpoint.endpoint_id).post(
                 destination.url,
                 content=body,
                 headers=headers,
@@ -101,7 +113,8 @@ class Delivery:
         return result("failure", response.status_code, f"HTTP {response.status_code}"), response
 
     async def close(self) -> None:
-        await self.client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(client.aclose() for client in clients))
 
 
 def next_state(
