@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +32,14 @@ async def status_of(url: str) -> int:
         return 0
 
 
+async def then_post(
+    before: asyncio.Task[None], platform: Platform, events: list[dict[str, Any]]
+) -> None:
+    """``events`` once ``before`` (the same platform's earlier posts) is done: in order."""
+    await before
+    await platform.post_all(events, batch_size=50, pause=0.05)
+
+
 async def test_broker_restart_while_clients_post(tmp_path: Path) -> None:
     """Four platforms post concurrently; the broker stops and starts under them."""
     kafka = LocalKafka(tmp_path / "kafka", port=free_port())
@@ -47,8 +56,10 @@ async def test_broker_restart_while_clients_post(tmp_path: Path) -> None:
             for n in range(4)
         ]
         platforms = [Platform(ingest.url, retry_for=180) for _ in streams]
-        posting = [
-            asyncio.create_task(p.post_all(s, batch_size=50, pause=0.05))
+        # Each platform posts the first half of its stream while the broker goes down, and
+        # the rest after it is down, so requests meet the outage whatever the timing.
+        first = [
+            asyncio.create_task(p.post_all(s[: len(s) // 2], batch_size=50, pause=0.05))
             for p, s in zip(platforms, streams, strict=True)
         ]
         await eventually(deployment.scored, lambda n: n >= 500, timeout=120)
@@ -56,8 +67,17 @@ async def test_broker_restart_while_clients_post(tmp_path: Path) -> None:
         await eventually(
             lambda: status_of(f"{ingest.url}/readyz"), lambda code: code == 503, timeout=30
         )
+        rest = [
+            asyncio.create_task(then_post(task, p, s[len(s) // 2 :]))
+            for task, p, s in zip(first, platforms, streams, strict=True)
+        ]
+
+        async def outage_seen() -> bool:
+            return any(503 in p.statuses for p in platforms)
+
+        await eventually(outage_seen, lambda seen: seen, timeout=60)
         await asyncio.to_thread(kafka.start)
-        await asyncio.gather(*posting)
+        await asyncio.gather(*rest)
 
         statuses = {code for p in platforms for code in p.statuses}
         assert statuses <= {202, 503}, f"ingest answered {statuses}"
