@@ -19,6 +19,7 @@ Timestamp = Annotated[
 
 
 class Problem(BaseModel):
-    """What is wrong with the request: FastAPI's ``{"detail": "..."}``."""
+    """What is wrong with the request, or why it cannot be served now: FastAPI's
+    ``{"detail": "..."}``."""
 
     detail: str = Field(min_length=1)

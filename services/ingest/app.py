@@ -27,6 +27,7 @@ from services.ingest.segment_events import load_event_map
 from services.ingest.segment_routes import install_segment_routes
 from services.ingest.settings import IngestSettings
 from shared import cloudevents, lead_ids
+from shared.api_models import Problem
 from shared.auth import (
     Authenticator,
     Principal,
@@ -53,12 +54,6 @@ class Accepted(BaseModel):
 
     accepted: int = Field(ge=1, description="How many events were accepted.")
     event_ids: list[str] = Field(description="Their event_ids, in order; missing ones assigned.")
-
-
-class Problem(BaseModel):
-    """What is wrong with the request, or why it cannot be served now."""
-
-    detail: str = Field(min_length=1)
 
 
 class FieldError(BaseModel):

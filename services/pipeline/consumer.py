@@ -44,6 +44,7 @@ from shared.erasure_signals import (
 )
 from shared.events import ScoreUpdate, StageChange
 from shared.kafka import Record, make_consumer, make_producer, reachable, send_keyed
+from shared.retrying import STOPPED, until_written
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +99,24 @@ class PipelineConsumer:
         changes, updates, erasures, refused = self._decode(batches)
         if refused and not await self._send_dead_letters(refused):
             return  # stopping: offsets not committed, the batch comes back next start
-        delay = 0.2
-        while True:
-            try:
-                with metrics.BATCH_SECONDS.time():
-                    await record_batch(self.database.sessions, changes, updates, erasures)
-                break
-            except (SQLAlchemyError, OSError) as exc:
-                self.database_ok = False
-                log.warning("writing a batch failed (%s); retrying in %.1fs", exc, delay)
-                if self._stopping.is_set():
-                    return  # offsets not committed: the batch comes back next start
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        async def write() -> None:
+            with metrics.BATCH_SECONDS.time():
+                await record_batch(self.database.sessions, changes, updates, erasures)
+
+        def failed() -> None:
+            self.database_ok = False
+
+        written = await until_written(
+            write,
+            retry_on=(SQLAlchemyError, OSError),
+            stopping=self._stopping,
+            what="writing a batch",
+            log=log,
+            on_failure=failed,
+        )
+        if written is STOPPED:
+            return  # offsets not committed: the batch comes back next start
         self.database_ok = True
         metrics.PERSISTED.labels("stage_change").inc(len(changes))
         metrics.PERSISTED.labels("score").inc(len(updates))
@@ -157,19 +163,20 @@ class PipelineConsumer:
     async def _send_dead_letters(self, letters: Sequence[Record]) -> bool:
         """Send the batch's dead letters and wait until Kafka has them all, retrying while
         it does not; ``False`` if the service stops first."""
-        assert self._dead_letters is not None  # started before the first poll
-        delay = 0.2
-        while True:
-            try:
-                deliveries = await send_keyed(self._dead_letters, self.topics.dead_letters, letters)
-                await asyncio.gather(*deliveries)
-                return True
-            except (KafkaError, OSError) as exc:
-                log.warning("sending dead letters failed (%r); retrying in %.1fs", exc, delay)
-                if self._stopping.is_set():
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        producer = self._dead_letters
+        assert producer is not None  # started before the first poll
+
+        async def send() -> None:
+            await asyncio.gather(*await send_keyed(producer, self.topics.dead_letters, letters))
+
+        sent = await until_written(
+            send,
+            retry_on=(KafkaError, OSError),
+            stopping=self._stopping,
+            what="sending dead letters",
+            log=log,
+        )
+        return sent is not STOPPED
 
     def _decode(
         self, batches: Mapping[TopicPartition, Sequence[Any]]

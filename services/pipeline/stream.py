@@ -62,9 +62,9 @@ def install_stream(app: FastAPI, settings: PipelineSettings) -> None:
     """The stream's route, and its shared poller run inside the app's lifespan (so the
     database is open first and closed last).
 
-    On the app itself rather than an included router: routes of an included router are
-    not listed in ``app.router.routes``, where :func:`shared.auth.install_auth` looks for
-    the scopes to declare in the OpenAPI document.
+    On the app itself rather than through an included router, as the probes are
+    (shared/probes.py): this FastAPI matches an included router by walking its routes,
+    a cost every request to a route listed after it pays.
     """
     started = app.router.lifespan_context
 

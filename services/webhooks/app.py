@@ -87,8 +87,8 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock = utc_now)
         responses=DATABASE_DOWN,
     )
     install_database_outage(app)
-    # Onto the app's own route table, as the probes are: this FastAPI keeps an included
-    # router as one entry, which the auth module's OpenAPI declarations do not look into.
+    # Onto the app's own route table, as the probes are (shared/probes.py): this FastAPI
+    # matches an included router by walking its routes on every request that reaches it.
     app.router.routes.extend(endpoints_api.router.routes + messages_api.router.routes)
     _document_webhooks(app)
 

@@ -29,6 +29,7 @@ from shared.database import Database
 from shared.erasure_signals import Topic, after_erasures, decode_signal
 from shared.events import ScoreUpdate, StageChange
 from shared.kafka import make_consumer, reachable
+from shared.retrying import STOPPED, until_written
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +93,20 @@ class WebhooksConsumer:
     async def _persist(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> bool:
         """True once stored; False when stopping first (the batch comes back next start)."""
         changes, updates, erased = self._decode(batches)
-        delay = 0.2
-        while True:
-            try:
-                count = await record_batch(
-                    self.database.sessions, changes, updates, self.clock(), erased
-                )
-                break
-            except (SQLAlchemyError, OSError) as exc:
-                self.database_ok = False
-                log.warning("storing messages failed (%s); retrying in %.1fs", exc, delay)
-                if self._stopping.is_set():
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        def failed() -> None:
+            self.database_ok = False
+
+        count = await until_written(
+            lambda: record_batch(self.database.sessions, changes, updates, self.clock(), erased),
+            retry_on=(SQLAlchemyError, OSError),
+            stopping=self._stopping,
+            what="storing messages",
+            log=log,
+            on_failure=failed,
+        )
+        if count is STOPPED:
+            return False
         self.database_ok = True
         if count:
             self.stored()

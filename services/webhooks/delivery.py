@@ -28,6 +28,7 @@ from services.webhooks.ssrf import Policy, UnsafeUrl
 from services.webhooks.tables import EndpointRow, MessageRow
 from shared.database import Database
 from shared.rate_limit import RateLimiter
+from shared.retrying import until_written
 
 log = logging.getLogger(__name__)
 
@@ -238,24 +239,21 @@ class Deliverer:
             metrics.LATENCY.labels(endpoint.endpoint_id).observe(result.latency_ms / 1000)
         if status == store.FAILED:
             metrics.FAILED.labels(endpoint.endpoint_id).inc()
-        delay = 0.2
-        while True:
-            try:
-                await store.record_attempt(
-                    self.database.sessions,
-                    message.message_id,
-                    result,
-                    status,
-                    next_at,
-                    "the endpoint answered 410 Gone" if gone else None,
-                )
-                return
-            except Exception as exc:  # not recorded: it stays pending, and is sent again
-                log.warning("recording an attempt failed (%s); retrying", exc)
-                if self._stopping.is_set():
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # Not recorded (stopping first): the message stays pending, and is sent again.
+        await until_written(
+            lambda: store.record_attempt(
+                self.database.sessions,
+                message.message_id,
+                result,
+                status,
+                next_at,
+                "the endpoint answered 410 Gone" if gone else None,
+            ),
+            retry_on=(Exception,),
+            stopping=self._stopping,
+            what="recording an attempt",
+            log=log,
+        )
 
     async def _report_backlog(self) -> None:
         if time.monotonic() - self._backlog_at < BACKLOG_EVERY_SECONDS:

@@ -52,10 +52,14 @@ def endpoint(row: EndpointRow) -> Endpoint:
     )
 
 
+def unknown_endpoint(endpoint_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"endpoint {endpoint_id!r} is unknown")
+
+
 async def found(session: SessionDep, endpoint_id: str) -> EndpointRow:
     row = await session.get(EndpointRow, endpoint_id)
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"endpoint {endpoint_id!r} is unknown")
+        raise unknown_endpoint(endpoint_id)
     return row
 
 
@@ -131,7 +135,7 @@ async def update_endpoint(
 )
 async def delete_endpoint(endpoint_id: EndpointId, _: Admin, session: SessionDep) -> None:
     if not await store.delete_endpoint(session, endpoint_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"endpoint {endpoint_id!r} is unknown")
+        raise unknown_endpoint(endpoint_id)
 
 
 @router.post(
