@@ -15,6 +15,12 @@ start unless ``LEADFLOW_AUTH=disabled`` says so explicitly.
 
 The caller is stored in ``request.state.principal`` for the access log; an open
 service leaves it absent.
+
+A person signs in once instead (the pipeline's dashboard): :meth:`Authenticator.sign_in`
+checks the pasted key or token as a request's would be checked and seals a session
+cookie (:mod:`shared.sessions`). An authenticator that accepts sessions takes that cookie
+in place of a credential header, on GET and HEAD only: a cookie a browser sends by
+itself can then read, never change anything (no cross-site request forgery of writes).
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.api_keys import ApiKey, KeyLineError, find_key, parse_keys, split_lines
 from shared.events import CRM_EVENT_TYPES
 from shared.jwks import InvalidToken, JwksVerifier, KeySetUnavailable, TokenRules, looks_like_jwt
+from shared.sessions import SESSION_COOKIE, SessionSeal
 from shared.settings import LeadflowSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,8 @@ class Principal:
     scopes: frozenset[str]
     kind: str = "key"
     """``key`` or ``token``: which word the 403 uses."""
+    expires_at: float | None = None
+    """When the token expires (seconds since the epoch); None for keys."""
 
 
 def unauthenticated(reason: str) -> HTTPException:
@@ -118,29 +128,98 @@ def _credential(headers: Headers) -> str:
     return credential
 
 
+SESSION_METHODS = frozenset({"GET", "HEAD"})
+"""The only methods a session cookie authenticates: reads."""
+
+
+def secure_cookies(connection: HTTPConnection) -> bool:
+    """Whether cookies for this request must be ``Secure``: always, but for plain HTTP to a
+    loopback host (``make run``), where a browser would not send a Secure cookie back."""
+    url = connection.url
+    return not (url.scheme == "http" and is_loopback(url.hostname or ""))
+
+
+def cookie_name(connection: HTTPConnection, base: str = SESSION_COOKIE) -> str:
+    """``base``, prefixed ``__Host-`` whenever the cookie is Secure: a browser then takes it
+    only from this very host over HTTPS, for ``Path=/`` and no ``Domain``, so a sibling
+    subdomain cannot plant one."""
+    return f"__Host-{base}" if secure_cookies(connection) else base
+
+
+def _has_credential(headers: Headers) -> bool:
+    return bool(headers.get("authorization") or headers.get(API_KEY_HEADER))
+
+
 class Authenticator:
     """The configured keys and token verifier; ``enabled`` when there is either."""
 
     def __init__(self, keys: Mapping[bytes, ApiKey], verifier: JwksVerifier | None) -> None:
         self.keys = keys
         self.verifier = verifier
+        self.sessions: SessionSeal | None = None
+        """Set by a service that signs people in; None: session cookies are ignored."""
         self._callers = {digest: Principal(key.name, key.scopes) for digest, key in keys.items()}
 
     @property
     def enabled(self) -> bool:
         return bool(self.keys) or self.verifier is not None
 
-    async def authenticate(self, headers: Headers) -> Principal | None:
-        """The caller, a 401, or None when authentication is off."""
+    async def authenticate(self, headers: Headers, session: str | None = None) -> Principal | None:
+        """The caller, a 401, or None when authentication is off.
+
+        ``session``: a session cookie's value, used when no credential header is sent
+        (the caller passes it only for reads, see :data:`SESSION_METHODS`).
+        """
         if not self.enabled:
             return None
-        credential = _credential(headers)
+        if session is not None and self.sessions is not None and not _has_credential(headers):
+            return self._session(self.sessions, session)
+        return await self._caller(_credential(headers))
+
+    async def _caller(self, credential: str) -> Principal:
         if self.verifier is not None and looks_like_jwt(credential):
             return await self._token(self.verifier, credential)
         key = find_key(self.keys, credential.encode())
         if key is None:
             raise unauthenticated("unknown API key")
         return self._callers[key.digest]
+
+    async def sign_in(self, credential: str) -> tuple[Principal, str, float]:
+        """The caller ``credential`` (a pasted key or token) names, the session cookie's
+        value for it and when that expires; a 401 as a request with it would get."""
+        if self.sessions is None:
+            raise RuntimeError("this authenticator does not sign people in")
+        credential = credential.strip()
+        if not credential:
+            raise unauthenticated("paste an API key or a token")
+        if not credential.isascii():
+            raise unauthenticated("unknown API key")
+        principal = await self._caller(credential)
+        if principal.kind == "token":
+            session, value = self.sessions.issue(
+                "token", principal.name, principal.scopes, principal.expires_at
+            )
+        else:
+            key = find_key(self.keys, credential.encode())
+            assert key is not None  # _caller found it
+            session, value = self.sessions.issue("key", key.digest.hex(), frozenset())
+        return principal, value, session.expires_at
+
+    def _session(self, sessions: SessionSeal, value: str) -> Principal:
+        session = sessions.open(value)
+        if session is None:
+            raise unauthenticated("the session has expired or is not valid: sign in again")
+        if session.kind == "token":
+            if self.verifier is None:
+                raise unauthenticated("tokens are no longer accepted: sign in again")
+            return Principal(session.name, session.scopes, "token", session.expires_at)
+        try:
+            caller = self._callers.get(bytes.fromhex(session.name))
+        except ValueError:
+            caller = None
+        if caller is None:
+            raise unauthenticated("the key of this session is no longer configured: sign in again")
+        return caller
 
     async def _token(self, verifier: JwksVerifier, token: str) -> Principal:
         try:
@@ -154,7 +233,7 @@ class Authenticator:
                 "the token issuer's keys cannot be fetched now; retry later",
                 headers={"Retry-After": "5"},
             ) from None
-        return Principal(claims.subject, claims.scopes, kind="token")
+        return Principal(claims.subject, claims.scopes, kind="token", expires_at=claims.expires_at)
 
     def require(self, principal: Principal | None, scope: str, what: str) -> None:
         """A 403 unless ``principal`` has ``scope``; nothing when authentication is off."""
@@ -250,7 +329,10 @@ class RequireScope:
 
     async def __call__(self, request: Request) -> Principal | None:
         authenticator: Authenticator = request.app.state.authenticator
-        principal = await authenticator.authenticate(request.headers)
+        session = None
+        if authenticator.sessions is not None and request.method in SESSION_METHODS:
+            session = request.cookies.get(cookie_name(request))
+        principal = await authenticator.authenticate(request.headers, session)
         if principal is None:
             return None
         request.state.principal = principal

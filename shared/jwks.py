@@ -36,6 +36,8 @@ class KeySetUnavailable(Exception):
 class Claims:
     subject: str
     scopes: frozenset[str]
+    expires_at: float | None = None
+    """The ``exp`` claim: a session opened with the token ends by then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,9 @@ class JwksVerifier:
             raise InvalidToken("token signature is invalid") from None
         except jwt.PyJWTError:
             raise InvalidToken("token is invalid") from None
-        return Claims(str(claims["sub"]), scopes_of(claims, rules.scope_claim))
+        return Claims(
+            str(claims["sub"]), scopes_of(claims, rules.scope_claim), float(claims["exp"])
+        )
 
     async def _key(self, kid: str | None) -> jwt.PyJWK:
         """The key ``kid`` names; a token without a kid, the set's only key."""

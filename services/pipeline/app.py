@@ -32,6 +32,7 @@ from services.pipeline.api_models import (
     StageHistory,
 )
 from services.pipeline.consumer import PipelineConsumer
+from services.pipeline.dashboard import install_dashboard
 from services.pipeline.erasures import install_erasures
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
@@ -341,4 +342,5 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     install_erasures(app, settings, get_database, get_session, dependencies=ADMIN)
     install_stream(app, settings)
     install_auth(app, settings)  # after every route: it documents their security
+    install_dashboard(app, settings)  # after auth: signing in makes its sessions
     return app

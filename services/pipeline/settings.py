@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from shared.settings import LeadflowSettings
 
@@ -67,6 +67,23 @@ class PipelineSettings(LeadflowSettings):
         default=30.0,
         gt=0,
         description="A stream client that takes longer than this to accept a write is dropped.",
+    )
+
+    # The dashboard's sign-in (dashboard.py, shared/sessions.py).
+    dashboard_session_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description=(
+            "Signs the dashboard's session cookies (32+ characters). Unset: a random one per "
+            "process, so sessions end when it restarts and only this replica accepts them; "
+            "give every replica the same one to share sessions."
+        ),
+    )
+    dashboard_session_hours: float = Field(
+        default=8.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a dashboard sign-in lasts (a token's own expiry ends it sooner).",
     )
 
     @model_validator(mode="after")
