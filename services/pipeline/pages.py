@@ -37,6 +37,11 @@ POLICY = (
 )
 """The pages' CSP: nothing from elsewhere, nothing inline."""
 
+REFERRER_POLICY = "same-origin"
+"""Lead ids in the pages' addresses go to no other site; but a form posted from a page
+carries its ``Origin`` (under ``no-referrer`` a browser sends ``Origin: null``), which
+the sign-in checks."""
+
 VIEWS = (
     ("overview", PREFIX, "Funnel"),
     ("cohorts", f"{PREFIX}/cohorts", "Cohorts"),
@@ -92,6 +97,7 @@ def render(
         status_code=status_code,
     )
     response.headers["content-security-policy"] = POLICY
+    response.headers["referrer-policy"] = REFERRER_POLICY
     if new:
         set_csrf_cookie(request, response, token)
     return response
