@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query
-from pydantic import AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import analytics_queries as queries
@@ -34,7 +34,14 @@ def _rfc3339(value: object) -> object:
     return value
 
 
-Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_utc)]
 
 _FROM_DESCRIPTION = "Inclusive lower bound, RFC 3339 (e.g. `2026-11-01T00:00:00Z`); open if absent."
 _TO_DESCRIPTION = "Exclusive upper bound, RFC 3339; open if absent. Must be later than `from`."
@@ -58,8 +65,6 @@ To = Annotated[
 
 
 def _window(start: datetime | None, end: datetime | None) -> TimeRange:
-    start = None if start is None else start.astimezone(UTC)
-    end = None if end is None else end.astimezone(UTC)
     try:
         return TimeRange(start, end)
     except ValueError as exc:
@@ -226,7 +231,7 @@ def install_analytics(
             Query(description="Measure open stays up to this time (RFC 3339); default now."),
         ] = None,
     ) -> TimeInStage:
-        moment = datetime.now(UTC) if as_of is None else as_of.astimezone(UTC)
+        moment = datetime.now(UTC) if as_of is None else as_of
         return await queries.time_in_stage(db, _window(start, end), moment)
 
     @app.get(

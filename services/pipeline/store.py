@@ -137,6 +137,9 @@ async def record_batch(
       and score follow the module's rule (newest score update; the newest
       stage change only until the lead has a score update).
 
+    - last, the rows the analytics read are recomputed for every lead the batch wrote
+      or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction.
+
     Duplicates inside the batch are dropped before the upserts (PostgreSQL
     refuses to update one row twice in one statement). On PostgreSQL, batches
     take a transaction-scoped advisory lock: feed positions then become

@@ -143,3 +143,9 @@ async def test_offsets_are_read_as_the_instant_they_name(
     late = quote("2026-11-01T10:01:30+01:00")
     stays = (await client.get(f"/v1/analytics/stage-changes?to={late}")).json()
     assert [b["total"] for b in stays["buckets"]] == [1]
+
+
+async def test_a_bound_beyond_the_calendar_once_in_utc_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/v1/analytics/velocity?from={quote('0001-01-01T00:00:00+01:00')}")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "from"]
