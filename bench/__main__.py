@@ -23,6 +23,7 @@ CASES = (
     "pipeline",
     "end_to_end",
     "query",
+    "analytics",
     "scaling",
     "webhooks",
 )

@@ -33,7 +33,7 @@ from shared.database import Database
 from shared.events import Event, ScoreUpdate, StageChange
 
 BATCH_RECORDS = 500
-TABLES = "score_breakdowns, stage_changes, leads"
+TABLES = "lead_journeys, score_breakdowns, stage_changes, leads"
 
 Batch = tuple[list[StageChange], list[ScoreUpdate]]
 

@@ -53,6 +53,14 @@ async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": jsonable_encoder(capped(exc.errors()))}, 422)
 
 
+def invalid_query(field: str, value: str | None, reason: str) -> RequestValidationError:
+    """A 422 naming the query parameter, shaped like FastAPI's own validation errors: for
+    what a route can only check once it has every parameter (a cursor, a range)."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", field), "msg": reason, "input": value}]
+    )
+
+
 def new_request_id() -> str:
     return secrets.token_hex(8)
 

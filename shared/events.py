@@ -298,6 +298,13 @@ class StageChange(BaseModel):
     occurred_at: UtcTime
     score: Score
     model_version: str
+    source: str | None = Field(
+        default=None,
+        description=(
+            "The source of the event that caused the change (the event's own `source`); "
+            "on a lead's first change, the source that created the lead."
+        ),
+    )
 
 
 class ScoreUpdate(BaseModel):

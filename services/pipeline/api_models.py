@@ -94,7 +94,25 @@ class StageConversion(BaseModel):
     )
 
 
+class SourceFunnel(BaseModel):
+    """The funnel of the leads one source created."""
+
+    source: str | None = Field(
+        description="The source of the event that created the leads; null when it named none."
+    )
+    total_leads: int
+    stages: list[FunnelStage]
+    conversions: list[StageConversion]
+
+
 class Funnel(BaseModel):
     total_leads: int
     stages: list[FunnelStage]
     conversions: list[StageConversion]
+    breakdown: list[SourceFunnel] | None = Field(
+        default=None,
+        description=(
+            "With ?by=source: the same funnel per source that created the leads, sources "
+            "in order, unknown (null) last; null otherwise."
+        ),
+    )

@@ -18,13 +18,12 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import store
+from services.pipeline.analytics_api import install_analytics
 from services.pipeline.api_models import (
-    Funnel,
     Lead,
     LeadPage,
     ScoreBreakdown,
@@ -43,6 +42,7 @@ from shared.auth import RequireScope, install_auth
 from shared.background import BackgroundLoop
 from shared.database import Database
 from shared.database_outage import DATABASE_DOWN, install_database_outage
+from shared.errors import invalid_query as _invalid_query
 from shared.events import NO_CONTROL_CHARS_PATTERN, Stage, no_control_chars
 from shared.http_edge import install_http_edge
 from shared.probes import install_probes
@@ -122,13 +122,6 @@ lead that left the stage is not listed, so a sync job that mirrors every lead om
 An erased lead is no longer listed in either order; a mirror that must drop erased
 leads learns of them from the `leadflow.stage-changes` and `leadflow.scores` records.
 """
-
-
-def _invalid_query(field: str, value: str | None, reason: str) -> RequestValidationError:
-    """A 422 naming the query parameter, shaped like FastAPI's own validation errors."""
-    return RequestValidationError(
-        [{"type": "value_error", "loc": ("query", field), "msg": reason, "input": value}]
-    )
 
 
 def _unknown_lead(lead_id: str) -> HTTPException:
@@ -310,16 +303,6 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         return found
 
     @app.get(
-        "/v1/funnel",
-        dependencies=READS,
-        summary="Leads per stage, how far they got, and conversion between stages",
-        description=(store.funnel.__doc__ or "").strip(),
-        tags=["funnel"],
-    )
-    async def get_funnel(session: SessionDep) -> Funnel:
-        return await store.funnel(session)
-
-    @app.get(
         "/v1/stage-changes",
         dependencies=READS,
         summary="Every stage change once, in the order recorded, for CRMs that poll",
@@ -339,6 +322,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     ) -> StageChangeFeed:
         return await store.feed(session, after=after, limit=limit)
 
+    install_analytics(app, get_session, dependencies=READS)
     install_erasures(app, settings, get_database, get_session, dependencies=ADMIN)
     install_stream(app, settings)
     install_auth(app, settings)  # after every route: it documents their security

@@ -69,6 +69,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.pipeline import journeys
 from services.pipeline.api_models import (
     Funnel,
     FunnelStage,
@@ -136,6 +137,9 @@ async def record_batch(
       and score follow the module's rule (newest score update; the newest
       stage change only until the lead has a score update).
 
+    - last, the rows the analytics read are recomputed for every lead the batch wrote
+      or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction.
+
     Duplicates inside the batch are dropped before the upserts (PostgreSQL
     refuses to update one row twice in one statement). On PostgreSQL, batches
     take a transaction-scoped advisory lock: feed positions then become
@@ -179,6 +183,10 @@ async def record_batch(
             await execute(_stage_changes(dialect), [_stage_change_row(c, now) for c in changes])
         if newest_scores:
             await execute(_breakdowns(dialect), [_breakdown_row(s, now) for s in newest_scores])
+        # last, so the analytics' derived rows see every write of the batch
+        written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
+        written += [signal.lead_id for signal in erasures]
+        await journeys.refresh(session, written, changed=[c.lead_id for c in newest_changes])
 
 
 async def _next_change_position(session: AsyncSession) -> int:
@@ -546,6 +554,7 @@ def _stage_change_row(change: StageChange, now: datetime) -> dict[str, Any]:
         "total": change.score.total,
         "model_version": change.model_version,
         "recorded_at": now,
+        "source": change.source,
     }
 
 

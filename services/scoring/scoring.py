@@ -167,6 +167,7 @@ def apply_event(
             occurred_at=at,
             score=Score(fit=fit, engagement=engagement, total=total),
             model_version=model.version,
+            source=event.source,
         )
     if lead.stage is None:  # unreachable: a lead's first event always moves it
         raise DomainError(f"lead {lead.lead_id!r} has no stage after event {event.event_id!r}")

@@ -285,6 +285,10 @@ READS = [
     "/v1/leads/ada.lovelace@example.com/score",
     "/v1/funnel",
     "/v1/stage-changes",
+    "/v1/analytics/time-in-stage",
+    "/v1/analytics/velocity",
+    "/v1/analytics/cohorts",
+    "/v1/analytics/stage-changes",
 ]
 """Plus the live stream, whose scope test_stream.py checks on a real server."""
 

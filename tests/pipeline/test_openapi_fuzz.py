@@ -51,7 +51,13 @@ schema = (
 )
 
 # JSON Schema cannot say which cursors this API issued.
-CHECKS = checks("is not one this API issued", "cannot be combined")
+# Nor that a range ends after it starts, or which times fall off the calendar in UTC.
+CHECKS = checks(
+    "is not one this API issued",
+    "cannot be combined",
+    "must be later than from",
+    "is out of range once converted to UTC",
+)
 
 ADA = "ada@example.com"
 SLASHED = "org/7/ada@x.io"

@@ -1,0 +1,176 @@
+"""The arithmetic of the funnel analytics, without I/O: percentiles, periods, the funnel.
+
+Definitions every analytics answer follows (README "Analytics" says the same for users):
+
+- A lead **entered** at the earliest ``occurred_at`` of its recorded stage changes (its
+  first change, the one with no ``from_stage``, unless events arrived out of order). A
+  date range ``[from, to)`` on the funnel, velocity and cohorts selects the leads that
+  entered in it; a lead with no recorded change yet has no entry time and is counted
+  only when neither bound is given. Its **source** is the ``source`` of its first change
+  by sequence: the source of the event that created it.
+- A lead **reached** a forward stage (lead -> prospect -> opportunity -> customer) when
+  any of its changes came from or went to that stage or a later one, or it is in one
+  now: reaching a later stage counts as passing the ones before, as in
+  :func:`services.pipeline.store.funnel`. It *reached it at* the earliest ``occurred_at``
+  of a change into that stage or a later one (the entry time for ``lead``).
+- A **stay** is the time a lead spends in the stage one change put it in, from that
+  change's ``occurred_at`` to the next change's by sequence (finished), or to the
+  measuring time when there is none yet (open). Time in stage over ``[from, to)`` takes
+  the stays that began in it. A stay never lasts less than zero seconds (events can
+  arrive out of order).
+- **Percentiles** are nearest-rank: of ``n`` values in ascending order, the ``p``
+  percentile is the ``ceil(p * n)``-th (PostgreSQL's ``percentile_disc``); ``None`` of
+  no values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from itertools import pairwise
+
+from services.pipeline.api_models import Funnel, FunnelStage, SourceFunnel, StageConversion
+from shared.events import Stage
+
+FORWARD_STAGES = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY, Stage.CUSTOMER)
+"""The funnel, in order; ``disqualified`` leaves it and is counted on its own."""
+
+LATER_STAGES = FORWARD_STAGES[1:]
+"""The stages a cohort is followed into."""
+
+MEDIAN = 0.5
+P90 = 0.9
+
+
+class Period(StrEnum):
+    """How cohorts are grouped by when their leads entered (UTC; weeks start on Monday)."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+class Interval(StrEnum):
+    """How stage changes are counted over time (UTC; weeks start on Monday)."""
+
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+
+
+def nearest_rank(ordered: Sequence[float], fraction: float) -> float | None:
+    """The ``fraction`` percentile of ascending ``ordered`` values by nearest rank."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """How many durations, and their median and 90th percentile (nearest rank)."""
+
+    count: int
+    median: float | None
+    p90: float | None
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        ordered = sorted(values)
+        return cls(len(ordered), nearest_rank(ordered, MEDIAN), nearest_rank(ordered, P90))
+
+
+def stay_seconds(began: datetime, ended: datetime) -> float:
+    """How long a stay lasted, never less than zero."""
+    return max(0.0, (ended - began).total_seconds())
+
+
+def period_start(moment: datetime, unit: Period | Interval) -> datetime:
+    """The start (UTC) of the day, week (Monday), month or hour holding ``moment``."""
+    moment = moment.astimezone(UTC)
+    if unit == Interval.HOUR:
+        return moment.replace(minute=0, second=0, microsecond=0)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit in (Period.WEEK, Interval.WEEK):
+        return day - timedelta(days=day.weekday())
+    if unit == Period.MONTH:
+        return day.replace(day=1)
+    return day
+
+
+def period_date(moment: datetime, period: Period) -> date:
+    return period_start(moment, period).date()
+
+
+@dataclass(frozen=True, slots=True)
+class LeadCount:
+    """Leads alike in what the funnel counts: stage now, furthest rank, ever disqualified."""
+
+    stage: Stage
+    furthest: int
+    disqualified: bool
+    source: str | None
+    count: int
+
+
+def funnel_of(counts: Iterable[LeadCount], *, by_source: bool = False) -> Funnel:
+    """The funnel of these leads, and with ``by_source`` one funnel per source beside it."""
+    counts = list(counts)
+    whole = _funnel(counts)
+    if not by_source:
+        return whole
+    sources = sorted({c.source for c in counts}, key=lambda s: (s is None, s or ""))
+    breakdown = []
+    for source in sources:
+        part = _funnel([c for c in counts if c.source == source])
+        breakdown.append(
+            SourceFunnel(
+                source=source,
+                total_leads=part.total_leads,
+                stages=part.stages,
+                conversions=part.conversions,
+            )
+        )
+    return whole.model_copy(update={"breakdown": breakdown})
+
+
+def _funnel(counts: Sequence[LeadCount]) -> Funnel:
+    current = dict.fromkeys(Stage, 0)
+    reached = dict.fromkeys(Stage, 0)
+    total = 0
+    for row in counts:
+        total += row.count
+        current[row.stage] += row.count
+        for forward in FORWARD_STAGES[: row.furthest + 1]:
+            reached[forward] += row.count
+        if row.disqualified:
+            reached[Stage.DISQUALIFIED] += row.count
+    return Funnel(
+        total_leads=total,
+        stages=[FunnelStage(stage=s, current=current[s], reached=reached[s]) for s in Stage],
+        conversions=[
+            StageConversion(
+                from_stage=a, to_stage=b, rate=reached[b] / reached[a] if reached[a] else None
+            )
+            for a, b in pairwise(FORWARD_STAGES)
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """``[start, end)``; a missing bound leaves that side open."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("must be later than from")
+
+    @property
+    def bounded(self) -> bool:
+        return self.start is not None or self.end is not None

@@ -1,0 +1,203 @@
+"""The derived rows the analytics read, kept in step with the history they come from.
+
+Two things are derived, both only from a lead's row and its stage changes:
+
+- ``stage_changes.left_at``: when the lead left the stage a change put it in, the
+  ``occurred_at`` of its next change by sequence (null while it is the newest);
+- ``lead_journeys``: one row per lead, how far it got and when (see
+  :class:`~services.pipeline.tables.LeadJourneyRow`).
+
+:func:`refresh` recomputes both for the leads a batch touched, inside the batch's own
+transaction (:func:`services.pipeline.store.record_batch` calls it last), so the
+analytics never see a history without its derived rows. Recomputing rather than
+applying a delta keeps one definition, whatever order records arrive in, and covers
+erasures too: a lead whose rows were deleted has nothing left to derive. Migration
+0005 fills the rows of an existing database with the very same statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import KeyedColumnElement
+
+from services.pipeline.tables import LeadJourneyRow, LeadRow, StageChangeRow
+from shared.events import Stage
+
+FORWARD_RANKS = {Stage.LEAD: 0, Stage.PROSPECT: 1, Stage.OPPORTUNITY: 2, Stage.CUSTOMER: 3}
+"""The funnel's forward stages by rank; ``disqualified`` has none."""
+
+REACHED_COLUMNS = {
+    Stage.PROSPECT: "prospect_at",
+    Stage.OPPORTUNITY: "opportunity_at",
+    Stage.CUSTOMER: "customer_at",
+}
+"""The journey column holding when a lead first reached each stage after ``lead``."""
+
+CHUNK = 500
+"""Leads per statement: far below SQLite's limit on bound parameters."""
+
+LEADS = cast(Table, LeadRow.__table__)
+CHANGES = cast(Table, StageChangeRow.__table__)
+JOURNEYS = cast(Table, LeadJourneyRow.__table__)
+
+
+def forward_rank(column: ColumnElement[Any]) -> ColumnElement[int]:
+    """The rank of a stage column; NULL for ``disqualified`` and for a NULL stage."""
+    return case({stage.value: rank for stage, rank in FORWARD_RANKS.items()}, value=column)
+
+
+def _greater(left: ColumnElement[int], right: ColumnElement[int]) -> ColumnElement[int]:
+    """The larger of two non-NULL integers, spelled alike on both databases."""
+    return case((left >= right, left), else_=right)
+
+
+def journey_rows(lead_ids: Iterable[str] | None) -> Any:
+    """SELECT of the journey row of each lead in ``lead_ids`` (every lead when ``None``).
+
+    A lead without stage changes still has a row (entered_at NULL), so the funnel counts
+    every lead, as :func:`services.pipeline.store.funnel` does.
+    """
+    c = CHANGES.c
+    to_rank = forward_rank(c.to_stage)
+    per_lead = select(
+        c.lead_id,
+        func.min(c.occurred_at).label("entered_at"),
+        func.max(func.coalesce(to_rank, -1)).label("to_rank"),
+        func.max(func.coalesce(forward_rank(c.from_stage), -1)).label("from_rank"),
+        func.max(
+            case(
+                (
+                    or_(
+                        c.to_stage == Stage.DISQUALIFIED.value,
+                        c.from_stage == Stage.DISQUALIFIED.value,
+                    ),
+                    1,
+                ),
+                else_=0,
+            )
+        ).label("dq"),
+        *(
+            func.min(case((to_rank >= FORWARD_RANKS[stage], c.occurred_at))).label(name)
+            for stage, name in REACHED_COLUMNS.items()
+        ),
+    ).group_by(c.lead_id)
+    if lead_ids is not None:
+        per_lead = per_lead.where(c.lead_id.in_(list(lead_ids)))
+    history = per_lead.subquery("history")
+    first = CHANGES.alias("first_change")
+    source = (
+        select(first.c.source)
+        .where(first.c.lead_id == LEADS.c.lead_id)
+        .order_by(first.c.sequence)
+        .limit(1)
+        .scalar_subquery()
+    )
+    current = func.coalesce(forward_rank(LEADS.c.stage), -1)
+    furthest = _greater(
+        _greater(func.coalesce(history.c.to_rank, -1), func.coalesce(history.c.from_rank, -1)),
+        current,
+    )
+    query = select(
+        LEADS.c.lead_id,
+        LEADS.c.stage,
+        # a lead only ever seen disqualified still reached ``lead``
+        _greater(furthest, literal(0)).label("furthest"),
+        or_(func.coalesce(history.c.dq, 0) == 1, LEADS.c.stage == Stage.DISQUALIFIED.value).label(
+            "disqualified"
+        ),
+        history.c.entered_at,
+        source.label("source"),
+        *(history.c[name] for name in REACHED_COLUMNS.values()),
+    ).select_from(LEADS.outerjoin(history, history.c.lead_id == LEADS.c.lead_id))
+    if lead_ids is not None:
+        query = query.where(LEADS.c.lead_id.in_(list(lead_ids)))
+    else:
+        query = query.where(true())  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
+    return query
+
+
+JOURNEY_COLUMNS = (
+    "lead_id",
+    "stage",
+    "furthest",
+    "disqualified",
+    "entered_at",
+    "source",
+    *REACHED_COLUMNS.values(),
+)
+
+
+def upsert_journeys(dialect: str, lead_ids: Iterable[str] | None) -> Any:
+    """INSERT ... SELECT the journeys of ``lead_ids``, rewriting only rows that differ."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(JOURNEYS)
+    statement = insert.from_select(list(JOURNEY_COLUMNS), journey_rows(lead_ids))
+    new = statement.excluded
+    derived = [name for name in JOURNEY_COLUMNS if name != "lead_id"]
+    return statement.on_conflict_do_update(
+        index_elements=[JOURNEYS.c.lead_id],
+        set_={name: new[name] for name in derived},
+        where=or_(*(JOURNEYS.c[name].is_distinct_from(new[name]) for name in derived)),
+    )
+
+
+def set_left_at(lead_ids: Iterable[str] | None) -> Any:
+    """UPDATE each change's ``left_at`` to the next change's time, where it differs."""
+    following = CHANGES.alias("following")
+    next_time: KeyedColumnElement[Any] | Any = (
+        select(following.c.occurred_at)
+        .where(
+            and_(
+                following.c.lead_id == CHANGES.c.lead_id,
+                following.c.sequence > CHANGES.c.sequence,
+            )
+        )
+        .order_by(following.c.sequence)
+        .limit(1)
+        .scalar_subquery()
+    )
+    statement = update(CHANGES).values(left_at=next_time)
+    differs = CHANGES.c.left_at.is_distinct_from(next_time)
+    if lead_ids is None:
+        return statement.where(differs)
+    return statement.where(CHANGES.c.lead_id.in_(list(lead_ids)), differs)
+
+
+async def refresh(
+    session: AsyncSession, lead_ids: Iterable[str], changed: Iterable[str] = ()
+) -> None:
+    """Recompute the derived rows of ``lead_ids``; ``changed`` are those whose history grew.
+
+    Only a lead that got new stage changes can have a ``left_at`` to move; every lead
+    written (a new score may move its stage) gets its journey recomputed, and a lead that
+    no longer exists loses it (the foreign key's cascade covers a deleted lead row).
+    """
+    dialect = session.get_bind().dialect.name
+    leads = sorted(set(lead_ids))
+    grown = sorted(set(changed))
+    for start in range(0, len(grown), CHUNK):
+        await session.execute(set_left_at(grown[start : start + CHUNK]))
+    for start in range(0, len(leads), CHUNK):
+        await session.execute(upsert_journeys(dialect, leads[start : start + CHUNK]))
+
+
+async def rebuild(session: AsyncSession) -> None:
+    """Recompute every derived row (after a bulk load that bypassed :func:`refresh`)."""
+    dialect = session.get_bind().dialect.name
+    await session.execute(set_left_at(None))
+    await session.execute(upsert_journeys(dialect, None))

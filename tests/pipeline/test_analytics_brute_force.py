@@ -1,0 +1,347 @@
+"""Every analytics answer equals a brute-force computation over the same records.
+
+Random histories (several seeds) go through :func:`store.record_batch` in random batches,
+as the consumer writes them; the expected answers are computed here, straight from the
+records and the definitions of :mod:`services.pipeline.analytics`, by other code.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.pipeline import analytics_queries as queries
+from services.pipeline import journeys, store
+from services.pipeline.analytics import Interval, Period, TimeRange
+from shared.events import Score, ScoreUpdate, Stage, StageChange
+from tests.pipeline.records import score_update
+
+Sessions = async_sessionmaker[AsyncSession]
+
+START = datetime(2026, 9, 28, 7, 30, tzinfo=UTC)
+AS_OF = START + timedelta(days=70)
+RANK = {"lead": 0, "prospect": 1, "opportunity": 2, "customer": 3}
+SOURCES = ["webinar", "form", "ads", None]
+
+
+@dataclass
+class History:
+    changes: list[StageChange] = field(default_factory=list)
+    scores: list[ScoreUpdate] = field(default_factory=list)
+
+
+def random_histories(seed: int, leads: int = 120) -> dict[str, History]:
+    rng = random.Random(seed)
+    histories: dict[str, History] = {}
+    for n in range(leads):
+        lead = f"lead-{n}@example.com"
+        history = History()
+        at = START + timedelta(seconds=rng.randrange(60 * 86400))
+        stage: Stage | None = None
+        for sequence in range(1, rng.choice([1, 1, 2, 3, 4, 6]) + 1):
+            to_stage = rng.choice([s for s in Stage if s != stage])
+            history.changes.append(
+                StageChange(
+                    change_id=f"{lead}#{sequence}",
+                    lead_id=lead,
+                    sequence=sequence,
+                    from_stage=stage,
+                    to_stage=to_stage,
+                    reason="test",
+                    trigger_event_id=f"{lead}/{sequence}",
+                    occurred_at=at,
+                    score=Score(fit=1, engagement=1, total=2),
+                    model_version="m",
+                    source=rng.choice(SOURCES),
+                )
+            )
+            stage = to_stage
+            # now and then a change out of time order, as late events make them
+            at += timedelta(seconds=rng.choice([-3600, 0, 1, 59, 3600, 86400, 5 * 86400]))
+        if rng.random() < 0.3:
+            history.scores.append(score_update(lead, 1, 10.0, rng.choice(list(Stage))))
+        if rng.random() < 0.05:  # a lead only known from its score so far
+            history.changes = []
+            history.scores = [score_update(lead, 1, 10.0, Stage.PROSPECT)]
+        histories[lead] = history
+    return histories
+
+
+async def record(sessions: Sessions, histories: dict[str, History], seed: int) -> None:
+    """In random batches, each lead's records in order, as one partition delivers them."""
+    rng = random.Random(seed + 1000)
+    pending = {lead: [*h.changes, *h.scores] for lead, h in histories.items()}
+    while pending:
+        changes: list[StageChange] = []
+        scores: list[ScoreUpdate] = []
+        for lead in rng.sample(sorted(pending), min(len(pending), 25)):
+            for _ in range(rng.randint(1, 3)):
+                if not pending[lead]:
+                    break
+                item = pending[lead].pop(0)
+                (changes if isinstance(item, StageChange) else scores).append(item)  # type: ignore[arg-type]
+            if not pending[lead]:
+                del pending[lead]
+        await store.record_batch(sessions, changes, scores)
+
+
+# --- the brute force -------------------------------------------------------------------
+
+
+def nearest(values: list[float], p: float) -> float | None:
+    ordered = sorted(values)
+    return ordered[math.ceil(p * len(ordered)) - 1] if ordered else None
+
+
+def entered(h: History) -> datetime | None:
+    return min((c.occurred_at for c in h.changes), default=None)
+
+
+def in_window(moment: datetime | None, start: datetime | None, end: datetime | None) -> bool:
+    if start is None and end is None:
+        return True
+    return (
+        moment is not None and (start is None or moment >= start) and (end is None or moment < end)
+    )
+
+
+def current(h: History) -> Stage:
+    if h.scores:
+        return max(h.scores, key=lambda s: s.sequence).stage
+    return max(h.changes, key=lambda c: c.sequence).to_stage
+
+
+def furthest(h: History) -> int:
+    seen = [current(h).value] + [c.to_stage.value for c in h.changes]
+    seen += [c.from_stage.value for c in h.changes if c.from_stage is not None]
+    return max([RANK[s] for s in seen if s in RANK], default=0)
+
+
+def reached_at(h: History, rank: int) -> datetime | None:
+    if rank == 0:
+        return entered(h)
+    times = [c.occurred_at for c in h.changes if RANK.get(c.to_stage.value, -1) >= rank]
+    return min(times, default=None)
+
+
+def expected_funnel(histories: dict[str, History], start: Any, end: Any) -> dict[Any, Any]:
+    chosen = [h for h in histories.values() if in_window(entered(h), start, end)]
+
+    def one(group: list[History]) -> dict[str, Any]:
+        now = Counter(current(h).value for h in group)
+        reached = {s.value: sum(1 for h in group if furthest(h) >= r) for s, r in RANK_STAGES}
+        reached["disqualified"] = sum(
+            1
+            for h in group
+            if current(h) == Stage.DISQUALIFIED
+            or any(Stage.DISQUALIFIED in (c.from_stage, c.to_stage) for c in h.changes)
+        )
+        return {
+            "total_leads": len(group),
+            "stages": {s.value: (now[s.value], reached[s.value]) for s in Stage},
+        }
+
+    def source(h: History) -> str | None:
+        return min(h.changes, key=lambda c: c.sequence).source if h.changes else None
+
+    sources = {source(h) for h in chosen}
+    return {
+        "whole": one(chosen),
+        **{s: one([h for h in chosen if source(h) == s]) for s in sources},
+    }
+
+
+RANK_STAGES = [(Stage(s), r) for s, r in RANK.items()]
+
+
+def funnel_shape(answer: Any) -> dict[str, Any]:
+    return {
+        "total_leads": answer.total_leads,
+        "stages": {s.stage.value: (s.current, s.reached) for s in answer.stages},
+    }
+
+
+WINDOWS = [
+    (None, None),
+    (START + timedelta(days=10), None),
+    (None, START + timedelta(days=30, hours=5)),
+    (START + timedelta(days=7, minutes=13), START + timedelta(days=40)),
+]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_every_answer_equals_the_brute_force(sessions: Sessions, seed: int) -> None:
+    histories = random_histories(seed)
+    await record(sessions, histories, seed)
+    async with sessions() as session:
+        for start, end in WINDOWS:
+            window = TimeRange(start, end)
+            await check_funnel(session, histories, window)
+            await check_time_in_stage(session, histories, window)
+            await check_velocity(session, histories, window)
+            for period in Period:
+                await check_cohorts(session, histories, window, period)
+            for interval in Interval:
+                await check_stage_changes(session, histories, window, interval)
+        # unbounded, the funnel is the one store.funnel has always served
+        plain = await store.funnel(session)
+        assert (await queries.funnel(session, TimeRange(), by_source=False)) == plain
+
+
+async def check_funnel(session: AsyncSession, histories: dict[str, History], w: TimeRange) -> None:
+    expected = expected_funnel(histories, w.start, w.end)
+    answer = await queries.funnel(session, w, by_source=True)
+    assert funnel_shape(answer) == expected.pop("whole")
+    assert answer.breakdown is not None
+    assert {b.source: funnel_shape(b) for b in answer.breakdown} == expected
+    # conversions follow from reached
+    reached = {s.stage: s.reached for s in answer.stages}
+    for conversion in answer.conversions:
+        base = reached[conversion.from_stage]
+        assert conversion.rate == (reached[conversion.to_stage] / base if base else None)
+
+
+async def check_time_in_stage(
+    session: AsyncSession, histories: dict[str, History], w: TimeRange
+) -> None:
+    stays: dict[tuple[str, bool], list[float]] = defaultdict(list)
+    for h in histories.values():
+        ordered = sorted(h.changes, key=lambda c: c.sequence)
+        for index, change in enumerate(ordered):
+            if not in_window(change.occurred_at, w.start, w.end):
+                continue
+            following = ordered[index + 1] if index + 1 < len(ordered) else None
+            end = AS_OF if following is None else following.occurred_at
+            seconds = max(0.0, (end - change.occurred_at).total_seconds())
+            stays[change.to_stage.value, following is None].append(seconds)
+    answer = await queries.time_in_stage(session, w, AS_OF)
+    for item in answer.stages:
+        for still_open, spread in ((False, item.finished), (True, item.open)):
+            values = stays[item.stage.value, still_open]
+            assert (spread.count, spread.median_seconds, spread.p90_seconds) == (
+                len(values),
+                nearest(values, 0.5),
+                nearest(values, 0.9),
+            ), (item.stage, still_open)
+
+
+async def check_velocity(
+    session: AsyncSession, histories: dict[str, History], w: TimeRange
+) -> None:
+    chosen = [h for h in histories.values() if h.changes and in_window(entered(h), w.start, w.end)]
+
+    def days(rank_a: int, rank_b: int) -> list[float]:
+        spans = []
+        for h in chosen:
+            a, b = reached_at(h, rank_a), reached_at(h, rank_b)
+            if b is not None:
+                assert a is not None
+                spans.append((b - a).total_seconds())
+        return spans
+
+    answer = await queries.velocity(session, w)
+    for step, rank in zip(answer.steps, (1, 2, 3), strict=True):
+        spans = days(rank - 1, rank)
+        median = nearest(spans, 0.5)
+        assert step.leads == len(spans)
+        assert step.median_days == (None if median is None else median / 86400)
+    whole = days(0, 3)
+    median = nearest(whole, 0.5)
+    assert answer.lead_to_customer.leads == len(whole)
+    assert answer.lead_to_customer.median_days == (None if median is None else median / 86400)
+
+
+def period_start(moment: datetime, unit: str) -> datetime:
+    day = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    if unit == "hour":
+        return day.replace(hour=moment.hour)
+    if unit == "week":
+        return day - timedelta(days=day.weekday())
+    if unit == "month":
+        return day.replace(day=1)
+    return day
+
+
+async def check_cohorts(
+    session: AsyncSession, histories: dict[str, History], w: TimeRange, period: Period
+) -> None:
+    groups: dict[Any, list[History]] = defaultdict(list)
+    for h in histories.values():
+        began = entered(h)
+        if began is not None and in_window(began, w.start, w.end):
+            groups[period_start(began, period.value).date()].append(h)
+    expected = [
+        (
+            day,
+            len(group),
+            {
+                s: sum(1 for h in group if furthest(h) >= RANK[s])
+                for s in ("prospect", "opportunity", "customer")
+            },
+        )
+        for day, group in sorted(groups.items())
+    ]
+    answer = await queries.cohorts(session, w, period)
+    got = [
+        (c.start, c.leads, {s.value: r.leads for s, r in c.reached.items()}) for c in answer.cohorts
+    ]
+    assert got == expected
+    for cohort in answer.cohorts:
+        for reached in cohort.reached.values():
+            assert reached.share == reached.leads / cohort.leads
+
+
+async def check_stage_changes(
+    session: AsyncSession, histories: dict[str, History], w: TimeRange, interval: Interval
+) -> None:
+    buckets: dict[datetime, Counter[tuple[str | None, str]]] = defaultdict(Counter)
+    for h in histories.values():
+        for c in h.changes:
+            if in_window(c.occurred_at, w.start, w.end):
+                key = (None if c.from_stage is None else c.from_stage.value, c.to_stage.value)
+                buckets[period_start(c.occurred_at, interval.value)][key] += 1
+    answer = await queries.stage_changes(session, w, interval)
+    got = {
+        b.start: Counter(
+            {
+                (None if t.from_stage is None else t.from_stage.value, t.to_stage.value): t.count
+                for t in b.transitions
+            }
+        )
+        for b in answer.buckets
+    }
+    assert got == dict(buckets)
+    assert [b.start for b in answer.buckets] == sorted(buckets)
+    assert all(b.total == sum(t.count for t in b.transitions) for b in answer.buckets)
+
+
+async def test_a_rebuild_derives_what_the_batches_kept(sessions: Sessions) -> None:
+    """The statements migration 0005 fills an existing database with, over every lead."""
+    histories = random_histories(7)
+    await record(sessions, histories, 7)
+
+    async def derived() -> tuple[list[Any], list[Any]]:
+        async with sessions() as session:
+            journeys = (
+                await session.execute(select(queries.JOURNEYS).order_by(queries.JOURNEYS.c.lead_id))
+            ).all()
+            c = queries.CHANGES.c
+            ends = (await session.execute(select(c.position, c.left_at).order_by(c.position))).all()
+            return list(journeys), list(ends)
+
+    kept = await derived()
+    assert len(kept[0]) == len(histories)
+    async with sessions() as session, session.begin():
+        await session.execute(delete(queries.JOURNEYS))
+        await session.execute(update(queries.CHANGES).values(left_at=None))
+    async with sessions() as session, session.begin():
+        await journeys.rebuild(session)
+    assert await derived() == kept
