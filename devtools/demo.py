@@ -153,6 +153,8 @@ async def _demo(
         show_leads(top["items"])
         out()
         await show_one_stage_change(ingest, pipeline)
+        out()
+        out(f"Dashboard: {pipeline_url.rstrip('/')}/dashboard")
 
 
 async def show_one_stage_change(ingest: httpx.AsyncClient, pipeline: httpx.AsyncClient) -> None:

@@ -10,14 +10,21 @@ screenshot of each view is written to ``tests-artifacts/dashboard/``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Request,
+    async_playwright,
+    expect,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import store
@@ -72,11 +79,17 @@ JOURNEYS: list[tuple[str, list[tuple[Stage, Stage | None]], float]] = [
 ]
 
 
+SOURCES = ("webinar", "website", None)
+"""The source of each lead's first event, in turn (None: it named none)."""
+
+
 async def seed(sessions: Sessions) -> None:
     changes = [
-        stage_change(lead, sequence, to, source, total=total)
-        for lead, moves, total in JOURNEYS
-        for sequence, (to, source) in enumerate(moves, 1)
+        stage_change(lead, sequence, to, before, total=total).model_copy(
+            update={"source": SOURCES[n % len(SOURCES)]}
+        )
+        for n, (lead, moves, total) in enumerate(JOURNEYS)
+        for sequence, (to, before) in enumerate(moves, 1)
     ]
     scores = [
         score_update(lead, len(moves), total, moves[-1][0]) for lead, moves, total in JOURNEYS
@@ -122,8 +135,13 @@ class Watched:
         self.errors: list[str] = []
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
-        page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
+        page.on("requestfailed", self._failed)
         page.set_default_timeout(DEADLINE_MS)
+
+    def _failed(self, request: Request) -> None:
+        # Leaving a page aborts its open event stream: that is no failure.
+        if request.failure != "net::ERR_ABORTED":
+            self.errors.append(f"request failed: {request.url} {request.failure}")
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
@@ -140,8 +158,9 @@ async def page(browser: Browser, pipeline: str) -> AsyncIterator[Watched]:
 
 
 @pytest.fixture
-def api(pipeline: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=pipeline, headers={"Authorization": f"Bearer {READER}"}) as client:
+async def api(pipeline: str) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {READER}"}
+    async with httpx.AsyncClient(base_url=pipeline, headers=headers) as client:
         yield client
 
 
@@ -168,10 +187,10 @@ def cell(page: Page, table: str, row: str, field: str) -> Any:
 
 
 async def test_the_funnel_shows_the_api_numbers_without_console_errors(
-    page: Watched, pipeline: str, api: httpx.Client
+    page: Watched, pipeline: str, api: httpx.AsyncClient
 ) -> None:
     await sign_in(page.page, pipeline)
-    funnel = api.get("/v1/funnel").raise_for_status().json()
+    funnel = (await api.get("/v1/funnel")).raise_for_status().json()
     assert funnel["total_leads"] == len(JOURNEYS)
     await expect(page.page.locator("#total-leads")).to_have_text(str(funnel["total_leads"]))
     for stage in funnel["stages"]:
@@ -181,7 +200,7 @@ async def test_the_funnel_shows_the_api_numbers_without_console_errors(
     for conversion in funnel["conversions"]:
         row = f"data-from={conversion['from_stage']}][data-to={conversion['to_stage']}"
         rate = conversion["rate"]
-        shown = "–" if rate is None else f"{round(rate * 100, 1):g}%"
+        shown = "\N{EN DASH}" if rate is None else f"{round(rate * 100, 1):g}%"
         await expect(cell(page.page, "conversions", row, "rate")).to_have_text(shown)
     await screenshot(page.page, "funnel")
     assert page.errors == []
@@ -229,11 +248,13 @@ async def test_a_new_stage_change_appears_in_the_live_list_without_a_reload(
     assert page.errors == []
 
 
-async def test_the_stage_and_score_filters(page: Watched, pipeline: str, api: httpx.Client) -> None:
+async def test_the_stage_and_score_filters(
+    page: Watched, pipeline: str, api: httpx.AsyncClient
+) -> None:
     await sign_in(page.page, pipeline, "/dashboard/leads")
     rows = page.page.locator("#leads tbody tr[data-lead]")
     await expect(rows).to_have_count(len(JOURNEYS))
-    everyone = [lead["lead_id"] for lead in api.get("/v1/leads").json()["items"]]
+    everyone = [lead["lead_id"] for lead in (await api.get("/v1/leads")).json()["items"]]
     assert await rows.evaluate_all("rows => rows.map(r => r.dataset.lead)") == everyone
 
     await page.page.get_by_label("Stage").select_option("prospect")
@@ -243,7 +264,7 @@ async def test_the_stage_and_score_filters(page: Watched, pipeline: str, api: ht
         f"{pipeline}/dashboard/leads?stage=prospect&min_score=60&limit=25"
     )
     await loaded(page.page)
-    expected = api.get("/v1/leads", params={"stage": "prospect", "min_score": 60}).json()
+    expected = (await api.get("/v1/leads", params={"stage": "prospect", "min_score": 60})).json()
     assert [lead["lead_id"] for lead in expected["items"]] == ["ada@example.com"]
     await expect(rows).to_have_count(1)
     await expect(rows.first).to_have_attribute("data-lead", "ada@example.com")
@@ -258,18 +279,18 @@ async def test_the_stage_and_score_filters(page: Watched, pipeline: str, api: ht
 
 
 async def test_a_lead_page_shows_its_score_by_rule_and_its_history(
-    page: Watched, pipeline: str, api: httpx.Client
+    page: Watched, pipeline: str, api: httpx.AsyncClient
 ) -> None:
     await sign_in(page.page, pipeline, "/dashboard/leads")
     await page.page.get_by_role("link", name="org/7/linus@example.org").click()
     await expect(page.page).to_have_url(f"{pipeline}/dashboard/leads/org/7/linus%40example.org")
     await loaded(page.page)
     await expect(page.page.get_by_role("heading", level=1)).to_have_text("org/7/linus@example.org")
-    score = api.get("/v1/leads/org/7/linus@example.org/score").json()
+    score = (await api.get("/v1/leads/org/7/linus@example.org/score")).json()
     for rule in score["breakdown"]:
         points = cell(page.page, "breakdown", f'data-rule="{rule["rule"]}"', "points")
         await expect(points).to_have_text(f"{round(rule['points'], 1):g}")
-    history = api.get("/v1/leads/org/7/linus@example.org/history").json()["items"]
+    history = (await api.get("/v1/leads/org/7/linus@example.org/history")).json()["items"]
     shown = page.page.locator("#history tbody tr[data-sequence]")
     await expect(shown).to_have_count(len(history))
     await expect(shown.last).to_contain_text("opportunity")
@@ -280,7 +301,8 @@ async def test_a_lead_page_shows_its_score_by_rule_and_its_history(
 async def test_anonymous_access_is_refused_and_sign_out_ends_the_session(
     page: Watched, pipeline: str
 ) -> None:
-    anonymous = httpx.get(f"{pipeline}/v1/funnel")
+    async with httpx.AsyncClient() as client:
+        anonymous = await client.get(f"{pipeline}/v1/funnel")
     assert anonymous.status_code == 401
     await page.page.goto(f"{pipeline}/dashboard/leads")
     await expect(page.page).to_have_url(f"{pipeline}/dashboard/sign-in?next=/dashboard/leads")

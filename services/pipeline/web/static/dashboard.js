@@ -69,6 +69,7 @@
   const share = (rate) => (rate === null || rate === undefined ? "–" : percent.format(rate));
   const stamp = (text) => (text ? when.format(new Date(text)) + " UTC" : "–");
   const day = (text) => text.slice(0, 10);
+  const days = (value) => (value === null || value === undefined ? "–" : number.format(value));
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";
@@ -250,7 +251,8 @@
         el("th", { scope: "row" }, stageBadge(step.from_stage)),
         cell(stageBadge(step.to_stage)),
         cell(integer.format(step.leads), true),
-        cell(step.median_days === null ? "–" : number.format(step.median_days), true),
+        cell(days(step.median_days), true, { "data-field": "median" }),
+        cell(days(step.p90_days), true),
       ),
     );
     const whole = body.lead_to_customer;
@@ -262,7 +264,8 @@
           el("th", { scope: "row" }, "lead → customer"),
           cell("all the way"),
           cell(integer.format(whole.leads), true),
-          cell(whole.median_days === null ? "–" : number.format(whole.median_days), true),
+          cell(days(whole.median_days), true, { "data-field": "median" }),
+          cell(days(whole.p90_days), true),
         ),
       );
     }
@@ -279,7 +282,7 @@
       api("/v1/analytics/time-in-stage", params).then(showTimeInStage, (error) =>
         failed("time-status", error),
       ),
-      api("/v1/analytics/velocity").then(showVelocity, (error) =>
+      api("/v1/analytics/velocity", params).then(showVelocity, (error) =>
         failed("velocity-status", error),
       ),
     ];
