@@ -75,9 +75,14 @@ async def create_topics(
             config = dict(spec.config)
             if min_insync_replicas is not None:
                 config["min.insync.replicas"] = str(min_insync_replicas)
-            report.created.append(TopicSpec(spec.name, config))
+            report.created.append(TopicSpec(spec.name, config, spec.partitions))
         wanted = [
-            NewTopic(spec.name, partitions, replication_factor, topic_configs=spec.config)
+            NewTopic(
+                spec.name,
+                spec.partitions or partitions,
+                replication_factor,
+                topic_configs=spec.config,
+            )
             for spec in report.created
         ]
         if wanted:

@@ -22,9 +22,11 @@ from aiokafka import TopicPartition
 from services.scoring.lead import LeadState
 from services.scoring.state_records import (
     APPLIED_OFFSET_KEY,
+    LIVE_MODEL_KEY,
     is_legacy,
     read_applied_offset,
     read_lead,
+    read_live_model,
 )
 from shared.kafka import make_consumer
 from shared.settings import LeadflowSettings
@@ -38,6 +40,9 @@ class PartitionState:
     legacy: set[str] = field(default_factory=set)
     """Leads restored from a record keyed by rule position (format 1 or 2): written again,
     in format 3, by the partition's next transaction, so they are mapped only once."""
+    model_version: str | None = None
+    """The model the partition scores under since its last model switch; ``None``: none
+    yet, the workers' model file."""
 
 
 def apply_record(
@@ -57,6 +62,8 @@ def apply_record(
         state.legacy.discard(lead_id)
     elif key == APPLIED_OFFSET_KEY:
         state.applied_offset = read_applied_offset(value)
+    elif key == LIVE_MODEL_KEY:
+        state.model_version = read_live_model(value)
     else:
         lead_id, data = key.decode(), orjson.loads(value)
         state.leads[lead_id] = read_lead(data, legacy_ids)
