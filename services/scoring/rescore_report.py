@@ -133,7 +133,9 @@ def build_report(
             "unchanged": len(both) - up - down,
             "matrix": {k: dict(sorted(v.items())) for k, v in sorted(matrix.items())},
         },
-        "top_movers": [_mover(now[lead_id], new[lead_id]) for lead_id in _movers(both, now, new, top)],
+        "top_movers": [
+            _mover(now[lead_id], new[lead_id]) for lead_id in _movers(both, now, new, top)
+        ],
         "histogram": histogram(
             [s.total for s in now.values()], [s.total for s in new.values()], bin_width
         ),
@@ -160,12 +162,13 @@ def _movers(
 
 
 def _mover(before: LeadScore, after: LeadScore) -> dict[str, Any]:
-    rules = []
+    moved: list[tuple[str, float, float]] = []
     for rule in sorted(before.points.keys() | after.points.keys()):
         was, will = before.points.get(rule, 0.0), after.points.get(rule, 0.0)
         if not math.isclose(was, will, abs_tol=1e-9):
-            rules.append({"rule": rule, "now": was, "new": will, "delta": will - was})
-    rules.sort(key=lambda r: (-abs(r["delta"]), r["rule"]))
+            moved.append((rule, was, will))
+    moved.sort(key=lambda r: (-abs(r[2] - r[1]), r[0]))
+    rules = [{"rule": r, "now": was, "new": will, "delta": will - was} for r, was, will in moved]
     return {
         "lead_id": before.lead_id,
         "stage_now": before.stage.value,
