@@ -31,7 +31,7 @@ from services.scoring.membership import (
 from services.scoring.model import AccountMembership, ModelError, ScoringModel, load_model
 from services.scoring.rollup import AccountState, roll_up
 from services.scoring.scoring import apply_event
-from shared.account_events import AccountContribution, ContactScore, ContributionKind
+from shared.account_events import AccountContribution, ContactScore
 from shared.events import LEAD_ERASED, Event, Stage
 from tests.scoring.conftest import ICP_TRAITS, T0, MakeEvent
 
@@ -175,7 +175,8 @@ def test_a_lead_joins_its_account_then_reports_changes(
     assert joined[0].score == ContactScore(fit=75, engagement=0, total=75, stage=Stage.PROSPECT)
     changed = stages.score([make_event("form.submitted"), make_event("webinar.attended")])
     assert kinds(changed) == [("changed", "acme", "ada@example.com")]  # one per batch
-    assert changed[0].score is not None and changed[0].score.total == 100
+    assert changed[0].score is not None
+    assert changed[0].score.total == 100
     # an event that changes nothing of the score contributes nothing
     assert stages.score([make_event("custom.thing")]) == []
 
@@ -320,7 +321,8 @@ def test_the_roll_up_sums_maxes_and_counts_the_engaged(model: ScoringModel) -> N
     assert score.contact_total_sum == 80
     assert score.contact_total_max == 50
     assert score.engaged_contacts == 1  # engagement >= 10: a (10) only
-    assert score.fit == 0 and score.total == 80
+    assert score.fit == 0
+    assert score.total == 80
     assert [m.lead_id for m in score.members] == ["b", "a", "c"]
     assert (score.sequence, score.previous_total) == (1, None)
     left = fold_batch([Record(4, contribution("left", "b"))], known, model, applied_offset=3)
@@ -392,7 +394,7 @@ def test_the_accounts_section_is_checked_like_the_rest(tmp_path: Any) -> None:
     path.write_text(base)
     assert load_model(path).accounts.membership.email_domains is False
     path.write_text(base + "accounts: {membership: {email_domain: true}}\n")
-    with pytest.raises(ModelError, match="accounts.membership.email_domain"):
+    with pytest.raises(ModelError, match=r"accounts\.membership\.email_domain"):
         load_model(path)
     rule = "{id: a, trait: t, exists: true, points: 1}"
     path.write_text(base + f"accounts: {{fit: {{rules: [{rule}, {rule}]}}}}\n")
