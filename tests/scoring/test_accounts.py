@@ -12,6 +12,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import JsonValue
 
 from services.scoring.account_batch import fold_batch
 from services.scoring.account_contributions import contribute
@@ -122,8 +123,12 @@ def test_the_account_id_trait_beats_the_company_domain() -> None:
 
 
 def test_unusable_account_ids_fall_through_to_the_domain() -> None:
-    for bad in ("  ", True, 1.5, {"id": 1}, "a\x00b", "x" * 257):
-        traits = {"account_id": bad, "company_domain": "https://www.Acme.com/about"}
+    bad_ids: list[JsonValue] = ["  ", True, 1.5, {"id": 1}, "a\x00b", "x" * 257]
+    for bad in bad_ids:
+        traits: dict[str, JsonValue] = {
+            "account_id": bad,
+            "company_domain": "https://www.Acme.com/about",
+        }
         assert resolve_account("x", traits, None, RULES, FREE_MAIL) == "acme.com"
 
 
