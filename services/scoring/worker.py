@@ -35,10 +35,12 @@ from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.scoring import changelog, metrics
+from services.scoring.account_contributions import contribute
 from services.scoring.batch import BatchResult, BatchScoring, Refused
 from services.scoring.changelog import PartitionState
 from services.scoring.event_history import read_until
 from services.scoring.heap import HeapFreezer
+from services.scoring.membership import load_free_mail_domains
 from services.scoring.model import ScoringModel
 from services.scoring.model_topic import find_publication
 from services.scoring.publication import Switch, switch_of
@@ -61,6 +63,7 @@ from shared.events import (
     format_time,
 )
 from shared.kafka import (
+    CompactedRecord,
     Record,
     encode_key,
     make_consumer,
@@ -120,7 +123,7 @@ class ScoredBatch:
 
     outputs: dict[str, list[Record]] = field(default_factory=dict)
     """Per topic (scores, stage changes, dead letters), in order."""
-    changelog: list[Record] = field(default_factory=list)
+    changelog: list[CompactedRecord] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
     """Erase records scored, in order: their tombstones go first in the transaction."""
     applied_offset: int = -1
@@ -151,6 +154,7 @@ class ScoringWorker:
         self.heap = HeapFreezer(
             settings.scoring_gc_freeze_seconds, settings.scoring_gc_collect_seconds
         )
+        self.free_mail = load_free_mail_domains()
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; releases every partition on the way out."""
@@ -338,8 +342,19 @@ class ScoringWorker:
         scorer.scored_offset = result.applied_offset
         self._count(result)
         batch = self._encode(result)
+        self._add_account_outputs(scorer, result, batch)
         batch.rewritten = tuple(legacy)
         return batch
+
+    def _add_account_outputs(
+        self, scorer: PartitionScorer, result: BatchResult, batch: ScoredBatch
+    ) -> None:
+        """What the batch contributes to accounts, and the memberships it changed, go into
+        the batch's transaction (docs/architecture.md §5.10)."""
+        accounts = contribute(result, scorer.state.memberships, self.model, self.free_mail)
+        for record in accounts.contributions:
+            batch.emit(self.topics.account_contributions, record)
+        batch.changelog[-1:-1] = accounts.changelog  # the offset marker stays last
 
     def _encode(self, result: BatchResult) -> ScoredBatch:
         topics = self.topics
