@@ -62,8 +62,8 @@ def _topics(args: argparse.Namespace) -> int:
     for spec in report.created:
         config = ", ".join(f"{key}={value}" for key, value in sorted(spec.config.items()))
         print(  # noqa: T201 - the command's output
-            f"created {spec.name}: {args.partitions} partitions, replication factor "
-            f"{args.replication_factor}" + (f", {config}" if config else "")
+            f"created {spec.name}: {spec.partitions or args.partitions} partitions, "
+            f"replication factor {args.replication_factor}" + (f", {config}" if config else "")
         )
     for name in report.existing:
         print(f"{name} exists already: left as it is, not altered")  # noqa: T201

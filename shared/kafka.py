@@ -74,6 +74,9 @@ class ConsumedRecord(Protocol):
 Record = tuple[bytes | None, bytes]
 """A record as it is sent: its key and its value."""
 
+CompactedRecord = tuple[bytes | None, bytes | None]
+"""A record of a compacted topic: a ``None`` value is a tombstone (the key's end)."""
+
 Batches = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 """Records as ``getmany`` gives them: per partition, in offset order."""
 
@@ -103,7 +106,7 @@ async def send_as_batches(
     producer: AIOKafkaProducer,
     topic: str,
     partition: int,
-    records: Iterable[Record],
+    records: Iterable[CompactedRecord],
 ) -> list[asyncio.Future[Any]]:
     """Hand ``(key, value)`` records for one partition to the producer as whole batches.
 
@@ -124,7 +127,7 @@ async def send_as_batches(
         # an empty batch takes any one record (the broker judges its size), but never
         # lose one silently should that change
         if batch.append(key=key, value=value, timestamp=None) is None:
-            raise MessageSizeTooLargeError(f"a record of {len(value)} bytes fits no batch")
+            raise MessageSizeTooLargeError(f"a record of {len(value or b'')} bytes fits no batch")
     if batch.record_count():
         batch.close()  # complete: no linger for more records, and no send() joins it
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))

@@ -75,9 +75,14 @@ async def create_topics(
             config = dict(spec.config)
             if min_insync_replicas is not None:
                 config["min.insync.replicas"] = str(min_insync_replicas)
-            report.created.append(TopicSpec(spec.name, config))
+            report.created.append(TopicSpec(spec.name, config, spec.partitions))
         wanted = [
-            NewTopic(spec.name, partitions, replication_factor, topic_configs=spec.config)
+            NewTopic(
+                spec.name,
+                spec.partitions or partitions,
+                replication_factor,
+                topic_configs=spec.config,
+            )
             for spec in report.created
         ]
         if wanted:
@@ -97,7 +102,20 @@ async def check_partitions(settings: LeadflowSettings) -> None:
     :class:`~aiokafka.errors.UnknownTopicOrPartitionError` (it may be on its way: retry).
     """
     topics = settings.topics
-    names = [topics.events, topics.scoring_state]
+    await check_copartitioned(
+        settings,
+        topics.events,
+        topics.scoring_state,
+        "scoring keeps the state of events partition p in changelog partition p",
+    )
+
+
+async def check_copartitioned(
+    settings: LeadflowSettings, source: str, changelog: str, why: str
+) -> None:
+    """``source`` and its ``changelog`` have the same partition count, else
+    :class:`TopicMismatch` naming both counts and ``why`` they must match."""
+    names = [source, changelog]
     admin = make_admin(settings, name="admin")
     await admin.start()
     try:
@@ -113,12 +131,10 @@ async def check_partitions(settings: LeadflowSettings) -> None:
     finally:
         await admin.close()
     counts = {name: len(described[name]["partitions"]) for name in names}
-    events, changelog = counts[topics.events], counts[topics.scoring_state]
-    if events != changelog:
+    if counts[source] != counts[changelog]:
         raise TopicMismatch(
-            f"{topics.events} has {events} partitions but the scoring changelog "
-            f"{topics.scoring_state} has {changelog}: scoring keeps the state of events "
-            "partition p in changelog partition p, so both need the same count "
+            f"{source} has {counts[source]} partitions but the scoring changelog "
+            f"{changelog} has {counts[changelog]}: {why}, so both need the same count "
             "(see deploy/README.md, How many partitions)"
         )
 

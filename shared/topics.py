@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 class TopicSpec:
     name: str
     config: dict[str, str] = field(default_factory=dict)
+    partitions: int | None = None
+    """A fixed partition count; ``None``: the installation's (``leadflow topics --partitions``)."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,36 @@ class Topics:
     def scoring_state(self) -> str:
         return f"{self.namespace}.scoring-state"
 
+    @property
+    def models(self) -> str:
+        """The scoring models published (``leadflow rescore --publish``): their history."""
+        return f"{self.namespace}.models"
+
+    @property
+    def account_contributions(self) -> str:
+        """Internal: what each lead adds to its account, keyed by account (docs §3.1)."""
+        return f"{self.namespace}.account-contributions"
+
+    @property
+    def account_state(self) -> str:
+        """Internal: the account stage's changelog, partition p for contributions partition p."""
+        return f"{self.namespace}.account-state"
+
+    @property
+    def account_scores(self) -> str:
+        return f"{self.namespace}.account-scores"
+
     def specs(self) -> list[TopicSpec]:
         """All topics with the settings they are created with.
 
         The two compacted topics keep only the latest record per key: the
-        latest score of a lead, and the latest scoring state of a lead. The events
+        latest score of a lead, and the latest scoring state of a lead; likewise for
+        accounts. The account contributions are read once by the account stage, which
+        keeps what it needs of them in its own changelog. The events
         are the history everything else is derived from: kept for
-        :attr:`events_retention_ms`.
+        :attr:`events_retention_ms`. The models topic has one partition (its order is the
+        order of publication) and one record per model version, compacted so that it is
+        never deleted by age.
         """
         compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
         return [
@@ -59,4 +84,8 @@ class Topics:
             TopicSpec(self.stage_changes),
             TopicSpec(self.dead_letters),
             TopicSpec(self.scoring_state, dict(compacted)),
+            TopicSpec(self.models, dict(compacted), partitions=1),
+            TopicSpec(self.account_contributions),
+            TopicSpec(self.account_state, dict(compacted)),
+            TopicSpec(self.account_scores, dict(compacted)),
         ]

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from services.scoring.account_worker import AccountWorker
 from services.scoring.model import ScoringModel, load_model
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
@@ -25,11 +26,17 @@ def create_app(
     worker = BackgroundLoop(
         "scoring-worker", lambda: ScoringWorker(settings, scoring_model), settings
     )
+    accounts = BackgroundLoop(
+        "account-worker", lambda: AccountWorker(settings, scoring_model), settings
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.start()
+        if settings.scoring_accounts:
+            accounts.start()
         yield
+        await accounts.stop()
         await worker.stop()
 
     app = FastAPI(
@@ -39,11 +46,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.worker = worker
+    app.state.accounts = accounts
 
     async def readiness() -> Mapping[str, bool]:
-        return {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}
+        checks = {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}
+        if settings.scoring_accounts:
+            checks["accounts"] = accounts.consuming()
+        return checks
 
-    install_probes(app, readiness, worker.alive)
+    def alive() -> bool:
+        return worker.alive() and (not settings.scoring_accounts or accounts.alive())
+
+    install_probes(app, readiness, alive)
     install_http_edge(app, settings)
 
     @app.get(

@@ -70,6 +70,10 @@ class BatchResult:
     """The states to write: every lead the batch changed (and those asked to be rewritten)."""
     applied_offset: int = -1
     """The last input offset the batch took into account."""
+    group_calls: list[Event] = field(default_factory=list)
+    """Applied events of the model's group event types, in order, without those of leads
+    erased later in the batch: what the lead's account membership reads of the batch
+    (:mod:`services.scoring.account_contributions`)."""
     duplicates: int = 0
     replayed: int = 0
     """Records at or below the offset already scored, ignored."""
@@ -93,6 +97,7 @@ class BatchScoring:
         self.horizon = horizon
         self.result = BatchResult(applied_offset=applied_offset)
         self._rewrite = tuple(rewrite)
+        self._group_events = frozenset(model.accounts.membership.group_events)
 
     def add(self, record: ConsumedRecord) -> None:
         result = self.result
@@ -128,6 +133,8 @@ class BatchScoring:
         result.scored.append(
             Scored(lead_id, encode_key(lead_id), outcome.score, outcome.stage_change)
         )
+        if event.type in self._group_events:
+            result.group_calls.append(event)
 
     def finish(self) -> BatchResult:
         result = self.result
@@ -147,6 +154,8 @@ class BatchScoring:
         result.leads.pop(lead_id, None)
         if any(s.lead_id == lead_id for s in result.scored):
             result.scored = [s for s in result.scored if s.lead_id != lead_id]
+        if any(e.lead_id == lead_id for e in result.group_calls):
+            result.group_calls = [e for e in result.group_calls if e.lead_id != lead_id]
         self._rewrite = tuple(r for r in self._rewrite if r != lead_id)
         result.erased.append(event)
 

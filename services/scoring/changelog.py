@@ -13,18 +13,26 @@ records' layout is :mod:`services.scoring.state_records`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import TopicPartition
 
 from services.scoring.lead import LeadState
+from services.scoring.membership import (
+    MEMBERSHIP_PREFIX,
+    Membership,
+    lead_of_key,
+    read_membership,
+)
 from services.scoring.state_records import (
     APPLIED_OFFSET_KEY,
+    LIVE_MODEL_KEY,
     is_legacy,
     read_applied_offset,
     read_lead,
+    read_live_model,
 )
 from shared.kafka import make_consumer
 from shared.settings import LeadflowSettings
@@ -38,6 +46,11 @@ class PartitionState:
     legacy: set[str] = field(default_factory=set)
     """Leads restored from a record keyed by rule position (format 1 or 2): written again,
     in format 3, by the partition's next transaction, so they are mapped only once."""
+    model_version: str | None = None
+    """The model the partition scores under since its last model switch; ``None``: none
+    yet, the workers' model file."""
+    memberships: dict[str, Membership] = field(default_factory=dict)
+    """Each lead's account membership (:mod:`services.scoring.membership`), by lead id."""
 
 
 def apply_record(
@@ -51,12 +64,19 @@ def apply_record(
     engagement rule ids by position, for records of formats 1 and 2."""
     if key is None:
         return
-    if value is None:
+    if key.startswith(MEMBERSHIP_PREFIX):
+        if value is None:
+            state.memberships.pop(lead_of_key(key), None)
+        else:
+            state.memberships[lead_of_key(key)] = read_membership(value)
+    elif value is None:
         lead_id = key.decode()
         state.leads.pop(lead_id, None)
         state.legacy.discard(lead_id)
     elif key == APPLIED_OFFSET_KEY:
         state.applied_offset = read_applied_offset(value)
+    elif key == LIVE_MODEL_KEY:
+        state.model_version = read_live_model(value)
     else:
         lead_id, data = key.decode(), orjson.loads(value)
         state.leads[lead_id] = read_lead(data, legacy_ids)
@@ -78,11 +98,27 @@ async def restore(
     that aborts the previous owner's open transaction, so the last stable
     offset moves to the end and read_committed reading can reach it.
     """
-    topic = settings.topics.scoring_state
+    state = PartitionState()
+
+    def apply(key: bytes | None, value: bytes | None) -> None:
+        apply_record(state, key, value, legacy_ids)
+
+    await read_to_end(settings, settings.topics.scoring_state, partition, apply, timeout)
+    return state
+
+
+async def read_to_end(
+    settings: LeadflowSettings,
+    topic: str,
+    partition: int,
+    apply: Callable[[bytes | None, bytes | None], None],
+    timeout: float = 120.0,
+) -> None:
+    """Hand every committed record of ``topic[partition]``, from the start to its stable
+    end, to ``apply``: how both stages of scoring restore a changelog partition."""
     tp = TopicPartition(topic, partition)
     consumer = make_consumer(settings, name="scoring-restore", group_id=None)
     await consumer.start()
-    state = PartitionState()
     try:
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
@@ -93,7 +129,6 @@ async def restore(
                 raise TimeoutError(f"restoring {topic}[{partition}] took over {timeout}s")
             batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
             for record in batches.get(tp, []):
-                apply_record(state, record.key, record.value, legacy_ids)
+                apply(record.key, record.value)
     finally:
         await consumer.stop()
-    return state

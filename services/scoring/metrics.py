@@ -25,3 +25,11 @@ CONSUMER_LAG = Gauge(
 RESTORE_SECONDS = Histogram(
     "leadflow_scoring_restore_seconds", "Time to restore a partition's state from its changelog"
 )
+ACCOUNT_CONTRIBUTIONS = Counter(
+    "leadflow_scoring_account_contributions_total",
+    "Contribution records the account stage read, by outcome: folded, dead_letter, replayed",
+    ["outcome"],
+)
+ACCOUNT_UPDATES = Counter(
+    "leadflow_scoring_account_updates_total", "Account score updates published"
+)

@@ -8,6 +8,7 @@ at start with the rule and field that are wrong, never later while scoring.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -98,9 +99,10 @@ class FitRule(_Strict):
             raise ValueError(f"{given[0]} must not be null (a missing trait matches exists: false)")
         return self
 
-    @property
+    @cached_property
     def operator(self) -> str:
-        """The one operator of this rule, as spelled in the file."""
+        """The one operator of this rule, as spelled in the file (found once: every fit
+        computed asks it of every rule)."""
         return next(op for op in FIT_OPERATORS if _field_name(op) in self.model_fields_set)
 
     @property
@@ -137,6 +139,68 @@ class Stages(_Strict):
     opportunity: OpportunityStage
 
 
+class AccountMembership(_Strict):
+    """Where a lead's account comes from, in this order of precedence (the first that names
+    one wins, docs/architecture.md §2.1): a group call, an account id trait, a company-domain
+    trait, and, only with ``email_domains``, the domain of the lead's business address."""
+
+    group_events: list[Name] = Field(
+        default_factory=lambda: ["segment.group"],
+        description="Event types that put their lead in the account properties.group_id"
+        " names (the latest by event time wins); properties.traits are the account's traits.",
+    )
+    account_id_traits: list[Name] = Field(
+        default_factory=lambda: ["account_id"],
+        description="Lead traits holding an account id; the first one set wins.",
+    )
+    domain_traits: list[Name] = Field(
+        default_factory=lambda: ["company_domain"],
+        description="Lead traits holding the company's web domain (a URL will do); the"
+        " account id is the domain, lower-cased, without scheme, port, path or www.",
+    )
+    email_domains: Annotated[bool, Field(strict=True)] = Field(
+        default=False,
+        description="Also put a lead in the account of its e-mail address's domain (the"
+        " email traits, else the lead id), unless a free-mail provider's.",
+    )
+    email_traits: list[Name] = Field(
+        default_factory=lambda: ["email"],
+        description="Lead traits holding the lead's e-mail address (email_domains only).",
+    )
+
+
+class EngagedContacts(_Strict):
+    """A contact counts as engaged while its engagement is at least ``engagement_min``."""
+
+    engagement_min: Number = 10.0
+
+
+class AccountFit(_Strict):
+    rules: list[FitRule] = Field(
+        default_factory=list, description="On the account's traits; every match adds."
+    )
+
+    @model_validator(mode="after")
+    def _ids_are_unique(self) -> AccountFit:
+        first: dict[str, int] = {}
+        for index, rule in enumerate(self.rules):
+            if rule.id in first:
+                raise ValueError(
+                    f"rules[{index}]: id {rule.id!r} is already the id of rules[{first[rule.id]}]"
+                )
+            first[rule.id] = index
+        return self
+
+
+class Accounts(_Strict):
+    """Accounts roll up their contacts (sum and max of their totals, how many are engaged)
+    and have a fit of their own, on the account's traits."""
+
+    membership: AccountMembership = Field(default_factory=AccountMembership)
+    engaged: EngagedContacts = Field(default_factory=EngagedContacts)
+    fit: AccountFit = Field(default_factory=AccountFit)
+
+
 class ScoringModel(_Strict):
     """A versioned scoring model; ``version`` is stamped on every score and stage change."""
 
@@ -144,6 +208,7 @@ class ScoringModel(_Strict):
     engagement: Engagement
     fit: Fit
     stages: Stages
+    accounts: Accounts = Field(default_factory=Accounts)
     _rulebook: RuleBook = PrivateAttr()
 
     @model_validator(mode="after")
@@ -169,8 +234,12 @@ class ScoringModel(_Strict):
 
     @property
     def rulebook(self) -> RuleBook:
-        """What scoring needs per event, built once when the model is loaded."""
-        return self._rulebook
+        """What scoring needs per event, built once when the model is loaded.
+
+        Read straight from pydantic's private storage: ``self._rulebook`` goes through
+        pydantic's ``__getattr__``, which cost a quarter of the scoring of an event."""
+        book: RuleBook = self.__pydantic_private__["_rulebook"]  # type: ignore[index]
+        return book
 
 
 def load_model(path: Path | None = None) -> ScoringModel:

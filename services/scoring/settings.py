@@ -35,3 +35,12 @@ class ScoringSettings(LeadflowSettings):
     dedup_horizon_days: float = Field(
         default=30, gt=0, description="How long (event time) a lead remembers event ids."
     )
+    scoring_accounts: bool = Field(
+        default=True,
+        description="Run the account stage (account roll-ups) in this process beside the"
+        " lead stage; false on replicas that should only score leads.",
+    )
+    scoring_accounts_group: str = Field(
+        default="leadflow-accounts",
+        description="Consumer group of the account stage; also prefixes its transactional ids.",
+    )

@@ -28,6 +28,10 @@ text) and 2 (times as integers, rules as ``[index, ...]`` rows) are still read."
 APPLIED_OFFSET_KEY = b"\x00applied-offset"
 """No lead_id can be this key: identifiers refuse control characters."""
 
+LIVE_MODEL_KEY = b"\x00live-model"
+"""The marker of the model version a partition scores under since its last model switch
+(absent: the workers' model file); written by the switch's transaction only."""
+
 
 def lead_record(state: LeadState) -> bytes:
     """The changelog value of a lead: written for every lead of every batch that touched
@@ -139,6 +143,14 @@ def _engagement(data: Mapping[str, Any], rule_of: Callable[[Any], str]) -> Engag
 
 def _decayed(value: Any, as_of: Any) -> Decayed:
     return Decayed(float(value), None if as_of is None else float(as_of))
+
+
+def live_model_record(version: str, switch_offset: int) -> bytes:
+    return orjson.dumps({"version": version, "switch_offset": switch_offset})
+
+
+def read_live_model(value: bytes) -> str:
+    return str(orjson.loads(value)["version"])
 
 
 def applied_offset_record(offset: int) -> bytes:

@@ -35,16 +35,25 @@ from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.scoring import changelog, metrics
+from services.scoring.account_contributions import contribute
 from services.scoring.batch import BatchResult, BatchScoring, Refused
 from services.scoring.changelog import PartitionState
+from services.scoring.event_history import read_until
 from services.scoring.heap import HeapFreezer
+from services.scoring.membership import load_free_mail_domains
 from services.scoring.model import ScoringModel
+from services.scoring.model_topic import find_publication
+from services.scoring.publication import Switch, switch_of
+from services.scoring.replay import Replay
 from services.scoring.settings import ScoringSettings
 from services.scoring.state_records import (
     APPLIED_OFFSET_KEY,
+    LIVE_MODEL_KEY,
     applied_offset_record,
     lead_record,
+    live_model_record,
 )
+from services.scoring.switch import SwitchPlan, plan_switch
 from shared.consumer_lag import LagGauge
 from shared.dead_letters import dead_letter_of
 from shared.events import (
@@ -54,6 +63,7 @@ from shared.events import (
     format_time,
 )
 from shared.kafka import (
+    CompactedRecord,
     Record,
     encode_key,
     make_consumer,
@@ -87,6 +97,8 @@ class PartitionScorer:
     last committed) while a transaction is on its way."""
     committing: asyncio.Task[None] | None = None
     """The transaction of the previous batch, running while the next one is scored."""
+    model: ScoringModel | None = None
+    """The model the partition scores under (its last model switch); ``None``: the worker's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +123,7 @@ class ScoredBatch:
 
     outputs: dict[str, list[Record]] = field(default_factory=dict)
     """Per topic (scores, stage changes, dead letters), in order."""
-    changelog: list[Record] = field(default_factory=list)
+    changelog: list[CompactedRecord] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
     """Erase records scored, in order: their tombstones go first in the transaction."""
     applied_offset: int = -1
@@ -132,6 +144,7 @@ class ScoringWorker:
             settings, name="scoring", group_id=settings.scoring_group, max_poll_interval_ms=300_000
         )
         self.partitions: dict[TopicPartition, PartitionScorer] = {}
+        self._published: dict[str, ScoringModel] = {model.version: model}
         self._lock = asyncio.Lock()
         self._broken: set[TopicPartition] = set()
         self._retry_at = 0.0
@@ -141,6 +154,7 @@ class ScoringWorker:
         self.heap = HeapFreezer(
             settings.scoring_gc_freeze_seconds, settings.scoring_gc_collect_seconds
         )
+        self.free_mail = load_free_mail_domains()
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; releases every partition on the way out."""
@@ -193,7 +207,7 @@ class ScoringWorker:
         """Take ``tp``; if Kafka fails us now, pause it and try again later."""
         try:
             await self._take(tp)
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (KafkaError, OSError, TimeoutError, LookupError) as exc:
             log.warning("cannot take %s yet (%r); will retry", tp, exc)
             self._broken.add(tp)
             self.consumer.pause(tp)
@@ -228,6 +242,7 @@ class ScoringWorker:
                 state = await changelog.restore(
                     self.settings, tp.partition, legacy_ids=self.model.rulebook.engagement_ids
                 )
+            model = await self._live_model(state.model_version)
         except BaseException:
             await _close_quietly(producer)
             raise
@@ -236,13 +251,16 @@ class ScoringWorker:
             self.consumer.seek(tp, state.applied_offset + 1)
         else:
             await self.consumer.seek_to_beginning(tp)
-        self.partitions[tp] = PartitionScorer(tp, producer, state, state.applied_offset)
+        self.partitions[tp] = PartitionScorer(
+            tp, producer, state, state.applied_offset, model=model
+        )
         log.info(
-            "took %s[%d]: %d leads, resuming after offset %d",
+            "took %s[%d]: %d leads, resuming after offset %d, model %s",
             topic,
             tp.partition,
             len(state.leads),
             state.applied_offset,
+            model.version,
         )
 
     async def _release(self, revoked: Iterable[TopicPartition]) -> None:
@@ -261,6 +279,9 @@ class ScoringWorker:
         One transaction at a time per partition (its producer allows no more), in offset
         order; scoring, the CPU-bound part, overlaps the round trips of the commit before.
         """
+        if _has_switch(records, after=scorer.scored_offset):
+            await self._process_switching(scorer, records)
+            return
         batch = await self._score(scorer, records)
         if not await self._settled(scorer):
             return  # the partition is being restored: this batch is scored again from there
@@ -282,13 +303,17 @@ class ScoringWorker:
             # worker took it: our membership is stale, the coming rebalance revokes it from
             # us (and removes it from the retry set).
             log.warning("transaction on %s failed (%r); restoring the partition", scorer.tp, exc)
-            if self.partitions.get(scorer.tp) is scorer:
-                self.consumer.pause(scorer.tp)
-                del self.partitions[scorer.tp]
-                await _close_quietly(scorer.producer)
-                self._broken.add(scorer.tp)
+            await self._restore_later(scorer)
             return False
         return True
+
+    async def _restore_later(self, scorer: PartitionScorer) -> None:
+        """Drop the partition's in-memory state; it is taken again from the changelog."""
+        if self.partitions.get(scorer.tp) is scorer:
+            self.consumer.pause(scorer.tp)
+            del self.partitions[scorer.tp]
+            await _close_quietly(scorer.producer)
+            self._broken.add(scorer.tp)
 
     async def _score(self, scorer: PartitionScorer, records: Sequence[Any]) -> ScoredBatch:
         """The outputs and new states of a batch, encoded, nothing written yet.
@@ -303,7 +328,7 @@ class ScoringWorker:
         legacy = list(itertools.islice(scorer.state.legacy, LEGACY_PER_BATCH))
         scorer.state.legacy.difference_update(legacy)
         scoring = BatchScoring(
-            self.model,
+            scorer.model or self.model,
             scorer.state.leads,
             applied_offset=scorer.scored_offset,
             horizon=self.horizon,
@@ -317,8 +342,19 @@ class ScoringWorker:
         scorer.scored_offset = result.applied_offset
         self._count(result)
         batch = self._encode(result)
+        self._add_account_outputs(scorer, result, batch)
         batch.rewritten = tuple(legacy)
         return batch
+
+    def _add_account_outputs(
+        self, scorer: PartitionScorer, result: BatchResult, batch: ScoredBatch
+    ) -> None:
+        """What the batch contributes to accounts, and the memberships it changed, go into
+        the batch's transaction (docs/architecture.md §5.10)."""
+        accounts = contribute(result, scorer.state.memberships, self.model, self.free_mail)
+        for record in accounts.contributions:
+            batch.emit(self.topics.account_contributions, record)
+        batch.changelog[-1:-1] = accounts.changelog  # the offset marker stays last
 
     def _encode(self, result: BatchResult) -> ScoredBatch:
         topics = self.topics
@@ -404,6 +440,110 @@ class ScoringWorker:
         if end is not None:
             metrics.LAG.labels(str(tp.partition)).set(max(0, end - applied - 1))
 
+    # --- model switches (docs/architecture.md §5.9) ---------------------------------
+
+    async def _live_model(self, version: str | None) -> ScoringModel:
+        """The model a partition's changelog says it scores under: the worker's own when it
+        names none, else the version's document as ``leadflow.models`` holds it."""
+        if version is None:
+            return self.model
+        model = self._published.get(version)
+        if model is None:
+            publication = await find_publication(self.settings, version)
+            if publication is None:
+                raise LookupError(f"model {version} is not in {self.topics.models}")
+            model = self._published[version] = publication.scoring_model()
+        return model
+
+    async def _process_switching(self, scorer: PartitionScorer, records: Sequence[Any]) -> None:
+        """The records before each switch record under the partition's model, the switch
+        (its own transaction, once the previous one has committed), the rest under the
+        new model."""
+        start = 0
+        for index, record in enumerate(records):
+            switch = switch_of(record)
+            if switch is None or record.offset <= scorer.scored_offset:
+                continue
+            if index > start:
+                await self._process(scorer, records[start:index])
+            start = index + 1
+            if self.partitions.get(scorer.tp) is not scorer or not await self._settled(scorer):
+                return  # being restored: the switch is met again after the changelog's offset
+            await self._switch(scorer, switch, record.offset)
+            if self.partitions.get(scorer.tp) is not scorer:
+                return
+        if start < len(records):
+            await self._process(scorer, records[start:])
+
+    async def _switch(self, scorer: PartitionScorer, switch: Switch, offset: int) -> None:
+        """Rescore the partition under the switch's model: replay its records before the
+        switch (the pure batch code, in memory), and commit the new scores, the stage
+        changes, the new states, the partition's new model and the switch's offset in one
+        transaction. A crash before the commit meets the same switch again, on the same
+        states: the same outputs."""
+        current = scorer.model or self.model
+        try:
+            if switch.version == current.version:  # published again: only the offset moves
+                batch = ScoredBatch(applied_offset=offset)
+                batch.changelog = [(APPLIED_OFFSET_KEY, applied_offset_record(offset))]
+                model = current
+            else:
+                model = await self._live_model(switch.version)
+                plan = await self._replay_partition(scorer, model, switch, offset)
+                batch = self._encode_switch(plan, switch, offset)
+                scorer.state.leads.clear()
+                scorer.state.leads.update(plan.leads)
+                log.info(
+                    "%s[%d] switches from model %s to %s at offset %d: %d leads rescored,"
+                    " %d stage changes, %d without events to replay",
+                    scorer.tp.topic,
+                    scorer.tp.partition,
+                    current.version,
+                    model.version,
+                    offset,
+                    len(plan.scores),
+                    len(plan.stage_changes),
+                    len(plan.not_rescored),
+                )
+        except (KafkaError, OSError, TimeoutError, LookupError) as exc:
+            log.warning("cannot switch %s yet (%r); restoring the partition", scorer.tp, exc)
+            await self._restore_later(scorer)
+            return
+        scorer.model = model
+        scorer.scored_offset = offset
+        scorer.committing = asyncio.create_task(self._commit(scorer, batch))
+        await self._settled(scorer)
+
+    async def _replay_partition(
+        self, scorer: PartitionScorer, model: ScoringModel, switch: Switch, offset: int
+    ) -> SwitchPlan:
+        replay = Replay(model, self.horizon)
+        async for records in read_until(self.settings, scorer.tp.partition, offset):
+            for index, record in enumerate(records, 1):
+                replay.add(record)
+                if index % (YIELD_EVERY * 20) == 0:
+                    await asyncio.sleep(0)  # the other partitions' transactions move on
+        return plan_switch(scorer.state.leads, replay.finish(), switch)
+
+    def _encode_switch(self, plan: SwitchPlan, switch: Switch, offset: int) -> ScoredBatch:
+        batch = ScoredBatch(applied_offset=offset)
+        for score in plan.scores:
+            batch.emit(self.topics.scores, (encode_key(score.lead_id), score.to_json()))
+        for change in plan.stage_changes:
+            value = change.model_dump_json().encode()
+            batch.emit(self.topics.stage_changes, (encode_key(change.lead_id), value))
+        kept = set(plan.not_rescored)
+        batch.changelog = [
+            *(
+                (encode_key(lead_id), lead_record(state))
+                for lead_id, state in plan.leads.items()
+                if lead_id not in kept
+            ),
+            (LIVE_MODEL_KEY, live_model_record(switch.version, offset)),
+            (APPLIED_OFFSET_KEY, applied_offset_record(offset)),
+        ]
+        return batch
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Awaited by aiokafka around a rebalance; the worker's lock keeps batches whole."""
@@ -416,6 +556,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         await self.worker.take(assigned)
+
+
+def _has_switch(records: Sequence[Any], *, after: int) -> bool:
+    """Whether a model switch record not yet applied is among ``records``."""
+    return any(record.offset > after and switch_of(record) is not None for record in records)
 
 
 async def _close_quietly(producer: AIOKafkaProducer) -> None:

@@ -23,7 +23,7 @@ async def test_model_and_probes_on_a_running_worker(kafka_settings: LeadflowSett
             assert model["stages"]["prospect"]["fit_min"] == 50
             assert (await client.get("/healthz")).json() == {"status": "ok"}
             ready = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
-            assert ready.json()["checks"] == {"worker": True, "kafka": True}
+            assert ready.json()["checks"] == {"worker": True, "kafka": True, "accounts": True}
             assert "leadflow_scoring_events_total" in (await client.get("/metrics")).text
 
 
