@@ -7,39 +7,24 @@ from the beginning to the end offset taken first.
 
 from __future__ import annotations
 
-import time
-
-from aiokafka import TopicPartition
-
+from services.scoring.changelog import read_to_end
 from services.scoring.publication import SWITCH_KEY, Publication, Switch
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_producer
 from shared.settings import LeadflowSettings
 
 
 async def read_publications(settings: LeadflowSettings, timeout: float = 60.0) -> list[Publication]:
-    """Every publication, in the order they were published (the latest is live)."""
-    tp = TopicPartition(settings.topics.models, 0)
-    consumer = make_consumer(settings, name="models-reader", group_id=None)
-    await consumer.start()
-    latest: dict[str, tuple[int, Publication]] = {}
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        deadline = time.monotonic() + timeout
-        while await consumer.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {tp.topic} took over {timeout}s")
-            batches = await consumer.getmany(tp, timeout_ms=500)
-            for record in batches.get(tp, []):
-                if record.key is None or record.value is None:
-                    continue
-                publication = Publication.read(record.value)
-                first = latest.get(publication.version, (record.offset, publication))[0]
-                latest[publication.version] = (first, publication)
-    finally:
-        await consumer.stop()
-    return [publication for _, publication in sorted(latest.values(), key=lambda p: p[0])]
+    """Every publication, in the order they were first published (the latest is live)."""
+    by_version: dict[str, Publication] = {}
+
+    def apply(key: bytes | None, value: bytes | None) -> None:
+        if key is not None and value is not None:
+            publication = Publication.read(value)
+            # a version published again keeps its first place: dicts keep insertion order
+            by_version[publication.version] = publication
+
+    await read_to_end(settings, settings.topics.models, 0, apply, timeout)
+    return list(by_version.values())
 
 
 async def find_publication(settings: LeadflowSettings, version: str) -> Publication | None:
