@@ -59,7 +59,8 @@ async def test_signing_in_sets_a_session_the_api_reads_accept(browser: httpx.Asy
     cookie = answer.headers.get_list("set-cookie")
     session = next(c for c in cookie if c.startswith("leadflow_session="))
     assert READER not in session  # the cookie names the key, it does not hold it
-    assert "HttpOnly" in session and "SameSite=strict" in session and "Max-Age=" in session
+    for attribute in ("HttpOnly", "SameSite=strict", "Max-Age="):
+        assert attribute in session
     assert browser.cookies["leadflow_csrf"] != token  # a new form token after signing in
     assert (await browser.get("/v1/funnel")).status_code == 200
 
