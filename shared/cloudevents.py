@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
@@ -23,7 +24,6 @@ from shared.events import (
     EventIn,
     EventType,
     Identifier,
-    ScoreUpdate,
     StageChange,
     UtcTime,
     format_time,
@@ -179,7 +179,19 @@ SCORE_UPDATED_TYPE = "leadflow.score.updated"
 SCORING_SOURCE = "leadflow/scoring"
 
 
-def kafka_headers(change: StageChange | ScoreUpdate) -> list[tuple[str, bytes]]:
+class Scored(Protocol):
+    """What the headers need of a score update: :class:`ScoreUpdate`, or scoring's own
+    plain-valued one, which it encodes without building the model."""
+
+    @property
+    def lead_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def as_of(self) -> datetime: ...
+
+
+def kafka_headers(change: StageChange | Scored) -> list[tuple[str, bytes]]:
     """The ``ce_*`` headers (and ``content-type``) that make a record of
     ``leadflow.stage-changes`` or ``leadflow.scores`` a binary-mode CloudEvent under the
     Kafka binding: its value is then the event's ``data``, unchanged for every reader

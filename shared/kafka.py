@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -77,12 +77,25 @@ Record = tuple[bytes | None, bytes]
 CompactedRecord = tuple[bytes | None, bytes | None]
 """A record of a compacted topic: a ``None`` value is a tombstone (the key's end)."""
 
+Headers = list[tuple[str, bytes]]
+"""As aiokafka takes them (its record builder refuses a tuple)."""
+
+NO_HEADERS: Headers = []
+
+HeadedRecord = tuple[bytes | None, bytes, Headers]
+"""A record sent with headers (scoring's outputs carry the CloudEvents ``ce_*`` ones)."""
+
+Outgoing = Record | CompactedRecord | HeadedRecord
+"""Anything :func:`send_as_batches` sends."""
+
+R = TypeVar("R", bound=Record | HeadedRecord)
+
 Batches = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 """Records as ``getmany`` gives them: per partition, in offset order."""
 
 
 async def send_keyed(
-    producer: AIOKafkaProducer, topic: str, records: Iterable[Record]
+    producer: AIOKafkaProducer, topic: str, records: Iterable[Record | HeadedRecord]
 ) -> list[asyncio.Future[Any]]:
     """:func:`send_as_batches` for each partition the records' keys choose, in their order."""
     deliveries: list[asyncio.Future[Any]] = []
@@ -92,13 +105,13 @@ async def send_keyed(
 
 
 async def by_partition(
-    producer: AIOKafkaProducer, topic: str, records: Iterable[Record]
-) -> dict[int, list[Record]]:
+    producer: AIOKafkaProducer, topic: str, records: Iterable[R]
+) -> dict[int, list[R]]:
     """``records`` grouped by the partition :data:`PARTITIONER` gives their keys, in order."""
     partitions = sorted(await producer.partitions_for(topic))
-    grouped: dict[int, list[Record]] = {}
-    for key, value in records:
-        grouped.setdefault(PARTITIONER(key, partitions, None), []).append((key, value))
+    grouped: dict[int, list[R]] = {}
+    for record in records:
+        grouped.setdefault(PARTITIONER(record[0], partitions, None), []).append(record)
     return grouped
 
 
@@ -106,7 +119,7 @@ async def send_as_batches(
     producer: AIOKafkaProducer,
     topic: str,
     partition: int,
-    records: Iterable[CompactedRecord],
+    records: Iterable[Outgoing],
 ) -> list[asyncio.Future[Any]]:
     """Hand ``(key, value)`` records for one partition to the producer as whole batches.
 
@@ -119,14 +132,16 @@ async def send_as_batches(
     """
     deliveries: list[asyncio.Future[Any]] = []
     batch = producer.create_batch()
-    for key, value in records:
-        if batch.append(key=key, value=value, timestamp=None) is not None:
+    for record in records:
+        key, value = record[0], record[1]
+        headers = record[2] if len(record) == 3 else NO_HEADERS
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
             continue
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))
         batch = producer.create_batch()
         # an empty batch takes any one record (the broker judges its size), but never
         # lose one silently should that change
-        if batch.append(key=key, value=value, timestamp=None) is None:
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
             raise MessageSizeTooLargeError(f"a record of {len(value or b'')} bytes fits no batch")
     if batch.record_count():
         batch.close()  # complete: no linger for more records, and no send() joins it

@@ -45,6 +45,7 @@ from services.scoring.model import ScoringModel
 from services.scoring.model_topic import find_publication
 from services.scoring.publication import Switch, switch_of
 from services.scoring.replay import Replay
+from services.scoring.scoring import NewScore
 from services.scoring.settings import ScoringSettings
 from services.scoring.state_records import (
     APPLIED_OFFSET_KEY,
@@ -54,16 +55,19 @@ from services.scoring.state_records import (
     live_model_record,
 )
 from services.scoring.switch import SwitchPlan, plan_switch
+from shared.cloudevents import kafka_headers
 from shared.consumer_lag import LagGauge
 from shared.dead_letters import dead_letter_of
 from shared.events import (
     ERASE_ID_HEADER,
     ERASE_REQUESTED_AT_HEADER,
     Event,
+    StageChange,
     format_time,
 )
 from shared.kafka import (
     CompactedRecord,
+    HeadedRecord,
     Record,
     encode_key,
     make_consumer,
@@ -121,7 +125,7 @@ class Erasure:
 class ScoredBatch:
     """What one batch of one partition produces, encoded, before it is committed."""
 
-    outputs: dict[str, list[Record]] = field(default_factory=dict)
+    outputs: dict[str, list[Record | HeadedRecord]] = field(default_factory=dict)
     """Per topic (scores, stage changes, dead letters), in order."""
     changelog: list[CompactedRecord] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
@@ -130,8 +134,16 @@ class ScoredBatch:
     rewritten: tuple[str, ...] = ()
     """Leads restored in an old format that this batch writes again in the current one."""
 
-    def emit(self, topic: str, record: Record) -> None:
+    def emit(self, topic: str, record: Record | HeadedRecord) -> None:
         self.outputs.setdefault(topic, []).append(record)
+
+    def emit_score(self, topic: str, key: bytes, score: NewScore) -> None:
+        """A score update, as a binary-mode CloudEvent of the Kafka binding."""
+        self.emit(topic, (key, score.to_json(), kafka_headers(score)))
+
+    def emit_change(self, topic: str, key: bytes, change: StageChange) -> None:
+        """A stage change, as a binary-mode CloudEvent of the Kafka binding."""
+        self.emit(topic, (key, change.model_dump_json().encode(), kafka_headers(change)))
 
 
 class ScoringWorker:
@@ -361,10 +373,9 @@ class ScoringWorker:
         batch = ScoredBatch(applied_offset=result.applied_offset)
         batch.erasures = [Erasure.of(event) for event in result.erased]
         for scored in result.scored:
-            batch.emit(topics.scores, (scored.key, scored.score.to_json()))
+            batch.emit_score(topics.scores, scored.key, scored.score)
             if scored.stage_change is not None:
-                value = scored.stage_change.model_dump_json().encode()
-                batch.emit(topics.stage_changes, (scored.key, value))
+                batch.emit_change(topics.stage_changes, scored.key, scored.stage_change)
         for refused in result.refused:
             batch.emit(topics.dead_letters, self._dead_letter(refused))
         batch.changelog = [
@@ -528,10 +539,9 @@ class ScoringWorker:
     def _encode_switch(self, plan: SwitchPlan, switch: Switch, offset: int) -> ScoredBatch:
         batch = ScoredBatch(applied_offset=offset)
         for score in plan.scores:
-            batch.emit(self.topics.scores, (encode_key(score.lead_id), score.to_json()))
+            batch.emit_score(self.topics.scores, encode_key(score.lead_id), score)
         for change in plan.stage_changes:
-            value = change.model_dump_json().encode()
-            batch.emit(self.topics.stage_changes, (encode_key(change.lead_id), value))
+            batch.emit_change(self.topics.stage_changes, encode_key(change.lead_id), change)
         kept = set(plan.not_rescored)
         batch.changelog = [
             *(

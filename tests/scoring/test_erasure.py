@@ -58,7 +58,7 @@ async def worker(model: ScoringModel) -> AsyncIterator[ScoringWorker]:
 
 
 def keys(batch: ScoredBatch, topic: str) -> list[bytes | None]:
-    return [key for key, _ in batch.outputs.get(topic, [])]
+    return [record[0] for record in batch.outputs.get(topic, [])]
 
 
 async def test_an_erased_lead_is_forgotten_and_the_same_id_starts_a_new_lead(
@@ -85,9 +85,9 @@ async def test_an_erased_lead_is_forgotten_and_the_same_id_starts_a_new_lead(
         ERASE_REQUESTED_AT_HEADER: b"2026-11-20T10:00:00Z",
     }
     # what was scored for ada before the erasure is not sent: it would follow the tombstones
-    scores = [orjson.loads(value) for _, value in batch.outputs["t.scores"]]
+    scores = [orjson.loads(record[1]) for record in batch.outputs["t.scores"]]
     assert [(s["lead_id"], s["sequence"]) for s in scores] == [(BOB, 1), (ADA, 1)]
-    changes = [orjson.loads(value) for _, value in batch.outputs["t.stage-changes"]]
+    changes = [orjson.loads(record[1]) for record in batch.outputs["t.stage-changes"]]
     assert [(c["lead_id"], c["sequence"], c["from_stage"]) for c in changes] == [
         (BOB, 1, None),
         (ADA, 1, None),

@@ -17,6 +17,9 @@ from typing import Any
 
 import orjson
 import pytest
+from cloudevents.core.bindings import kafka as kafka_binding
+from cloudevents.core.bindings.kafka import KafkaMessage
+from cloudevents.core.formats.json import JSONFormat
 
 from services.scoring.lead import LeadState
 from services.scoring.model import load_model
@@ -283,3 +286,34 @@ async def test_an_event_too_old_to_deduplicate_is_a_dead_letter_not_a_silent_dro
     letter = orjson.loads(letters[0].value)
     assert letter["reason"].startswith("too old")
     assert orjson.loads(letter["value"])["event_id"] == late.event_id
+
+
+async def test_outputs_are_binary_mode_cloudevents_to_the_cloudevents_sdk(
+    kafka_settings: LeadflowSettings,
+) -> None:
+    """The ``ce_*`` headers of the Kafka binding on every score and stage change, read by
+    the CNCF SDK itself: its event's data is the record's value, its id the record's own."""
+    lead = "ce-reader@example.com"
+    events = [make_event(lead, "lead.updated", 0, traits=QUALIFIED)]
+    settings = scoring_settings(kafka_settings)
+    await produce(settings, events)
+    async with running_worker(settings):
+        [score] = await read_records(settings, settings.topics.scores, lambda r: len(r) >= 1)
+        [change] = await read_records(settings, settings.topics.stage_changes, bool)
+
+    def as_cloudevent(record: Any) -> Any:
+        message = KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+        return kafka_binding.from_binary(message, JSONFormat())
+
+    update = ScoreUpdate.model_validate_json(score.value)
+    read = as_cloudevent(score)
+    assert read.get_type() == "leadflow.score.updated"
+    assert read.get_id() == f"{lead}/1"
+    assert read.get_subject() == lead
+    assert read.get_time() == update.as_of
+    assert read.get_data() == orjson.loads(score.value)
+    moved = StageChange.model_validate_json(change.value)
+    read = as_cloudevent(change)
+    assert (read.get_type(), read.get_id()) == ("leadflow.stage.changed", moved.change_id)
+    assert read.get_source() == "leadflow/scoring"
+    assert read.get_data()["to_stage"] == moved.to_stage == "prospect"
