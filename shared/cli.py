@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.settings import LeadflowSettings
 from shared.topic_admin import create_topics
@@ -153,6 +153,10 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rescore_command() -> Any:
+    return importlib.import_module("services.scoring.rescore_command")
+
+
 def _has_service(name: str) -> bool:
     return (Path(__file__).resolve().parent.parent / "services" / name / "__main__.py").exists()
 
@@ -220,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: events:write, crm:write, leads:read, admin",
     )
     create.set_defaults(handler=_keys_create)
+
+    rescore = commands.add_parser(
+        "rescore", help="a new scoring model's dry run over all events; --publish makes it live"
+    )
+    _rescore_command().add_arguments(rescore)
+    rescore.set_defaults(handler=lambda args: _rescore_command().run(args))
 
     for name in SERVICES:
         service = commands.add_parser(name, help=f"the {name} service")

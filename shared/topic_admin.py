@@ -110,6 +110,20 @@ async def check_partitions(settings: LeadflowSettings) -> None:
     )
 
 
+async def partitions_of(settings: LeadflowSettings, topic: str) -> list[int]:
+    """The partition numbers of ``topic``, as the cluster describes it (a new client's
+    metadata does not have a topic it has not used yet)."""
+    admin = make_admin(settings, name="admin")
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():  # described, a missing one may be created
+            raise UnknownTopicOrPartitionError(f"topic {topic} does not exist")
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(int(partition["partition"]) for partition in described["partitions"])
+
+
 async def check_copartitioned(
     settings: LeadflowSettings, source: str, changelog: str, why: str
 ) -> None:

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException, status
 
 from services.scoring.account_worker import AccountWorker
+from services.scoring.live_model import PublishedModels
 from services.scoring.model import ScoringModel, load_model
+from services.scoring.publication import Publication, history
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
 from shared.auth import RequireScope, install_auth
@@ -60,13 +62,33 @@ def create_app(
     install_probes(app, readiness, alive)
     install_http_edge(app, settings)
 
-    @app.get(
-        "/v1/model",
-        summary="The active scoring model",
-        dependencies=[Depends(RequireScope("leads:read"))],
-    )
+    published_models = PublishedModels(settings)
+
+    reader = [Depends(RequireScope("leads:read"))]
+
+    @app.get("/v1/model", summary="The live scoring model", dependencies=reader)
     async def get_model() -> dict[str, Any]:
-        return scoring_model.model_dump(mode="json", exclude_none=True)
+        """The model last published with ``leadflow rescore --publish``; before any, the
+        model file the workers run. Each partition switches when its worker reaches the
+        publication's switch record, so for a moment after a publication some still
+        score under the previous one."""
+        published = await published_models.publications()
+        if published:
+            return dict(published[-1].model)
+        return scoring_model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @app.get("/v1/model/history", summary="Which model version was live when", dependencies=reader)
+    async def get_model_history() -> dict[str, Any]:
+        """Oldest first; ``live_from`` null: the model file the workers ran before the first
+        publication."""
+        published = await published_models.publications()
+        if published is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"{settings.topics.models} cannot be read now; retry later",
+                headers={"Retry-After": "5"},
+            )
+        return {"items": history(published or [Publication.of(scoring_model, None)])}
 
     install_auth(app, settings)
     return app

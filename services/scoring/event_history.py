@@ -11,6 +11,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from shared.kafka import make_consumer
 from shared.settings import LeadflowSettings
+from shared.topic_admin import partitions_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +32,11 @@ async def partition_spans(
     settings: LeadflowSettings, partitions: Sequence[int] | None = None
 ) -> list[PartitionSpan]:
     topic = settings.topics.events
+    if partitions is None:
+        partitions = await partitions_of(settings, topic)
     consumer = make_consumer(settings, name="events-spans", group_id=None)
     await consumer.start()
     try:
-        if partitions is None:
-            await consumer.topics()  # the cluster's metadata, with the topic's partitions
-            partitions = sorted(consumer.partitions_for_topic(topic) or ())
-            if not partitions:
-                raise LookupError(f"topic {topic} does not exist")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         earliest = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)

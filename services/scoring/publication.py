@@ -9,7 +9,7 @@ after it are scored under the new model. The topic is the model's history (which
 was live when, for ``GET /v1/model``) and where a restarting worker finds the document
 of the version its changelog says is live.
 
-Pure: no I/O; the records are read and written by :mod:`services.scoring.model_log`.
+Pure: no I/O; the records are read and written by :mod:`services.scoring.model_topic`.
 """
 
 from __future__ import annotations
