@@ -250,7 +250,7 @@ def render_text(report: Mapping[str, Any]) -> str:
             lines.append(f"  {before:>12} -> {after:<12}{count:>8}")
     lines += ["", f"top {len(report['top_movers'])} movers:"]
     for mover in report["top_movers"]:
-        rules = ", ".join(f"{r['rule']} {r['delta']:+g}" for r in mover["rules"][:4]) or "-"
+        rules = ", ".join(f"{r['rule']} {r['delta']:+.1f}" for r in mover["rules"][:4]) or "-"
         lines.append(
             f"  {mover['lead_id']:<32} {mover['stage_now']:>12} -> {mover['stage_new']:<12}"
             f" {mover['total_now']:>8.1f} -> {mover['total_new']:<8.1f} {rules}"
