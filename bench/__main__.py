@@ -26,6 +26,7 @@ CASES = (
     "analytics",
     "scaling",
     "webhooks",
+    "rescore",
 )
 """Every case, one module each (``bench/<case>.py`` with ``async def run(env, config)``)."""
 
