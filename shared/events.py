@@ -322,6 +322,9 @@ class ScoreUpdate(BaseModel):
     model_version: str
     trigger_event_id: str
     breakdown: list[RuleContribution]
+    half_life_seconds: float | None = None
+    """The model's engagement half-life: what a reader decays ``engagement`` with to value
+    the lead at a later time (``None`` from producers that predate it: no decay)."""
 
 
 def parse_json(raw: bytes | str) -> Any:

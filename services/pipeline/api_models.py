@@ -28,6 +28,12 @@ class Lead(BaseModel):
     )
     model_version: str
     updated_at: Timestamp = Field(description="When pipeline last changed this lead.")
+    valued_at: Timestamp = Field(
+        description=(
+            "The moment engagement and total are valued at: the request's time (or its "
+            "as_of), engagement decayed to it; the lead's latest event when that is later."
+        )
+    )
 
 
 class LeadPage(BaseModel):

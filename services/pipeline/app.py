@@ -15,14 +15,15 @@ them through the listing instead.
 # settings inside create_app, and FastAPI can only resolve string annotations from globals.
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.pipeline import store
-from services.pipeline.analytics_api import install_analytics
+from services.pipeline import lead_reads, store
+from services.pipeline.analytics_api import Moment, install_analytics
 from services.pipeline.api_models import (
     Lead,
     LeadPage,
@@ -93,6 +94,22 @@ LeadId = Annotated[
 ]
 """A lead id in a path. Ids come from events, which never hold control characters; refusing
 them here also keeps NUL away from PostgreSQL, whose text cannot hold it."""
+
+AsOf = Annotated[
+    Moment | None,
+    Query(
+        description=(
+            "Value engagement and total at this time (RFC 3339) instead of now: engagement "
+            "decays between events. A lead whose latest event is later shows its score at "
+            "that event."
+        )
+    ),
+]
+
+
+def _moment(as_of: datetime | None) -> datetime:
+    return datetime.now(UTC) if as_of is None else as_of
+
 
 READS = [Depends(RequireScope("leads:read"))]
 """Every read of lead data needs leads:read (when authentication is on)."""
@@ -199,8 +216,10 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         session: SessionDep,
         stage: Annotated[Stage | None, Query(description="Only leads in this stage.")] = None,
         min_score: Annotated[
-            float | None, Query(allow_inf_nan=False, description="Only leads with total >= this.")
+            float | None,
+            Query(allow_inf_nan=False, description="Only leads whose valued total is >= this."),
         ] = None,
+        as_of: AsOf = None,
         limit: Limit = settings.page_size_default,
         cursor: Annotated[
             str | None,
@@ -232,8 +251,9 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
                     "page's next_cursor as updated_after",
                 )
             try:
-                return await store.changed_leads(
+                return await lead_reads.changed_leads(
                     session,
+                    _moment(as_of),
                     updated_after=updated_after,
                     stage=stage,
                     min_score=min_score,
@@ -245,9 +265,21 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
                     updated_after,
                     f"updated_after {exc}; pass 0 to sync from the start",
                 ) from exc
+        if as_of is not None and cursor is not None:
+            raise _invalid_query(
+                "as_of",
+                as_of.isoformat(),
+                "as_of cannot be combined with cursor: a cursor pages at the moment of its "
+                "first page",
+            )
         try:
-            return await store.list_leads(
-                session, stage=stage, min_score=min_score, limit=limit, cursor=cursor
+            return await lead_reads.list_leads(
+                session,
+                _moment(as_of),
+                stage=stage,
+                min_score=min_score,
+                limit=limit,
+                cursor=cursor,
             )
         except store.InvalidCursor as exc:
             raise _invalid_query("cursor", cursor, f"cursor {exc}; start again without it") from exc
@@ -295,9 +327,9 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
     )
-    async def get_lead(lead_id: LeadId, session: SessionDep) -> Lead:
+    async def get_lead(lead_id: LeadId, session: SessionDep, as_of: AsOf = None) -> Lead:
         lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
-        found = await store.get_lead(session, lead_id)
+        found = await lead_reads.get_lead(session, lead_id, _moment(as_of))
         if found is None:
             raise _unknown_lead(lead_id)
         return found

@@ -55,14 +55,12 @@ from sqlalchemy import (
     Select,
     SQLColumnExpression,
     Table,
-    and_,
     case,
     delete,
     func,
     literal,
     or_,
     select,
-    tuple_,
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -73,14 +71,13 @@ from services.pipeline import journeys
 from services.pipeline.api_models import (
     Funnel,
     FunnelStage,
-    Lead,
-    LeadPage,
     RecordedStageChange,
     ScoreBreakdown,
     StageChangeFeed,
     StageConversion,
     StageHistory,
 )
+from services.pipeline.decay import StoredEngagement
 from services.pipeline.tables import (
     ChangePositionRow,
     ErasureRow,
@@ -102,8 +99,8 @@ STAGE_CHANGES = cast(Table, StageChangeRow.__table__)
 SCORE_BREAKDOWNS = cast(Table, ScoreBreakdownRow.__table__)
 ERASURES = cast(Table, ErasureRow.__table__)
 
-_LEAD_COLUMNS = tuple(LEADS.c[name] for name in Lead.model_fields)
-"""What a :class:`Lead` shows, read as plain rows (see :func:`get_lead`)."""
+DECAY = ("decay_rate", "decay_sign", "decay_log2")
+
 
 SessionFactory = async_sessionmaker[AsyncSession]
 Keyed = TypeVar("Keyed", StageChange, ScoreUpdate)
@@ -462,7 +459,7 @@ def _leads_from_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
         set_={
             **{
                 column: new_while_no_score(column)
-                for column in ("stage", "fit", "engagement", "total", "model_version")
+                for column in ("stage", "fit", "engagement", "total", "model_version", *DECAY)
             },
             "change_sequence": new.change_sequence,
             "updated_at": new.updated_at,
@@ -477,7 +474,9 @@ def _leads_from_scores(dialect: str) -> postgresql.Insert | sqlite.Insert:
     """Create the lead, or take a newer score update's stage and score."""
     insert = _insert(dialect, LEADS)
     new = insert.excluded
-    columns = ("stage", "fit", "engagement", "total", "as_of", "model_version", "score_sequence")
+    columns = (
+        "stage", "fit", "engagement", "total", "as_of", "model_version", "score_sequence", *DECAY,
+    )  # fmt: skip
     return insert.on_conflict_do_update(
         index_elements=[LEADS.c.lead_id],
         set_={
@@ -520,7 +519,12 @@ def _lead_row(change: StageChange, now: datetime, position: int) -> dict[str, An
         "change_sequence": change.sequence,
         "updated_at": now,
         "change_position": position,
+        **_decay_columns(StoredEngagement.of(change.score.engagement, None, None)),
     }
+
+
+def _decay_columns(stored: StoredEngagement) -> dict[str, Any]:
+    return {"decay_rate": stored.rate, "decay_sign": stored.sign, "decay_log2": stored.log2}
 
 
 def _lead_score_row(update: ScoreUpdate, now: datetime, position: int) -> dict[str, Any]:
@@ -536,6 +540,9 @@ def _lead_score_row(update: ScoreUpdate, now: datetime, position: int) -> dict[s
         "change_sequence": None,
         "updated_at": now,
         "change_position": position,
+        **_decay_columns(
+            StoredEngagement.of(update.engagement, update.as_of, update.half_life_seconds)
+        ),
     }
 
 
@@ -579,100 +586,10 @@ def _breakdown_row(update: ScoreUpdate, now: datetime) -> dict[str, Any]:
 # --- reading ---------------------------------------------------------------------------
 
 
-async def get_lead(session: AsyncSession, lead_id: str) -> Lead | None:
-    """The lead's row as a plain row: the API's most frequent read (CRMs poll it), for which
-    loading an ORM object into the session's identity map cost more than the query."""
-    query = select(*_LEAD_COLUMNS).where(LEADS.c.lead_id == lead_id)
-    row = (await session.execute(query)).first()
-    return None if row is None else Lead.model_validate(row, from_attributes=True)
-
-
-async def list_leads(
-    session: AsyncSession,
-    *,
-    stage: Stage | None = None,
-    min_score: float | None = None,
-    limit: int = 100,
-    cursor: str | None = None,
-) -> LeadPage:
-    """Leads by total score, highest first, ties by ``lead_id``: a keyset-paginated listing.
-
-    The cursor is the last row's ``(total, lead_id)``, so a page costs one
-    index range scan however deep it is, and a lead whose score changes
-    between pages is at worst seen twice or missed once, never mixed up.
-    Raises :class:`InvalidCursor` for a cursor this function did not issue.
-    """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    leads = LEADS.c
-    query = select(*_LEAD_COLUMNS).order_by(leads.total.desc(), leads.lead_id).limit(limit + 1)
-    if stage is not None:
-        query = query.where(leads.stage == stage.value)
-    if min_score is not None:
-        query = query.where(leads.total >= min_score)
-    if cursor is not None:
-        total, lead_id = decode_cursor(cursor)
-        query = query.where(
-            or_(leads.total < total, and_(leads.total == total, leads.lead_id > lead_id))
-        )
-    rows = list((await session.execute(query)).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return LeadPage(
-        items=[Lead.model_validate(row, from_attributes=True) for row in rows],
-        next_cursor=encode_cursor(rows[-1].total, rows[-1].lead_id) if more else None,
-    )
-
-
 START_OF_CHANGES = "0"
 """``?updated_after=0``: the change-ordered listing from the first lead ever written."""
 
 MAX_CHANGE_POSITION = 2**63 - 1
-
-
-async def changed_leads(
-    session: AsyncSession,
-    *,
-    updated_after: str,
-    stage: Stage | None = None,
-    min_score: float | None = None,
-    limit: int = 100,
-) -> LeadPage:
-    """Leads written since ``updated_after``, in the order written: a sync job's listing.
-
-    Ordered by ``(change_position, lead_id)``; the cursor is the last row's pair. A lead
-    written again moves past every cursor already handed out, so a job that pages until
-    an empty page has seen each lead's latest state, however writes interleave with its
-    pages (positions become visible in commit order, see :func:`_next_change_position`).
-    ``stage`` and ``min_score`` filter on the lead's state now. An empty page returns the
-    cursor it was given. Raises :class:`InvalidCursor` for a cursor this did not issue.
-    """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    leads = LEADS.c
-    query = (
-        select(*_LEAD_COLUMNS, leads.change_position)
-        .order_by(leads.change_position, leads.lead_id)
-        .limit(limit)
-    )
-    if updated_after != START_OF_CHANGES:
-        position, lead_id = decode_change_cursor(updated_after)
-        query = query.where(
-            tuple_(leads.change_position, leads.lead_id)
-            > tuple_(literal(position), literal(lead_id))
-        )
-    if stage is not None:
-        query = query.where(leads.stage == stage.value)
-    if min_score is not None:
-        query = query.where(leads.total >= min_score)
-    rows = list((await session.execute(query)).all())
-    if not rows:
-        return LeadPage(items=[], next_cursor=updated_after)
-    last = rows[-1]
-    return LeadPage(
-        items=[Lead.model_validate(row, from_attributes=True) for row in rows],
-        next_cursor=encode_change_cursor(last.change_position, last.lead_id),
-    )
 
 
 def encode_change_cursor(position: int, lead_id: str) -> str:
@@ -693,30 +610,6 @@ def decode_change_cursor(cursor: str) -> tuple[int, str]:
                 if 0 <= position <= MAX_CHANGE_POSITION and not _CONTROL_CHARS.search(lead_id):
                     return position, lead_id
     except (binascii.Error, ValueError) as exc:  # UnicodeError is a ValueError
-        raise InvalidCursor("is not one this API issued") from exc
-    raise InvalidCursor("is not one this API issued")
-
-
-def encode_cursor(total: float, lead_id: str) -> str:
-    """Opaque to clients; JSON keeps the float exact (shortest round-trip repr)."""
-    raw = json.dumps([total, lead_id], separators=(",", ":"), allow_nan=False)
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The (total, lead_id) a cursor stands for; anything we could not have issued is refused
-    here rather than failing deeper (a huge number, a lone surrogate, a NUL for PostgreSQL)."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
-        match value:
-            case [int() | float() as total, str() as lead_id] if not isinstance(total, bool):
-                number = float(total)
-                lead_id.encode()
-                if math.isfinite(number) and not _CONTROL_CHARS.search(lead_id):
-                    return number, lead_id
-    except (binascii.Error, ValueError, OverflowError, RecursionError) as exc:
-        # UnicodeError is a ValueError; RecursionError: JSON nested deeper than the parser goes
         raise InvalidCursor("is not one this API issued") from exc
     raise InvalidCursor("is not one this API issued")
 

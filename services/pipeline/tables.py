@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     UniqueConstraint,
 )
@@ -71,10 +72,34 @@ class LeadRow(Base):
             "grows, so a sync job paging ?updated_after= misses no change."
         ),
     )
+    # engagement in the form that sorts alike at every moment (services/pipeline/decay.py)
+    decay_rate: Mapped[float] = mapped_column(Float, server_default="0")
+    decay_sign: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    decay_log2: Mapped[float] = mapped_column(Float, server_default="0")
 
 
 # Serves ORDER BY total DESC, lead_id (the listing and its keyset cursor).
 Index("ix_leads_total_lead_id", LeadRow.total.desc(), LeadRow.lead_id)
+# Serve the listing valued at a moment: one range per (fit, rate, sign) group (lead_reads.py).
+Index(
+    "ix_leads_decay_groups",
+    LeadRow.fit,
+    LeadRow.decay_rate,
+    LeadRow.decay_sign,
+    LeadRow.decay_log2,
+    LeadRow.lead_id,
+)
+Index(
+    "ix_leads_stage_decay_groups",
+    LeadRow.stage,
+    LeadRow.fit,
+    LeadRow.decay_rate,
+    LeadRow.decay_sign,
+    LeadRow.decay_log2,
+    LeadRow.lead_id,
+)
+# The leads whose latest event is after the moment asked for (valued as stored).
+Index("ix_leads_as_of", LeadRow.as_of)
 # Serves the same listing filtered by stage, and the funnel's counts per stage.
 Index("ix_leads_stage_total_lead_id", LeadRow.stage, LeadRow.total.desc(), LeadRow.lead_id)
 # Serves the change-ordered listing (?updated_after=) and its keyset cursor.

@@ -54,6 +54,7 @@ class NewScore:
     model_version: str
     trigger_event_id: str
     breakdown: tuple[Contribution, ...]
+    half_life_seconds: float | None = None
 
     def to_json(self) -> bytes:
         # a dict: orjson encodes dicts several times faster than slotted dataclasses
@@ -69,6 +70,7 @@ class NewScore:
                 "model_version": self.model_version,
                 "trigger_event_id": self.trigger_event_id,
                 "breakdown": self.breakdown,
+                "half_life_seconds": self.half_life_seconds,
             },
             option=orjson.OPT_UTC_Z,
         )
@@ -192,6 +194,7 @@ def apply_event(
         model.version,
         event.event_id,
         fits + engaged,
+        half_life,
     )
     return Outcome(lead, score=new_score, stage_change=change)
 

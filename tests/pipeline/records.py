@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.events import RuleContribution, Score, ScoreUpdate, Stage, StageChange
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+READ_AT = datetime(2027, 1, 1, tzinfo=UTC)
+"""When the tests read leads back: after every record's time (these records do not decay)."""
 
 
 def stage_change(
@@ -37,19 +39,27 @@ def stage_change(
 
 
 def score_update(
-    lead_id: str, sequence: int, total: float, stage: Stage = Stage.LEAD
+    lead_id: str,
+    sequence: int,
+    total: float,
+    stage: Stage = Stage.LEAD,
+    *,
+    fit: float | None = None,
+    as_of: datetime | None = None,
+    half_life_seconds: float | None = None,
 ) -> ScoreUpdate:
-    fit = round(total * 0.75, 6)
+    fit = round(total * 0.75, 6) if fit is None else fit
     return ScoreUpdate(
         lead_id=lead_id,
         sequence=sequence,
         fit=fit,
         engagement=total - fit,
         total=total,
-        as_of=T0 + timedelta(minutes=sequence),
+        as_of=T0 + timedelta(minutes=sequence) if as_of is None else as_of,
         stage=stage,
         model_version="default-1",
         trigger_event_id=f"e-{lead_id}-{sequence}",
+        half_life_seconds=half_life_seconds,
         breakdown=[
             RuleContribution(rule="industry in [software, saas]", axis="fit", points=fit),
             RuleContribution(

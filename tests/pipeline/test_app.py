@@ -49,18 +49,21 @@ async def seed(sessions: Sessions) -> None:
 
 async def test_a_lead_by_id(client: httpx.AsyncClient, sessions: Sessions) -> None:
     await seed(sessions)
-    response = await client.get("/v1/leads/ada.lovelace@example.com")
+    response = await client.get(
+        "/v1/leads/ada.lovelace@example.com", params={"as_of": "2026-12-01T00:00:00Z"}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body == {
         "lead_id": "ada.lovelace@example.com",
         "stage": "prospect",
         "fit": 54.375,
-        "engagement": 18.125,
+        "engagement": 18.125,  # a score without a half-life does not decay
         "total": 72.5,
         "as_of": "2026-11-01T09:03:00Z",
         "model_version": "default-1",
         "updated_at": body["updated_at"],
+        "valued_at": "2026-12-01T00:00:00Z",
     }
     assert body["updated_at"].endswith("Z")
 

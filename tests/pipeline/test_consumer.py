@@ -13,15 +13,15 @@ import pytest
 from aiokafka import TopicPartition
 
 from services.pipeline.consumer import PipelineConsumer
+from services.pipeline.lead_reads import get_lead
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
-from services.pipeline.store import get_lead
 from shared.database import Database
 from shared.events import ScoreUpdate, Stage, StageChange
 from shared.kafka import encode_key, make_consumer, make_producer
 from shared.settings import LeadflowSettings
 from tests.pipeline.conftest import ScratchDatabases
-from tests.pipeline.records import score_update, snapshot, stage_change
+from tests.pipeline.records import READ_AT, score_update, snapshot, stage_change
 from tests.topics import read_records
 from tests.waiting import eventually
 
@@ -59,7 +59,7 @@ async def publish(settings: LeadflowSettings, records: Sequence[ScoreUpdate | St
 async def wait_for_lead(database: Database, lead_id: str) -> None:
     async def fetch() -> object:
         async with database.sessions() as session:
-            return await get_lead(session, lead_id)
+            return await get_lead(session, lead_id, READ_AT)
 
     await eventually(fetch, lambda lead: lead is not None, timeout=60)
 
@@ -93,7 +93,7 @@ async def test_redelivered_and_older_records_leave_the_database_unchanged(
         await wait_for_lead(database, "marker-2")
         after = await snapshot(database.sessions)
         async with database.sessions() as session:
-            current = await get_lead(session, lead)
+            current = await get_lead(session, lead, READ_AT)
 
     def without_marker_2(rows: dict[str, list[Any]]) -> dict[str, list[Any]]:
         return {table: [r for r in rs if "marker-2" not in r] for table, rs in rows.items()}

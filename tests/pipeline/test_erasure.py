@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import store
+from services.pipeline import lead_reads, store
 from shared.database import Database
 from shared.erasure_signals import ErasureSignal
 from shared.events import Stage
-from tests.pipeline.records import score_update, snapshot, stage_change, tables_holding
+from tests.pipeline.records import READ_AT, score_update, snapshot, stage_change, tables_holding
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -57,10 +57,10 @@ async def test_each_signal_deletes_every_row_and_both_complete_the_request(
 
     await store.record_batch(sessions, [], [], [scores_signal])
     async with sessions() as session:
-        assert await store.get_lead(session, ADA) is None
+        assert await lead_reads.get_lead(session, ADA, READ_AT) is None
         assert await store.history(session, ADA) is None
         assert await store.breakdown(session, ADA) is None
-        assert await store.get_lead(session, BOB) is not None
+        assert await lead_reads.get_lead(session, BOB, READ_AT) is not None
         assert [c.lead_id for c in (await store.feed(session)).items] == [BOB]
     assert await status(sessions, "e-1") == (True, False, False)
 
@@ -93,7 +93,7 @@ async def test_records_after_the_signals_in_the_same_batch_are_a_new_lead(
     )
     async with sessions() as session:
         history = await store.history(session, ADA)
-        lead = await store.get_lead(session, ADA)
+        lead = await lead_reads.get_lead(session, ADA, READ_AT)
     assert history is not None
     assert [c.sequence for c in history.items] == [1]
     assert lead is not None
@@ -110,7 +110,7 @@ async def test_a_new_lead_written_between_the_two_signals_is_kept(sessions: Sess
     await store.record_batch(sessions, [stage_change(ADA, 2, Stage.PROSPECT)], [new_score])
     await store.record_batch(sessions, [stage_change(ADA, 1, Stage.LEAD)], [], [changes_signal])
     async with sessions() as session:
-        lead = await store.get_lead(session, ADA)
+        lead = await lead_reads.get_lead(session, ADA, READ_AT)
         history = await store.history(session, ADA)
         breakdown = await store.breakdown(session, ADA)
     assert lead is not None
@@ -132,7 +132,7 @@ async def test_a_new_lead_from_stage_changes_read_ahead_is_kept(sessions: Sessio
     )
     await store.record_batch(sessions, [], [], [scores_signal])
     async with sessions() as session:
-        lead = await store.get_lead(session, ADA)
+        lead = await lead_reads.get_lead(session, ADA, READ_AT)
         history = await store.history(session, ADA)
         assert await store.breakdown(session, ADA) is None
     assert lead is not None
@@ -142,7 +142,7 @@ async def test_a_new_lead_from_stage_changes_read_ahead_is_kept(sessions: Sessio
     # the next score update of the new lead takes over as any first one does
     await store.record_batch(sessions, [], [score_update(ADA, 1, 8.0)])
     async with sessions() as session:
-        lead = await store.get_lead(session, ADA)
+        lead = await lead_reads.get_lead(session, ADA, READ_AT)
     assert lead is not None
     assert lead.total == 8.0
 
@@ -154,7 +154,7 @@ async def test_stale_records_alone_between_the_signals_leave_nothing(sessions: S
     await store.record_batch(sessions, [], [score_update(ADA, 4, 99.0, Stage.PROSPECT)])
     await store.record_batch(sessions, [], [], [scores_signal])
     async with sessions() as session:
-        assert await store.get_lead(session, ADA) is None
+        assert await lead_reads.get_lead(session, ADA, READ_AT) is None
         assert await store.breakdown(session, ADA) is None
 
 
@@ -184,5 +184,5 @@ async def test_a_signal_without_an_erase_id_still_deletes_the_rows(sessions: Ses
     await seed(sessions)
     await store.record_batch(sessions, [], [], [ErasureSignal(ADA, "scores")])
     async with sessions() as session:
-        assert await store.get_lead(session, ADA) is None
-        assert await store.get_lead(session, BOB) is not None
+        assert await lead_reads.get_lead(session, ADA, READ_AT) is None
+        assert await lead_reads.get_lead(session, BOB, READ_AT) is not None

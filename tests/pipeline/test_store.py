@@ -14,19 +14,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import store
+from services.pipeline import lead_reads, store
 from services.pipeline.api_models import Lead
 from shared.database import Database
 from shared.events import RuleContribution, ScoreUpdate, Stage, StageChange
 from tests.pipeline.conftest import empty_tables
-from tests.pipeline.records import score_update, snapshot, stage_change
+from tests.pipeline.records import READ_AT, score_update, snapshot, stage_change
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
 async def lead(sessions: Sessions, lead_id: str) -> Lead:
     async with sessions() as session:
-        found = await store.get_lead(session, lead_id)
+        found = await lead_reads.get_lead(session, lead_id, READ_AT)
     assert found is not None, lead_id
     return found
 
@@ -151,7 +151,7 @@ async def test_the_newest_score_update_sets_the_stage_whatever_the_arrival_order
     outcomes = set()
     async with sessions() as session:
         for lead_id in [*stories, "ada-together"]:
-            found = await store.get_lead(session, lead_id)
+            found = await lead_reads.get_lead(session, lead_id, READ_AT)
             history = await store.history(session, lead_id)
             explained = await store.breakdown(session, lead_id)
             assert found is not None
@@ -365,8 +365,13 @@ async def test_pagination_returns_every_matching_lead_once_in_order(
     cursor = None
     async with sessions() as session:
         for _ in range(len(expected) + 2):
-            page = await store.list_leads(
-                session, stage=stage_filter, min_score=min_score, limit=limit, cursor=cursor
+            page = await lead_reads.list_leads(
+                session,
+                READ_AT,
+                stage=stage_filter,
+                min_score=min_score,
+                limit=limit,
+                cursor=cursor,
             )
             assert len(page.items) <= limit
             seen.extend((item.total, item.lead_id) for item in page.items)
@@ -384,28 +389,44 @@ async def test_pagination_returns_every_matching_lead_once_in_order(
 async def test_a_forged_cursor_is_refused(sessions: Sessions, cursor: str) -> None:
     async with sessions() as session:
         with pytest.raises(store.InvalidCursor):
-            await store.list_leads(session, cursor=cursor)
+            await lead_reads.list_leads(session, READ_AT, cursor=cursor)
 
 
 ANY_LEAD_ID = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=300)
 """What an event's lead_id may be: no control characters, no lone surrogates."""
 
 
+AT = datetime(2026, 12, 2, 9, 30, 15, 123456, tzinfo=UTC)
+
+
 @given(total=st.floats(allow_nan=False, allow_infinity=False), lead_id=ANY_LEAD_ID)
 def test_cursors_round_trip_exactly(total: float, lead_id: str) -> None:
-    assert store.decode_cursor(store.encode_cursor(total, lead_id)) == (total, lead_id)
+    cursor = lead_reads.encode_cursor(AT, total, lead_id)
+    assert lead_reads.decode_cursor(cursor) == (AT, total, lead_id)
+
+
+WHEN = "2026-12-02T09:30:15Z"
 
 
 @pytest.mark.parametrize(
     "payload",
-    [[10**400, "a"], [1, "\ud800"], [1, "a\u0000b"], [True, "a"], ["1", "a"], [1.5]],
-    ids=["huge-number", "lone-surrogate", "nul", "bool", "text-total", "short"],
+    [
+        ["at", WHEN, 10**400, "a"],
+        ["at", WHEN, 1, "\ud800"],
+        ["at", WHEN, 1, "a\u0000b"],
+        ["at", WHEN, True, "a"],
+        ["at", WHEN, "1", "a"],
+        ["at", "2026-12-02T09:30:15", 1, "a"],
+        ["at", "yesterday", 1, "a"],
+        [1.5, "a"],
+    ],
+    ids=["huge-number", "lone-surrogate", "nul", "bool", "text-total", "naive", "no-time", "old"],
 )
 def test_cursors_we_could_not_have_issued_are_refused(payload: list[object]) -> None:
     raw = json.dumps(payload).encode()
     cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     with pytest.raises(store.InvalidCursor):
-        store.decode_cursor(cursor)
+        lead_reads.decode_cursor(cursor)
 
 
 @given(
@@ -425,5 +446,5 @@ def test_the_stored_breakdown_is_each_contribution_in_json_form(
 ) -> None:
     # the store spells the document out for speed; it must stay the model's JSON form
     update = score_update("ada", 1, 10.0).model_copy(update={"breakdown": contributions})
-    row = store._breakdown_row(update, datetime.now(UTC))
+    row = store._breakdown_row(update, READ_AT)
     assert row["breakdown"] == [item.model_dump(mode="json") for item in contributions]

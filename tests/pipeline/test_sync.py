@@ -15,13 +15,13 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import store
+from services.pipeline import lead_reads, store
 from services.pipeline.api_models import Lead, LeadPage
 from services.pipeline.app import create_app
 from services.pipeline.settings import PipelineSettings
 from shared.erasure_signals import ErasureSignal
 from shared.events import Stage
-from tests.pipeline.records import score_update, stage_change
+from tests.pipeline.records import READ_AT, score_update, stage_change
 
 Sessions = async_sessionmaker[AsyncSession]
 LEADS = [f"lead-{n}@example.com" for n in range(40)]
@@ -35,14 +35,19 @@ async def page(
     min_score: float | None = None,
 ) -> LeadPage:
     async with sessions() as session:
-        return await store.changed_leads(
-            session, updated_after=updated_after, limit=limit, stage=stage, min_score=min_score
+        return await lead_reads.changed_leads(
+            session,
+            READ_AT,
+            updated_after=updated_after,
+            limit=limit,
+            stage=stage,
+            min_score=min_score,
         )
 
 
 async def current(sessions: Sessions) -> dict[str, Lead]:
     async with sessions() as session:
-        listing = await store.list_leads(session, limit=10_000)
+        listing = await lead_reads.list_leads(session, READ_AT, limit=10_000)
     return {lead.lead_id: lead for lead in listing.items}
 
 

@@ -1,0 +1,435 @@
+"""Reading leads valued at a moment: ``GET /v1/leads`` (score order and change order) and
+``GET /v1/leads/{id}``.
+
+A lead's row keeps its score as of its latest event; what the API shows is that score with
+the engagement decayed to the moment asked for (:mod:`services.pipeline.decay`). The score
+order is by that value, so it cannot be one index range: it is a merge. Leads that share
+fit, decay rate and sign (a *group*) keep one order at every moment, and each group is
+one range of ``ix_leads_[stage_]decay_groups``, read in chunks; the leads whose latest
+event is after the moment (valued as stored) are one more range, by stored total. The
+merge takes the best head of every range until the page is full. Groups are few (fit
+takes few values), found by a skip scan on PostgreSQL.
+
+SQL narrows each range with bounds a little wider than exact (a logarithm computed here
+and a comparison there may differ in the last bit); the exact tests are made here, on the
+values computed here, which are also the values shown. A page's cursor holds the moment
+it was valued at, so every page of one listing is valued alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+import json
+import math
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    and_,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.pipeline.api_models import Lead, LeadPage
+from services.pipeline.decay import StoredEngagement, decayed, log2_at_least
+from services.pipeline.store import (
+    START_OF_CHANGES,
+    InvalidCursor,
+    decode_change_cursor,
+    encode_change_cursor,
+)
+from services.pipeline.tables import LeadRow
+from shared.events import Stage, format_time
+
+LEADS = cast(Table, LeadRow.__table__)
+C = LEADS.c
+COLUMNS = (
+    C.lead_id, C.stage, C.fit, C.engagement, C.total, C.as_of, C.model_version, C.updated_at,
+    C.decay_rate, C.decay_sign, C.decay_log2,
+)  # fmt: skip
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+MARGIN = 1e-9
+"""How much wider than exact the SQL bounds of a group are, in log2 units."""
+FIRST_CHUNK = 24
+"""Rows read from each range at first: most pages come from a few groups."""
+
+
+def value(row: Any, at: datetime) -> Lead:
+    """The lead of ``row`` valued at ``at`` (see the module)."""
+    stored = StoredEngagement(row.decay_rate, row.decay_sign, row.decay_log2)
+    engagement = decayed(row.engagement, row.as_of, stored, at)
+    total = row.total if engagement == row.engagement else row.fit + engagement
+    valued_at = at if row.as_of is None or at >= row.as_of else row.as_of
+    return Lead(
+        lead_id=row.lead_id,
+        stage=row.stage,
+        fit=row.fit,
+        engagement=engagement,
+        total=total,
+        as_of=row.as_of,
+        model_version=row.model_version,
+        updated_at=row.updated_at,
+        valued_at=valued_at,
+    )
+
+
+async def get_lead(session: AsyncSession, lead_id: str, at: datetime) -> Lead | None:
+    row = (await session.execute(select(*COLUMNS).where(C.lead_id == lead_id))).first()
+    return None if row is None else value(row, at)
+
+
+# --- score order -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    fit: float
+    rate: float
+    sign: int
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What one score-ordered page asks for."""
+
+    at: datetime
+    stage: Stage | None
+    min_score: float | None
+    after: tuple[float, str] | None
+    """The cursor's (total, lead_id): the page starts after it."""
+
+    def wanted(self, total: float, lead_id: str) -> bool:
+        if self.min_score is not None and total < self.min_score:
+            return False
+        return self.after is None or (-total, lead_id) > (-self.after[0], self.after[1])
+
+
+@dataclass
+class Range:
+    """One ordered range of the merge: a group's leads, or the leads valued as stored."""
+
+    group: Group | None
+    exhausted: bool = False
+    last: tuple[float, str] | None = None
+    """The range's own key of the last row read (its ``decay_log2`` or total, lead_id)."""
+    rows: list[Lead] = field(default_factory=list)
+
+
+async def list_leads(
+    session: AsyncSession,
+    at: datetime,
+    *,
+    stage: Stage | None = None,
+    min_score: float | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> LeadPage:
+    """Leads by total valued at ``at`` (the cursor's moment when given), highest first,
+    ties by ``lead_id``. Raises :class:`InvalidCursor` for a cursor this did not issue."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    after = None
+    if cursor is not None:
+        at, total, lead_id = decode_cursor(cursor)
+        after = (total, lead_id)
+    listing = Listing(at, stage, min_score, after)
+    ranges = [Range(None), *(Range(g) for g in await _groups(session, stage))]
+    page: list[Lead] = []
+    async for lead in _merge(session, listing, ranges, limit + 1):
+        page.append(lead)
+    more = len(page) > limit
+    page = page[:limit]
+    last = page[-1] if page else None
+    return LeadPage(
+        items=page,
+        next_cursor=encode_cursor(at, last.total, last.lead_id) if more and last else None,
+    )
+
+
+async def _merge(
+    session: AsyncSession, listing: Listing, ranges: list[Range], wanted: int
+) -> AsyncIterator[Lead]:
+    """The wanted leads in page order: a k-way merge of the ranges, refilling each on use."""
+    heap: list[tuple[float, str, int]] = []
+    for index, chunk in enumerate(await _first_chunks(session, listing, ranges)):
+        _take(ranges[index], chunk, listing, FIRST_CHUNK)
+        _push(heap, ranges, index)
+    given = 0
+    while heap and given < wanted:
+        _, _, index = heapq.heappop(heap)
+        source = ranges[index]
+        lead = source.rows.pop(0)
+        yield lead
+        given += 1
+        if not source.rows and not source.exhausted:
+            query = _range_query(listing, source, wanted)
+            rows = [] if query is None else (await session.execute(query)).all()
+            _take(source, rows, listing, wanted)
+        _push(heap, ranges, index)
+
+
+def _push(heap: list[tuple[float, str, int]], ranges: list[Range], index: int) -> None:
+    rows = ranges[index].rows
+    if rows:
+        heapq.heappush(heap, (-rows[0].total, rows[0].lead_id, index))
+
+
+def _take(source: Range, rows: Any, listing: Listing, asked: int) -> None:
+    """Keep the rows the listing wants, in order; a row below ``min_score`` ends the range
+    (the rows after it are lower still)."""
+    rows = list(rows)
+    source.exhausted = len(rows) < asked
+    for row in rows:
+        source.last = (row.total if source.group is None else row.decay_log2, row.lead_id)
+        lead = value(row, listing.at)
+        if listing.min_score is not None and lead.total < listing.min_score:
+            source.exhausted = True
+            return
+        if listing.wanted(lead.total, lead.lead_id):
+            source.rows.append(lead)
+
+
+async def _first_chunks(
+    session: AsyncSession, listing: Listing, ranges: list[Range]
+) -> list[list[Row[Any]]]:
+    """Every range's first chunk in one round trip (a UNION ALL, each part tagged)."""
+    parts = []
+    for index, source in enumerate(ranges):
+        query = _range_query(listing, source, FIRST_CHUNK)
+        if query is None:
+            source.exhausted = True
+            continue
+        inner = query.subquery()
+        parts.append(select(text(f"{index} AS range_index"), *inner.c))
+    chunks: list[list[Row[Any]]] = [[] for _ in ranges]
+    if not parts:
+        return chunks
+    for row in (await session.execute(parts[0].union_all(*parts[1:]))).all():
+        chunks[row.range_index].append(row)
+    for index, chunk in enumerate(chunks):
+        chunk.sort(key=_order_key(ranges[index]))
+    return chunks
+
+
+def _order_key(source: Range) -> Any:
+    """The order of a range's rows, as SQL sorts them (a UNION ALL keeps no order)."""
+    group = source.group
+    if group is None:
+        return lambda row: (-row.total, row.lead_id)
+    if group.sign > 0:
+        return lambda row: (-row.decay_log2, row.lead_id)
+    if group.sign < 0:
+        return lambda row: (row.decay_log2, row.lead_id)
+    return lambda row: row.lead_id
+
+
+def _range_query(listing: Listing, source: Range, limit: int) -> Select[Any] | None:
+    """The next chunk of a range, or ``None`` when no row of it can be wanted."""
+    conditions: list[ColumnElement[bool]] = []
+    if listing.stage is not None:
+        conditions.append(C.stage == listing.stage.value)
+    group = source.group
+    if group is None:
+        return _stored_range(listing, source, conditions, limit)
+    conditions += [
+        C.fit == group.fit,
+        C.decay_rate == group.rate,
+        C.decay_sign == group.sign,
+        or_(C.as_of.is_(None), C.as_of <= listing.at),
+    ]
+    bounds = _log2_bounds(listing, group)
+    if bounds is None:
+        return None
+    low, high = bounds
+    if low is not None:
+        conditions.append(C.decay_log2 >= low - MARGIN)
+    if high is not None:
+        conditions.append(C.decay_log2 <= high + MARGIN)
+    order: list[Any]
+    if group.sign > 0:
+        order = [C.decay_log2.desc(), C.lead_id]
+        if source.last is not None:
+            log2, lead_id = source.last
+            conditions.append(
+                or_(C.decay_log2 < log2, and_(C.decay_log2 == log2, C.lead_id > lead_id))
+            )
+    elif group.sign < 0:
+        order = [C.decay_log2, C.lead_id]
+        if source.last is not None:
+            conditions.append(tuple_(C.decay_log2, C.lead_id) > tuple_(*source.last))
+    else:
+        order = [C.lead_id]
+        if source.last is not None:
+            conditions.append(C.lead_id > source.last[1])
+    return select(*COLUMNS).where(*conditions).order_by(*order).limit(limit)
+
+
+def _stored_range(
+    listing: Listing, source: Range, conditions: list[ColumnElement[bool]], limit: int
+) -> Select[Any]:
+    """The leads whose latest event is after the moment: valued as stored, by total."""
+    conditions = [*conditions, C.as_of > listing.at]
+    if listing.min_score is not None:
+        conditions.append(C.total >= listing.min_score)
+    start = source.last or listing.after
+    if start is not None:
+        total, lead_id = start
+        conditions.append(or_(C.total < total, and_(C.total == total, C.lead_id > lead_id)))
+    return select(*COLUMNS).where(*conditions).order_by(C.total.desc(), C.lead_id).limit(limit)
+
+
+def _log2_bounds(listing: Listing, group: Group) -> tuple[float | None, float | None] | None:
+    """The ``decay_log2`` range (low, high) of a group's wanted rows, ``None`` for none.
+
+    A row's total at ``at`` is ``fit + sign * 2 ** (log2 - rate * t)``: at least
+    ``min_score``, and at most the cursor's total (ties go on by lead id).
+    """
+    low: float | None = None
+    high: float | None = None
+    fit, rate, sign = group.fit, group.rate, group.sign
+    for bound, is_floor in ((listing.min_score, True), (_cursor_total(listing), False)):
+        if bound is None:
+            continue
+        room = bound - fit  # the engagement the bound asks for
+        if sign == 0:
+            if (is_floor and fit < bound) or (not is_floor and fit > bound):
+                return None
+            continue
+        if sign > 0:
+            if is_floor and room > 0:
+                low = _max(low, log2_at_least(room, rate, listing.at))
+            elif not is_floor:
+                if room < 0:
+                    return None
+                if room > 0:
+                    high = _min(high, log2_at_least(room, rate, listing.at))
+                else:
+                    return None  # every row is above fit, so above the cursor's total
+        else:
+            if is_floor:
+                if room >= 0:
+                    return None
+                high = _min(high, log2_at_least(-room, rate, listing.at))
+            elif room < 0:
+                low = _max(low, log2_at_least(-room, rate, listing.at))
+    return low, high
+
+
+def _cursor_total(listing: Listing) -> float | None:
+    return None if listing.after is None else listing.after[0]
+
+
+def _max(a: float | None, b: float) -> float:
+    return b if a is None else max(a, b)
+
+
+def _min(a: float | None, b: float) -> float:
+    return b if a is None else min(a, b)
+
+
+async def _groups(session: AsyncSession, stage: Stage | None) -> list[Group]:
+    """The (fit, rate, sign) triples present; a skip scan of the index on PostgreSQL."""
+    key = (C.fit, C.decay_rate, C.decay_sign)
+    where = [] if stage is None else [C.stage == stage.value]
+    if session.get_bind().dialect.name != "postgresql":
+        query = select(*key).where(*where).distinct()
+        return [Group(*row) for row in (await session.execute(query)).all()]
+    found: list[Group] = []
+    previous: tuple[Any, ...] | None = None
+    while True:
+        step = select(*key).where(*where).order_by(*key).limit(1)
+        if previous is not None:
+            step = step.where(tuple_(*key) > tuple_(*previous))
+        row = (await session.execute(step)).first()
+        if row is None:
+            return found
+        found.append(Group(*row))
+        previous = tuple(row)
+
+
+def encode_cursor(at: datetime, total: float, lead_id: str) -> str:
+    """Opaque to clients: the moment the listing is valued at, and the last row's key."""
+    raw = json.dumps(
+        ["at", format_time(at), total, lead_id], separators=(",", ":"), allow_nan=False
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, float, str]:
+    """What :func:`encode_cursor` put in; anything else is refused (:class:`InvalidCursor`)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        match json.loads(raw):
+            case ["at", str() as at, int() | float() as total, str() as lead_id] if not isinstance(
+                total, bool
+            ):
+                moment = datetime.fromisoformat(at)
+                number = float(total)
+                lead_id.encode()
+                if moment.tzinfo and math.isfinite(number) and not CONTROL_CHARS.search(lead_id):
+                    return moment, number, lead_id
+    except (binascii.Error, ValueError, OverflowError, RecursionError) as exc:
+        raise InvalidCursor("is not one this API issued") from exc
+    raise InvalidCursor("is not one this API issued")
+
+
+# --- change order ----------------------------------------------------------------------------
+
+
+async def changed_leads(
+    session: AsyncSession,
+    at: datetime,
+    *,
+    updated_after: str,
+    stage: Stage | None = None,
+    min_score: float | None = None,
+    limit: int = 100,
+) -> LeadPage:
+    """Leads written since ``updated_after``, in the order written (a sync job's listing),
+    valued at ``at``. ``min_score`` applies to the valued total, so it is tested here:
+    rows are read on until the page is full or none is left. An empty page returns the
+    cursor it was given. Raises :class:`InvalidCursor` for a cursor this did not issue."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    start: tuple[int, str] | None = None
+    if updated_after != START_OF_CHANGES:
+        start = decode_change_cursor(updated_after)
+    page: list[tuple[Lead, int]] = []
+    while len(page) < limit:
+        query = select(*COLUMNS, C.change_position).order_by(C.change_position, C.lead_id)
+        if start is not None:
+            position, lead_id = start
+            query = query.where(
+                tuple_(C.change_position, C.lead_id) > tuple_(literal(position), literal(lead_id))
+            )
+        if stage is not None:
+            query = query.where(C.stage == stage.value)
+        chunk = (await session.execute(query.limit(limit))).all()
+        for row in chunk:
+            lead = value(row, at)
+            if min_score is None or lead.total >= min_score:
+                page.append((lead, row.change_position))
+        if len(chunk) < limit:
+            break
+        start = (chunk[-1].change_position, chunk[-1].lead_id)
+    page = page[:limit]
+    if not page:
+        return LeadPage(items=[], next_cursor=updated_after)
+    last, position = page[-1]
+    return LeadPage(
+        items=[lead for lead, _ in page],
+        next_cursor=encode_change_cursor(position, last.lead_id),
+    )
