@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from services.scoring.lead import LeadState
@@ -65,10 +66,21 @@ def score_mismatches(
         score = want.score
         if got["stage"] != score.stage.value:
             problems.append(f"{lead_id}: stage {got['stage']} != {score.stage.value}")
-        for axis in ("fit", "engagement", "total"):
-            if abs(got[axis] - getattr(score, axis)) > tolerance:
-                problems.append(f"{lead_id}: {axis} {got[axis]} != {getattr(score, axis)}")
+        wanted = {"fit": score.fit, **valued(score, got.get("valued_at"))}
+        for axis, value in wanted.items():
+            if abs(got[axis] - value) > tolerance:
+                problems.append(f"{lead_id}: {axis} {got[axis]} != {value}")
     return problems
+
+
+def valued(score: ScoreUpdate, valued_at: str | None) -> dict[str, float]:
+    """The reference's engagement and total at the moment the API valued the lead at: the
+    engagement decays from the score's time with the model's half-life."""
+    engagement = score.engagement
+    if valued_at is not None and score.half_life_seconds is not None:
+        elapsed = (datetime.fromisoformat(valued_at) - score.as_of).total_seconds()
+        engagement *= 2 ** (-max(0.0, elapsed) / score.half_life_seconds)
+    return {"engagement": engagement, "total": score.fit + engagement}
 
 
 def change_sequence_problems(changes: Sequence[StageChange]) -> list[str]:

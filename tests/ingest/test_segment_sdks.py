@@ -108,6 +108,8 @@ async def assert_scored(system: System, user: str, visitor: str) -> None:
         interval=0.2,
     )
     lead = (await system.pipeline.get(f"/v1/leads/{user}")).json()
+    latest = {"as_of": lead["as_of"]}  # valued at its latest event: as scored, before decay
+    lead = (await system.pipeline.get(f"/v1/leads/{user}", params=latest)).json()
     # fit 20 + 15 + 20 + 20; engagement form 10, webinar 15, two pricing views 5 each, demo 30
     assert lead["fit"] == pytest.approx(75)
     assert lead["engagement"] == pytest.approx(65, abs=1e-3)  # the calls' times may differ by ms
@@ -118,7 +120,9 @@ async def assert_scored(system: System, user: str, visitor: str) -> None:
     anonymous = await eventually(
         await fetch(f"anon:{visitor}-2"), lambda r: r.status_code == 200, timeout=60
     )
-    assert anonymous.json()["engagement"] == pytest.approx(1)
+    at_latest = {"as_of": anonymous.json()["as_of"]}  # as scored, before any decay
+    valued = await system.pipeline.get(f"/v1/leads/anon:{visitor}-2", params=at_latest)
+    assert valued.json()["engagement"] == pytest.approx(1)
     other_spelling = await system.pipeline.get(f"/v1/leads/{user.upper()}")
     assert other_spelling.json()["lead_id"] == user  # one lead, whichever spelling asks
     listed = (await system.pipeline.get("/v1/leads", params={"limit": 1000})).json()["items"]

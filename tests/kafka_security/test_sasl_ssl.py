@@ -92,7 +92,9 @@ async def test_events_flow_from_ingest_to_the_rest_api_over_sasl_ssl(
     await eventually(funnel, all_opportunities, timeout=120, interval=0.1)
     seconds = time.monotonic() - started
 
-    lead = (await secure_system.pipeline.get(f"/v1/leads/{leads[-1]}")).json()
+    latest = (await secure_system.pipeline.get(f"/v1/leads/{leads[-1]}")).json()["as_of"]
+    at_latest = {"as_of": latest}  # valued at its latest event: as scored, before decay
+    lead = (await secure_system.pipeline.get(f"/v1/leads/{leads[-1]}", params=at_latest)).json()
     assert (lead["fit"], lead["engagement"], lead["total"], lead["stage"]) == (
         75,
         40,

@@ -64,7 +64,8 @@ def event(n: int, kind: str, lead: str, **fields: Any) -> dict[str, Any]:
 
 async def lead_when(system: System, lead: str, ok: Any) -> dict[str, Any]:
     async def fetch() -> httpx.Response:
-        return await system.pipeline.get(f"/v1/leads/{lead}")
+        # valued at the events' time: as scored, before decay (test_lead_reads.py decays)
+        return await system.pipeline.get(f"/v1/leads/{lead}", params={"as_of": DAY})
 
     response = await eventually(
         fetch, lambda r: r.status_code == 200 and ok(r.json()), timeout=60, interval=0.2
@@ -119,5 +120,6 @@ async def test_stages_and_exact_scores_flow_from_ingest_to_the_rest_api(system: 
     ids = [c["change_id"] for c in feed["items"]]
     assert len(ids) == len(set(ids)) == 2 + 1 + 2  # ada twice, bob once, cyd twice
 
-    listing = (await system.pipeline.get("/v1/leads", params={"min_score": 100})).json()
+    valued: dict[str, str | int] = {"min_score": 100, "as_of": DAY}
+    listing = (await system.pipeline.get("/v1/leads", params=valued)).json()
     assert [lead["lead_id"] for lead in listing["items"]] == [ada, cyd]  # 115, then 75 + 30
