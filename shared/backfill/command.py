@@ -1,0 +1,101 @@
+"""``leadflow import FILE``: the file read and checked, the plan, the sending, the summary.
+
+Progress and retries go to stderr as they happen; the summary, at the end, to stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from shared.backfill.client import HttpIngest, HttpLeadFacts, client
+from shared.backfill.formats import FileProblem, Format, format_of, read_rows
+from shared.backfill.plan import check
+from shared.backfill.run import ImportStopped, Summary, prepare, send_plan
+from shared.lead_ids import LeadIdRule
+
+PREFIX = "leadflow import: "
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    path: Path
+    file_format: Format | None
+    ingest_url: str
+    pipeline_url: str
+    api_key: str | None
+    horizon_days: float
+    lead_id_rule: LeadIdRule
+    batch_size: int = 500
+    attempts: int = 8
+    strict: bool = False
+    dry_run: bool = False
+
+
+def say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def _log_to_stderr() -> None:
+    """The retries' warnings, where the progress is (the services' logging is not set up)."""
+    log = logging.getLogger("leadflow.import")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(PREFIX + "%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        log.propagate = False
+
+
+async def run_command(options: ImportOptions) -> int:
+    started = time.monotonic()
+    path = options.path
+    file_format = options.file_format or format_of(path.name)
+    if file_format is None:
+        say(f"{PREFIX}cannot tell the format of {path} from its name: give --format jsonl or csv")
+        return 2
+    if not 1 <= options.batch_size <= 1000 or options.attempts < 1:
+        say(f"{PREFIX}--batch-size must be 1 to 1000 and --attempts at least 1")
+        return 2
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as lines:  # -sig: Excel's BOM
+            checked = check(read_rows(lines, file_format), options.lead_id_rule)
+    except (OSError, UnicodeDecodeError) as exc:
+        say(f"{PREFIX}cannot read {path}: {exc}")
+        return 2
+    except FileProblem as exc:
+        say(f"{PREFIX}{path}: {exc}")
+        return 2
+    leads = len(checked.lead_ids)
+    say(
+        f"{PREFIX}{path}: {checked.read} rows, {len(checked.events)} valid events "
+        f"of {leads} leads; reading what the pipeline holds of them"
+    )
+    _log_to_stderr()
+    horizon = timedelta(days=options.horizon_days)
+    async with (
+        client(options.pipeline_url, options.api_key) as pipeline,
+        client(options.ingest_url, options.api_key) as ingest,
+    ):
+        try:
+            planned = await prepare(checked, HttpLeadFacts(pipeline, options.attempts), horizon)
+        except ImportStopped as exc:
+            say(f"{PREFIX}{exc}")
+            return 1
+        summary = Summary(checked, planned, dry_run=options.dry_run)
+        if options.strict and (checked.errors or planned.refused):
+            summary.stopped = "--strict, and the file has invalid rows or refused leads"
+        elif not options.dry_run:
+            await send_plan(
+                summary,
+                HttpIngest(ingest, options.attempts),
+                options.batch_size,
+                progress=lambda progress: say(progress.line()),
+            )
+    summary.elapsed = time.monotonic() - started
+    sys.stdout.write("".join(line + "\n" for line in summary.lines()))
+    return 0 if summary.complete else 1
