@@ -39,7 +39,7 @@ def events(count: int) -> list[EventIn]:
             event_id=f"e{n}",
             type="email.opened",
             lead_id="ada@example.com",
-            occurred_at="2026-01-05T10:00:00Z",  # type: ignore[arg-type]
+            occurred_at="2026-01-05T10:00:00Z",
         )
         for n in range(count)
     ]

@@ -28,7 +28,7 @@ def row(line: int, lead: str = "ada@example.com", days: float = 0, **fields: Any
 
 
 def test_each_bad_row_is_named_by_line_and_field_and_the_others_stay() -> None:
-    rows = [
+    rows: list[Row | LineError] = [
         row(1, event_id="a"),
         Row(2, {"lead_id": "ada@example.com", "type": "email.opened", "occurred_at": "Jan 5"}),
         Row(3, {"lead_id": "bob@example.com", "occurred_at": at(0)}),
