@@ -146,7 +146,14 @@ def _import(args: argparse.Namespace) -> int:
         strict=args.strict,
         dry_run=args.dry_run,
     )
-    return asyncio.run(run_command(options))
+    try:
+        return asyncio.run(run_command(options))
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "leadflow import: interrupted; what was accepted stays, and running the same "
+            "file again resends the rest safely (scoring counts each event_id once)\n"
+        )
+        return 130
 
 
 def _fail(line: str) -> int:

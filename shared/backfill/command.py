@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -40,18 +42,28 @@ def say(line: str) -> None:
     sys.stderr.write(line + "\n")
 
 
-def _log_to_stderr() -> None:
-    """The retries' warnings, where the progress is (the services' logging is not set up)."""
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """The retries' warnings, where the progress is (no service logging is set up here)."""
     log = logging.getLogger("leadflow.import")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(PREFIX + "%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.WARNING)
-        log.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(PREFIX + "%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
 
 
 async def run_command(options: ImportOptions) -> int:
+    with _warnings_to_stderr():
+        return await _run(options)
+
+
+async def _run(options: ImportOptions) -> int:
     started = time.monotonic()
     path = options.path
     file_format = options.file_format or format_of(path.name)
@@ -75,7 +87,6 @@ async def run_command(options: ImportOptions) -> int:
         f"{PREFIX}{path}: {checked.read} rows, {len(checked.events)} valid events "
         f"of {leads} leads; reading what the pipeline holds of them"
     )
-    _log_to_stderr()
     horizon = timedelta(days=options.horizon_days)
     async with (
         client(options.pipeline_url, options.api_key) as pipeline,
