@@ -247,9 +247,12 @@ async def test_history_beyond_the_horizon_of_a_live_lead_is_refused_not_dead_let
 
     # what the refusal prevents: told a longer horizon than scoring's, the import sends
     # cyd's old history, and scoring dead-letters the event it can no longer de-duplicate
-    assert await run_import(str(path), *urls(system), "--horizon-days", "1000") == 0
+    cyd = tmp_path / "cyd.jsonl"
+    cyd.write_text("".join(orjson.dumps(e).decode() + "\n" for e in old))
+    assert await run_import(str(cyd), *urls(system), "--horizon-days", "1000") == 0
     capsys.readouterr()
     (letter,) = await read_records(
         system.settings, system.settings.topics.dead_letters, lambda records: len(records) >= 1
     )
-    assert "too old" in orjson.loads(letter.value)["reason"]
+    reason = orjson.loads(letter.value)["reason"]
+    assert reason.startswith(f"too old: {old[0]['occurred_at']} is more than 30 days")
