@@ -124,6 +124,8 @@ async def test_lead_facts_come_from_the_pipeline_leads_it_does_not_know_are_left
     asked: list[str] = []
 
     def leads(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/funnel":  # many leads: looking up three is cheaper
+            return httpx.Response(200, json={"total_leads": 50_000})
         asked.append(request.url.raw_path.decode())
         if "ada" in request.url.path:
             return httpx.Response(200, json={"lead_id": "ada", "as_of": "2026-01-05T10:00:00Z"})
@@ -138,6 +140,51 @@ async def test_lead_facts_come_from_the_pipeline_leads_it_does_not_know_are_left
         "new": LeadFacts(None),
     }
     assert sorted(asked) == ["/v1/leads/ada@example.com", "/v1/leads/new", "/v1/leads/x%2Fy%20z"]
+
+
+async def test_beside_few_leads_the_listing_is_read_instead() -> None:
+    wanted = [f"lead{n}@example.com" for n in range(40)]
+    asked: list[str] = []
+
+    def pipeline(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url.copy_with(scheme="http", host="p.test")))
+        if request.url.path == "/v1/funnel":
+            return httpx.Response(200, json={"total_leads": 3})
+        cursor = request.url.params["updated_after"]
+        items = {
+            "0": [
+                {"lead_id": "lead7@example.com", "as_of": "2026-01-05T10:00:00Z"},
+                {"lead_id": "someone@example.com", "as_of": "2026-01-05T10:00:00Z"},
+            ],
+            "c1": [{"lead_id": "lead9@example.com", "as_of": "2026-02-05T10:00:00Z"}],
+        }.get(cursor, [])
+        next_cursor = {"0": "c1", "c1": "c2"}.get(cursor, cursor)
+        return httpx.Response(200, json={"items": items, "next_cursor": next_cursor})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(pipeline), base_url="http://p.test")
+    found = await HttpLeadFacts(http).facts(wanted)
+    assert found == {
+        "lead7@example.com": LeadFacts(datetime(2026, 1, 5, 10, tzinfo=UTC)),
+        "lead9@example.com": LeadFacts(datetime(2026, 2, 5, 10, tzinfo=UTC)),
+    }
+    assert asked == [
+        "http://p.test/v1/funnel",
+        "http://p.test/v1/leads?updated_after=0&limit=1000",
+        "http://p.test/v1/leads?updated_after=c1&limit=1000",
+        "http://p.test/v1/leads?updated_after=c2&limit=1000",
+    ]
+
+
+async def test_an_empty_system_is_asked_nothing_but_its_size() -> None:
+    asked: list[str] = []
+
+    def pipeline(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(200, json={"total_leads": 0})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(pipeline), base_url="http://p.test")
+    assert await HttpLeadFacts(http).facts(["ada@example.com"]) == {}
+    assert asked == ["/v1/funnel"]
 
 
 async def test_a_pipeline_key_without_leads_read_stops_before_anything_is_sent() -> None:

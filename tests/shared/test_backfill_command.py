@@ -59,7 +59,7 @@ def test_a_pipeline_that_is_not_there_stops_the_import_before_it_sends(
     out, err = capsys.readouterr()
     assert out == ""
     assert "1 rows, 1 valid events of 1 leads" in err
-    assert "reading lead ada@example.com from the pipeline failed 1 times" in err
+    assert "reading the pipeline's funnel failed 1 times" in err
     assert "cannot connect" in err
     assert "Traceback" not in err
     assert "giving up" in err  # the retry's own line, where the progress is
