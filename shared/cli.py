@@ -145,6 +145,7 @@ def _import(args: argparse.Namespace) -> int:
         attempts=args.attempts,
         strict=args.strict,
         dry_run=args.dry_run,
+        wait_seconds=args.wait,
     )
     try:
         return asyncio.run(run_command(options))
@@ -284,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument(
         "--dry-run", action="store_true", help="check and plan, print the summary, send nothing"
+    )
+    backfill.add_argument(
+        "--wait",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="at the end, wait this long at most for the pipeline to show every lead "
+        "touched (0: do not wait)",
     )
     backfill.set_defaults(handler=_import)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from shared.backfill.client import HttpIngest, HttpLeadFacts, client
 from shared.backfill.formats import FileProblem, Format, format_of, read_rows
 from shared.backfill.plan import check
-from shared.backfill.run import ImportStopped, Summary, prepare, send_plan
+from shared.backfill.run import ImportStopped, Summary, prepare, send_plan, wait_until_shown
 from shared.lead_ids import LeadIdRule
 
 PREFIX = "leadflow import: "
@@ -36,6 +36,7 @@ class ImportOptions:
     attempts: int = 8
     strict: bool = False
     dry_run: bool = False
+    wait_seconds: float = 300.0
 
 
 def say(line: str) -> None:
@@ -92,8 +93,9 @@ async def _run(options: ImportOptions) -> int:
         client(options.pipeline_url, options.api_key) as pipeline,
         client(options.ingest_url, options.api_key) as ingest,
     ):
+        facts = HttpLeadFacts(pipeline, options.attempts)
         try:
-            planned = await prepare(checked, HttpLeadFacts(pipeline, options.attempts), horizon)
+            planned = await prepare(checked, facts, horizon)
         except ImportStopped as exc:
             say(f"{PREFIX}{exc}")
             return 1
@@ -107,6 +109,8 @@ async def _run(options: ImportOptions) -> int:
                 options.batch_size,
                 progress=lambda progress: say(progress.line()),
             )
+            if options.wait_seconds > 0:
+                await wait_until_shown(summary, facts, options.wait_seconds, say)
     summary.elapsed = time.monotonic() - started
     sys.stdout.write("".join(line + "\n" for line in summary.lines()))
     return 0 if summary.complete else 1

@@ -13,10 +13,11 @@ counts twice (within the horizon, which the plan checks).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.backfill.formats import LineError
@@ -81,7 +82,12 @@ class Summary:
     stopped: str | None = None
     """Why the import stopped before the end of the plan."""
     elapsed: float = 0.0
-    """The whole import: reading, checking, asking the pipeline, sending."""
+    """The whole import: reading, checking, asking the pipeline, sending, waiting."""
+    shown: int | None = None
+    """Touched leads the pipeline shows with their newest imported event; ``None``: not
+    waited for."""
+    unshown: str | None = None
+    """Why some touched leads were not seen in the pipeline."""
 
     @property
     def complete(self) -> bool:
@@ -107,12 +113,19 @@ class Summary:
                 f"rejected    {len(self.rejected)} by ingest",
                 f"leads       {len(self.leads)} touched",
             ]
+            if self.shown is not None:
+                lines.append(
+                    f"scored      {self.shown} leads shown by the pipeline as of their newest"
+                    " imported event"
+                )
         else:
             lines.append(f"leads       {len({i.event.lead_id for i in planned.send})} to touch")
         lines.append(f"elapsed     {self.elapsed:.1f} s")
         if self.stopped is not None:
             unsent = len(planned.send) - self.sent
             lines.append(f"stopped     {unsent} events not sent: {self.stopped}")
+        if self.unshown is not None:
+            lines.append(f"not shown   {self.unshown}")
         lines += _capped([str(error) for error in checked.errors])
         lines += _capped([lead.reason() for lead in planned.refused])
         lines += _capped(
@@ -160,6 +173,56 @@ async def send_plan(
         if now - reported >= progress_every or summary.sent == total:
             progress(Progress(summary.sent, total, len(summary.leads), now - started))
             reported = now
+    return summary
+
+
+async def wait_until_shown(
+    summary: Summary,
+    facts: LeadFactsSource,
+    timeout: float,
+    progress: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    interval: float = 0.5,
+) -> Summary:
+    """Until the pipeline shows every touched lead as of its newest accepted event.
+
+    Accepted is not yet scored: the next import (a re-run, the next file) checks the
+    horizon against what the pipeline shows, so this one ends once that includes it.
+    A lead may show a newer time still (a live event), which serves the check as well.
+    """
+    rejected = {(r.event.lead_id, r.event.event_id) for r in summary.rejected}
+    pending: dict[str, datetime] = {}
+    for item in summary.plan.send[: summary.sent]:
+        event = item.event
+        if (event.lead_id, event.event_id) not in rejected:
+            newest = pending.get(event.lead_id)
+            pending[event.lead_id] = max(newest or event.occurred_at, event.occurred_at)
+    touched, started, rounds = len(pending), clock(), 0
+    while pending:
+        try:
+            known = await facts.facts(list(pending))
+        except ImportStopped as exc:
+            summary.unshown = f"{len(pending)} leads not confirmed: {exc}"
+            break
+        for lead_id, lead in known.items():
+            as_of = lead.as_of
+            if as_of is not None and as_of >= pending[lead_id]:
+                del pending[lead_id]
+        if not pending:
+            break
+        if clock() - started >= timeout:
+            summary.unshown = (
+                f"{len(pending)} leads not shown with their newest imported event after "
+                f"{timeout:g} s: scoring or the pipeline is behind (a re-run's horizon check "
+                "reads the pipeline: let it catch up first)"
+            )
+            break
+        if rounds % 10 == 0:
+            progress(f"leadflow import: waiting for the pipeline to show {len(pending)} leads")
+        rounds += 1
+        await sleep(interval)
+    summary.shown = touched - len(pending)
     return summary
 
 

@@ -16,6 +16,7 @@ from shared.backfill.run import (
     Summary,
     prepare,
     send_plan,
+    wait_until_shown,
 )
 from shared.events import EventIn
 
@@ -131,3 +132,64 @@ async def test_an_empty_file_asks_the_pipeline_nothing() -> None:
     planned = await prepare(check([], "email"), facts, HORIZON)
     assert facts.asked == []
     assert planned.send == []
+
+
+class Scoring:
+    """The pipeline catching up: each lead's as_of, as it shows after each round."""
+
+    def __init__(self, rounds: list[dict[str, datetime]]) -> None:
+        self.rounds = rounds
+        self.asked: list[list[str]] = []
+
+    async def facts(self, lead_ids: Collection[str]) -> Mapping[str, LeadFacts]:
+        self.asked.append(sorted(lead_ids))
+        shown = self.rounds.pop(0) if len(self.rounds) > 1 else self.rounds[0]
+        return {lead: LeadFacts(at) for lead, at in shown.items() if lead in lead_ids}
+
+
+async def sent(count: int) -> Summary:
+    checked = check(rows(count), "email")
+    planned = await prepare(checked, Facts({}), HORIZON)
+    return await send_plan(Summary(checked, planned), Sink(), 500, lambda _: None)
+
+
+def day(n: int) -> datetime:
+    return datetime(2026, 1, n, 10, tzinfo=UTC)
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+async def test_the_import_ends_once_the_pipeline_shows_each_lead_as_of_its_newest_event() -> None:
+    summary = await sent(4)  # lead0: days 1 and 3; lead1: days 2 and 4
+    scoring = Scoring(
+        [
+            {"lead0@example.com": day(1)},
+            {"lead0@example.com": day(3), "lead1@example.com": day(2)},
+            {"lead0@example.com": day(3), "lead1@example.com": day(9)},  # a live event since
+        ]
+    )
+    said: list[str] = []
+    await wait_until_shown(summary, scoring, 60, said.append, clock=Clock(), sleep=no_sleep)
+    assert scoring.asked == [
+        ["lead0@example.com", "lead1@example.com"],
+        ["lead0@example.com", "lead1@example.com"],
+        ["lead1@example.com"],
+    ]
+    assert summary.shown == 2
+    assert summary.unshown is None
+    assert said == ["leadflow import: waiting for the pipeline to show 2 leads"]
+    assert "scored      2 leads shown by the pipeline as of their newest imported event" in (
+        summary.lines()
+    )
+
+
+async def test_a_pipeline_that_does_not_catch_up_is_said_after_the_wait() -> None:
+    summary = await sent(2)
+    scoring = Scoring([{"lead0@example.com": day(1)}])
+    await wait_until_shown(summary, scoring, 3, lambda _: None, clock=Clock(), sleep=no_sleep)
+    assert summary.shown == 1
+    assert summary.unshown is not None
+    assert summary.unshown.startswith("1 leads not shown with their newest imported event")
+    assert summary.complete  # accepted all the same: only not seen yet

@@ -157,6 +157,7 @@ async def test_jsonl_and_csv_files_score_as_the_model_over_their_events(
     assert "sent        12" in out
     assert "accepted    12" in out
     assert "leads       1 touched" in out
+    assert "scored      1 leads shown by the pipeline" in out  # so a re-run's check is right
     assert "events sent (100%)" in err
     await scored_as(system, ada)
 
