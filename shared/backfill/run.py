@@ -113,7 +113,7 @@ class Summary:
                 f"rejected    {len(self.rejected)} by ingest",
                 f"leads       {len(self.leads)} touched",
             ]
-            if self.shown is not None:
+            if self.shown is not None and self.leads:
                 lines.append(
                     f"scored      {self.shown} leads shown by the pipeline as of their newest"
                     " imported event"
