@@ -273,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="scoring's de-duplication horizon (default: $LEADFLOW_DEDUP_HORIZON_DAYS, else 30)",
     )
     backfill.add_argument(
-        "--batch-size", type=int, default=500, help="events per POST (ingest takes up to 1000)"
+        "--batch-size",
+        type=int,
+        default=500,
+        help="events per POST (at most ingest's LEADFLOW_MAX_BATCH_EVENTS, 1000 by default)",
     )
     backfill.add_argument(
         "--attempts", type=int, default=8, help="tries per request on 429, 503, no connection"

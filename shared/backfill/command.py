@@ -71,8 +71,8 @@ async def _run(options: ImportOptions) -> int:
     if file_format is None:
         say(f"{PREFIX}cannot tell the format of {path} from its name: give --format jsonl or csv")
         return 2
-    if not 1 <= options.batch_size <= 1000 or options.attempts < 1:
-        say(f"{PREFIX}--batch-size must be 1 to 1000 and --attempts at least 1")
+    if options.batch_size < 1 or options.attempts < 1:
+        say(f"{PREFIX}--batch-size and --attempts must be at least 1")
         return 2
     try:
         with path.open(encoding="utf-8-sig", newline="") as lines:  # -sig: Excel's BOM
