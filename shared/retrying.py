@@ -1,7 +1,8 @@
 """Retrying a write a loop must not pass over: a batch into the database, dead letters
-into Kafka, a delivery's attempt, a batch of imported events posted to ingest. The loop cannot commit its offsets (or move on) until
-the write is done, so it tries again, waiting longer each time, until the write succeeds
-or the service stops (the write then comes back at the next start).
+into Kafka, a delivery's attempt, a batch of imported events posted to ingest. The loop
+cannot commit its offsets (or move on) until the write is done, so it tries again,
+waiting longer each time, until the write succeeds or the service stops (the write then
+comes back at the next start; the import stops after its attempts, and a re-run resends).
 """
 
 from __future__ import annotations
