@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -198,7 +198,3 @@ def plan(checked: Checked, facts: Mapping[str, LeadFacts], horizon: timedelta) -
         refused=sorted(refused.values(), key=lambda lead: lead.lead_id),
         horizon=horizon,
     )
-
-
-def leads_of(items: Sequence[Imported]) -> set[str]:
-    return {item.event.lead_id for item in items}

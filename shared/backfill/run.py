@@ -6,9 +6,10 @@ Batches go one at a time: ingest keys each event by its lead, so sending in orde
 each lead's events in time order on its partition, which is what the plan was checked for.
 
 A batch that cannot be delivered (ingest down longer than the retries, a refused key)
-stops the import there. Whatever was sent before was accepted and stays; the next run of
-the same file resends it, and scoring de-duplicates by ``event_id``, so nothing accepted
-counts twice (within the horizon, which the plan checks).
+stops the import there. Whatever was sent before was accepted and stays. The next run of
+the same file sends again what lies within the horizon of each lead's newest event, which
+scoring de-duplicates by ``event_id``, and refuses the leads whose history reaches beyond
+it (scoring could not tell those resends from new events): nothing accepted counts twice.
 """
 
 from __future__ import annotations
