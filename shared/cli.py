@@ -116,6 +116,47 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    """Exit 0 when every event of the file is in the system (dry: would be), 1 when some
+    are not (each named in the summary), 2 when the file or the settings cannot be used."""
+    from pydantic import ValidationError
+
+    from shared.backfill.command import ImportOptions, run_command
+    from shared.backfill.settings import ImportSettings
+
+    try:
+        settings = ImportSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LEADFLOW_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        sys.stderr.write(f"leadflow import: {problems}\n")
+        return 2
+    key = settings.import_api_key
+    options = ImportOptions(
+        path=args.file,
+        file_format=args.format,
+        ingest_url=args.ingest_url or settings.ingest_url,
+        pipeline_url=args.pipeline_url or settings.pipeline_url,
+        api_key=args.api_key or (key.get_secret_value() if key else None),
+        horizon_days=args.horizon_days or settings.dedup_horizon_days,
+        lead_id_rule=settings.lead_id_normalization,
+        batch_size=args.batch_size,
+        attempts=args.attempts,
+        strict=args.strict,
+        dry_run=args.dry_run,
+        wait_seconds=args.wait,
+    )
+    try:
+        return asyncio.run(run_command(options))
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "leadflow import: interrupted; what was accepted stays, and running the same "
+            "file again resends the rest safely (scoring counts each event_id once)\n"
+        )
+        return 130
+
+
 def _fail(line: str) -> int:
     """One line on stderr and a non-zero status: what a person needs, no traceback."""
     sys.stderr.write(line + "\n")
@@ -212,6 +253,55 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--leads", type=int, default=300)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(handler=_demo)
+
+    backfill = commands.add_parser(
+        "import",
+        help="load historical events (JSON Lines or CSV) through ingest",
+        description="Load historical events through ingest, in time order per lead; "
+        "progress on stderr, a summary at the end (README: Backfilling history).",
+    )
+    backfill.add_argument("file", type=Path, help="events.jsonl (.ndjson) or events.csv")
+    backfill.add_argument(
+        "--format", choices=("jsonl", "csv"), help="default: from the file's extension"
+    )
+    backfill.add_argument("--ingest-url", help="default: $LEADFLOW_INGEST_URL, else :8001")
+    backfill.add_argument("--pipeline-url", help="default: $LEADFLOW_PIPELINE_URL, else :8003")
+    backfill.add_argument(
+        "--api-key",
+        help="bearer token for ingest (events:write, crm:write for CRM events) and the "
+        "pipeline (leads:read); default: $LEADFLOW_IMPORT_API_KEY",
+    )
+    backfill.add_argument(
+        "--horizon-days",
+        type=float,
+        help="scoring's de-duplication horizon (default: $LEADFLOW_DEDUP_HORIZON_DAYS, else 30)",
+    )
+    backfill.add_argument(
+        "--batch-size",
+        type=int,
+        default=500,
+        help="events per POST (at most ingest's LEADFLOW_MAX_BATCH_EVENTS, 1000 by default)",
+    )
+    backfill.add_argument(
+        "--attempts", type=int, default=8, help="tries per request on 429, 503, no connection"
+    )
+    backfill.add_argument(
+        "--strict",
+        action="store_true",
+        help="send nothing if any row is invalid or any lead is refused",
+    )
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="check and plan, print the summary, send nothing"
+    )
+    backfill.add_argument(
+        "--wait",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="at the end, wait this long at most for the pipeline to show every lead "
+        "touched (0: do not wait)",
+    )
+    backfill.set_defaults(handler=_import)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(
         dest="keys_command", required=True

@@ -1,7 +1,8 @@
 """Retrying a write a loop must not pass over: a batch into the database, dead letters
-into Kafka, a delivery's attempt. The loop cannot commit its offsets (or move on) until
-the write is done, so it tries again, waiting longer each time, until the write succeeds
-or the service stops (the write then comes back at the next start).
+into Kafka, a delivery's attempt, a batch of imported events posted to ingest. The loop
+cannot commit its offsets (or move on) until the write is done, so it tries again,
+waiting longer each time, until the write succeeds or the service stops (the write then
+comes back at the next start; the import stops after its attempts, and a re-run resends).
 """
 
 from __future__ import annotations
@@ -34,18 +35,22 @@ async def until_written(
     what: str,
     log: logging.Logger,
     on_failure: Callable[[], None] = lambda: None,
+    wait_hint: Callable[[BaseException], float | None] = lambda _: None,
 ) -> T | Literal[Stopped.STOPPED]:
     """``write()``'s result once it succeeds; :data:`STOPPED` if ``stopping`` is set after
     a failure. Each failure calls ``on_failure`` (a readiness flag) and is logged as
-    "``what`` failed (the error); retrying in N s"."""
+    "``what`` failed (the error); retrying in N s". ``wait_hint``: the least wait the
+    failure itself asks for (an HTTP ``Retry-After``), when longer than the backoff's."""
     delay = FIRST_DELAY
     while True:
         try:
             return await write()
         except retry_on as exc:
             on_failure()
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            wait = max(delay, wait_hint(exc) or 0.0)
             if stopping.is_set():
+                log.warning("%s failed (%s); giving up", what, exc)
                 return STOPPED
-            await asyncio.sleep(delay)
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, wait)
+            await asyncio.sleep(wait)
             delay = min(delay * 2, MOST_DELAY)
