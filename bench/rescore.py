@@ -7,8 +7,9 @@ service scores them all. Then, alternately, one run of each:
   one spawned process per core (what ``leadflow rescore`` does), timed whole: reading the
   live scores, replaying every partition, building the report;
 - **publish**: from writing the publication to the scoring group's committed offsets past
-  every switch record: the running worker replays its partitions and commits the switch
-  (each run publishes a new version, so each one rescores everything again);
+  every switch record: the running workers (two scoring services, the partitions shared
+  between them) replay their partitions and commit the switch (each run publishes a new
+  version, so each one rescores everything again);
 - **raw read**: the two topics the dry run reads, read to their ends with one consumer
   each and nothing done with the records: the floor under any replay.
 """
@@ -32,6 +33,8 @@ from shared.kafka import make_consumer
 from shared.topic_admin import partitions_of
 
 PARTITIONS = 3
+WORKERS = 2
+"""Scoring services: one per core of the machine, the partitions shared between them."""
 GROUP = "bench-rescore"
 
 
@@ -83,12 +86,13 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
     finally:
         await producer.stop()
     del events
-    process = env.start_service("scoring", env.service_env(settings, LEADFLOW_SCORING_GROUP=GROUP))
+    service_env = env.service_env(settings, LEADFLOW_SCORING_GROUP=GROUP)
+    processes = [env.start_service("scoring", service_env) for _ in range(WORKERS)]
     model = load_model()
     times: dict[str, list[float]] = {"dry run": [], "publish": [], "raw read": []}
     details: list[dict[str, Any]] = []
     try:
-        await env.wait_ready(process)
+        await env.wait_ready(*processes)
         started = time.monotonic()
         await scored(env, settings, count)
         write(f"  rescore: history of {count:,} events scored in {time.monotonic() - started:.0f}s")
@@ -113,9 +117,12 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
                 times["raw read"].append(raw)
                 details.append({"moves": report["moves"], "replay": report["replay"]})
     finally:
-        await env.stop(process)
+        await env.stop(*processes)
         await env.drop_namespace(settings)
-    extra = {"events": count, "leads": leads, "partitions": PARTITIONS, "runs": details}
+    extra = {
+        "events": count, "leads": leads, "partitions": PARTITIONS, "workers": WORKERS,
+        "runs": details,
+    }  # fmt: skip
     return [
         Row(
             "rescore",
@@ -130,7 +137,7 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
         ),
         Row(
             "rescore",
-            f"publish (1 worker rescores all), {count:,} events",
+            f"publish ({WORKERS} workers rescore all), {count:,} events",
             "s",
             Summary(times["publish"]),
             higher_is_better=False,
