@@ -26,6 +26,9 @@ of the same event shows in the history and the feed before the lead row
 moves; the score update is in the same Kafka transaction, so it follows within
 the next poll.
 
+Accounts: :func:`record_batch` also takes the records of ``leadflow.account-scores`` and
+writes them in the same transaction through :mod:`services.pipeline.accounts_store`.
+
 Erasure: :func:`record_batch` also takes scoring's erasure signals; it deletes every row
 of the erased lead (its lead row, history and breakdown) in the batch's transaction,
 before the batch's other writes, and records the signal on the erase request (see
@@ -69,7 +72,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import journeys
+from services.pipeline import accounts_store, journeys
 from services.pipeline.api_models import (
     Funnel,
     FunnelStage,
@@ -88,6 +91,7 @@ from services.pipeline.tables import (
     ScoreBreakdownRow,
     StageChangeRow,
 )
+from shared.account_events import AccountScore
 from shared.erasure_signals import ErasureSignal
 from shared.events import ScoreUpdate, Stage, StageChange
 
@@ -121,6 +125,7 @@ async def record_batch(
     stage_changes: Sequence[StageChange],
     score_updates: Sequence[ScoreUpdate],
     erasures: Sequence[ErasureSignal] = (),
+    account_scores: Sequence[AccountScore] = (),
 ) -> None:
     """Persist one polled batch in ONE transaction, idempotently.
 
@@ -137,6 +142,9 @@ async def record_batch(
       and score follow the module's rule (newest score update; the newest
       stage change only until the lead has a score update).
 
+    - an account score is applied only when its ``sequence`` is greater than the stored
+      one (:func:`services.pipeline.accounts_store.record_account_scores`);
+
     - last, the rows the analytics read are recomputed for every lead the batch wrote
       or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction.
 
@@ -151,9 +159,11 @@ async def record_batch(
     Raises ``ValueError`` for a non-finite score (SQLite would store NaN as
     NULL and it would break the listing's order), before touching the database.
     """
-    if not stage_changes and not score_updates and not erasures:
+    if not stage_changes and not score_updates and not erasures and not account_scores:
         return
     _require_finite_scores(stage_changes, score_updates)
+    for account in account_scores:
+        accounts_store.require_finite(account)
     now = datetime.now(UTC)
     changes = _first_per_key(stage_changes)
     newest_changes = _newest_per_lead(changes)
@@ -165,8 +175,8 @@ async def record_batch(
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
         if erasures:
             await _erase(session, dialect, erasures, now)
-        writes_leads = bool(newest_changes or newest_scores)
-        position = await _next_change_position(session) if writes_leads else 0
+        writes_rows = bool(newest_changes or newest_scores or account_scores)
+        position = await _next_change_position(session) if writes_rows else 0
         execute = await _executor(session)
         # Lead rows first: stage changes and breakdowns reference them.
         if newest_changes:
@@ -183,6 +193,7 @@ async def record_batch(
             await execute(_stage_changes(dialect), [_stage_change_row(c, now) for c in changes])
         if newest_scores:
             await execute(_breakdowns(dialect), [_breakdown_row(s, now) for s in newest_scores])
+        await accounts_store.record_account_scores(session, dialect, account_scores, now, position)
         # last, so the analytics' derived rows see every write of the batch
         written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
         written += [signal.lead_id for signal in erasures]
@@ -242,6 +253,7 @@ async def _erase(
         else:
             for table in (SCORE_BREAKDOWNS, STAGE_CHANGES, LEADS):  # children first
                 await session.execute(delete(table).where(table.c.lead_id == signal.lead_id))
+            await accounts_store.forget_contacts(session, signal.lead_id)
         if signal.erase_id is not None:
             row = {
                 "erase_id": signal.erase_id,
