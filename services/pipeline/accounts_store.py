@@ -84,17 +84,12 @@ async def record_account_scores(
     newest = newest_per_account(scores)
     if not newest:
         return
-    stored = dict(
-        (
-            await session.execute(
-                select(ACCOUNTS.c.account_id, ACCOUNTS.c.sequence).where(
-                    ACCOUNTS.c.account_id.in_([score.account_id for score in newest])
-                )
-            )
+    known = await session.execute(
+        select(ACCOUNTS.c.account_id, ACCOUNTS.c.sequence).where(
+            ACCOUNTS.c.account_id.in_([score.account_id for score in newest])
         )
-        .tuples()
-        .all()
     )
+    stored = {account_id: sequence for account_id, sequence in known}
     fresh = [score for score in newest if score.sequence > stored.get(score.account_id, -1)]
     if not fresh:
         return
