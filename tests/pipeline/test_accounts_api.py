@@ -40,7 +40,8 @@ async def _client(settings: PipelineSettings) -> AsyncIterator[httpx.AsyncClient
 
 @pytest.fixture
 async def client(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in _client(PipelineSettings(database_url=database_url, pipeline_consume=False)):
+    settings = PipelineSettings(database_url=database_url, pipeline_consume=False)
+    async for client in _client(settings):
         yield client
 
 
