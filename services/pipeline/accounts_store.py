@@ -8,7 +8,9 @@ than the stored one changes the account and its contacts, so a redelivered or ol
 update changes nothing.
 
 Contacts and reassignment. Each account's contacts are exactly those its newest record
-lists (``account_contacts`` is keyed by account and lead). The records of two accounts
+lists (``account_contacts`` is keyed by account and lead): the listed ones are upserted
+with the record's sequence, then one statement deletes the account's rows that carry an
+older one. The records of two accounts
 live on different partitions, so while a contact moves from A to B the pipeline may see
 B's record with it before A's record without it, or, when A's partition lags, even A's
 older record with it after B's. Keeping each account's list as its own newest record says
@@ -21,6 +23,7 @@ kept while that account goes on listing it), ties by account id.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
@@ -47,19 +50,43 @@ DOMAIN_TRAITS = ("domain", "website")
 """The account traits shown as its name and domain: Segment's group-call trait names."""
 
 MAX_TRAIT_TEXT = 256
+MAX_ACCOUNT_ID = 256
+"""The account id column's length; scoring names no longer account."""
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # --- writing ---------------------------------------------------------------------------
 
 
-def require_finite(score: AccountScore) -> None:
-    """``ValueError`` for a non-finite number (SQLite would store NaN as NULL and break the
-    listing's order): the consumer sends such a record to the dead letters."""
+def require_storable(score: AccountScore) -> None:
+    """``ValueError`` for what the database would refuse or store wrongly: the consumer
+    sends such a record to the dead letters, where retrying the batch would block the
+    loop for good. A non-finite number (SQLite would store NaN as NULL and break the
+    listing's order), an id longer than its column or with a control character (NUL:
+    PostgreSQL's text cannot hold it), a NUL in the traits (nor can its JSONB)."""
+    named = f"account score {score.account_id[:MAX_ACCOUNT_ID]!r}#{score.sequence}"
     numbers = [score.fit, score.contact_total_sum, score.total]
     numbers += [] if score.contact_total_max is None else [score.contact_total_max]
     numbers += [n for m in score.members for n in (m.fit, m.engagement, m.total)]
     if not all(map(math.isfinite, numbers)):
-        raise ValueError(f"account score {score.account_id!r}#{score.sequence} is not finite")
+        raise ValueError(f"{named} is not finite")
+    if not 0 < len(score.account_id) <= MAX_ACCOUNT_ID or _CONTROL_CHARS.search(score.account_id):
+        raise ValueError(f"{named}: the account id is empty, too long or has control characters")
+    if any(_CONTROL_CHARS.search(member.lead_id) for member in score.members):
+        raise ValueError(f"{named}: a member's lead id has control characters")
+    if _holds_nul(score.traits):
+        raise ValueError(f"{named}: a trait holds a NUL character")
+
+
+def _holds_nul(value: JsonValue) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def newest_per_account(scores: Iterable[AccountScore]) -> list[AccountScore]:
@@ -94,22 +121,33 @@ async def record_account_scores(
     if not fresh:
         return
     await session.execute(_accounts(dialect), [_account_row(s, now, position) for s in fresh])
-    for score in fresh:
-        listed = [member.lead_id for member in score.members]
-        await session.execute(
-            delete(CONTACTS).where(
-                CONTACTS.c.account_id == score.account_id, CONTACTS.c.lead_id.not_in(listed)
-            )
-        )
-    rows = [_contact_row(score, member, position) for score in fresh for member in score.members]
+    rows = [_contact_row(score, member, position) for score in fresh for member in _unique(score)]
     if rows:
         await session.execute(_contacts(dialect), rows)
+    # every contact still listed now carries its account's new sequence: sweep the rest
+    await session.execute(
+        delete(CONTACTS).where(
+            CONTACTS.c.account_id.in_([score.account_id for score in fresh]),
+            CONTACTS.c.account_sequence
+            < select(ACCOUNTS.c.sequence)
+            .where(ACCOUNTS.c.account_id == CONTACTS.c.account_id)
+            .scalar_subquery(),
+        )
+    )
 
 
 async def forget_contacts(session: AsyncSession, lead_id: str) -> None:
     """An erased lead's places in accounts: no table may keep its id (§5.8). The account's
     own numbers follow with its next record, which scoring sends as the lead leaves."""
     await session.execute(delete(CONTACTS).where(CONTACTS.c.lead_id == lead_id))
+
+
+def _unique(score: AccountScore) -> list[AccountMember]:
+    """The members, each lead once (the first): one statement cannot upsert a row twice."""
+    first: dict[str, AccountMember] = {}
+    for member in score.members:
+        first.setdefault(member.lead_id, member)
+    return list(first.values())
 
 
 def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -138,7 +176,10 @@ def _contacts(dialect: str) -> postgresql.Insert | sqlite.Insert:
     new = insert.excluded
     return insert.on_conflict_do_update(
         index_elements=[CONTACTS.c.account_id, CONTACTS.c.lead_id],
-        set_={name: new[name] for name in ("stage", "fit", "engagement", "total", "engaged")},
+        set_={
+            name: new[name]
+            for name in ("stage", "fit", "engagement", "total", "engaged", "account_sequence")
+        },
     )
 
 
@@ -181,6 +222,7 @@ def _contact_row(score: AccountScore, member: AccountMember, position: int) -> d
         "engagement": member.engagement,
         "total": member.total,
         "engaged": member.engaged,
+        "account_sequence": score.sequence,
         "claimed_position": position,
     }
 
@@ -261,7 +303,9 @@ async def changed_accounts(
 
 async def get_account(session: AsyncSession, account_id: str) -> AccountDetail | None:
     """The account with the contacts whose newest claim is this account (module docstring)."""
-    row = await session.get(AccountRow, account_id)
+    row = (
+        await session.execute(select(ACCOUNTS).where(ACCOUNTS.c.account_id == account_id))
+    ).first()
     if row is None:
         return None
     mine, other = CONTACTS.c, aliased(AccountContactRow)

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.pipeline import metrics
-from services.pipeline.accounts_store import require_finite
+from services.pipeline.accounts_store import require_storable
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import record_batch
 from shared.account_events import AccountScore
@@ -62,7 +62,7 @@ def _account_score(value: bytes | None) -> AccountScore:
     if value is None:
         raise ValueError("a record without a value is not an account score")
     score = AccountScore.model_validate_json(value)
-    require_finite(score)
+    require_storable(score)
     return score
 
 

@@ -161,9 +161,9 @@ async def record_batch(
     """
     if not stage_changes and not score_updates and not erasures and not account_scores:
         return
-    _require_finite_scores(stage_changes, score_updates)
+    _require_storable_scores(stage_changes, score_updates)
     for account in account_scores:
-        accounts_store.require_finite(account)
+        accounts_store.require_storable(account)
     now = datetime.now(UTC)
     changes = _first_per_key(stage_changes)
     newest_changes = _newest_per_lead(changes)
@@ -412,7 +412,7 @@ def _driver_value(value: Any) -> Any:
     return value
 
 
-def _require_finite_scores(
+def _require_storable_scores(
     stage_changes: Iterable[StageChange], score_updates: Iterable[ScoreUpdate]
 ) -> None:
     for change in stage_changes:

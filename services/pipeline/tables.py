@@ -302,6 +302,9 @@ class AccountContactRow(Base):
     engagement: Mapped[float] = mapped_column(Float)
     total: Mapped[float] = mapped_column(Float)
     engaged: Mapped[bool]
+    account_sequence: Mapped[int] = mapped_column(
+        BigInteger, doc="Sequence of the account's newest record that listed the contact."
+    )
     claimed_position: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (PrimaryKeyConstraint("account_id", "lead_id"),)

@@ -201,3 +201,29 @@ async def test_changed_accounts_come_in_write_order_and_a_rewrite_moves_past(
         empty, same = await accounts_store.changed_accounts(session, after=end, limit=10)
     assert [(item.account_id, item.sequence) for item in rest] == [("c", 1), ("a", 2)]
     assert (empty, same) == ([], None)
+
+
+async def test_a_lead_listed_twice_in_one_record_is_one_contact(sessions: Sessions) -> None:
+    score = account_score("acme", 1, {"ada": 40.0})
+    twice = score.model_copy(update={"members": [*score.members, *score.members]})
+    await record(sessions, twice)
+    assert await members(sessions, "acme") == ["ada"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"total": float("inf")}, "not finite"),
+        ({"account_id": "a" * 257}, "too long"),
+        ({"account_id": "acme\x00"}, "control characters"),
+        ({"traits": {"name": ["Acme\x00"]}}, "NUL"),
+    ],
+)
+async def test_what_the_database_would_refuse_is_refused_first(
+    sessions: Sessions, change: dict[str, object], reason: str
+) -> None:
+    bad = account_score("acme", 1, {"ada": 40.0}).model_copy(update=change)
+    with pytest.raises(ValueError, match=reason):
+        accounts_store.require_storable(bad)
+    with pytest.raises(ValueError, match=reason):
+        await record(sessions, bad)

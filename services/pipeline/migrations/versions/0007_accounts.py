@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column("engagement", sa.Float(), nullable=False),
         sa.Column("total", sa.Float(), nullable=False),
         sa.Column("engaged", sa.Boolean(), nullable=False),
+        sa.Column("account_sequence", sa.BigInteger(), nullable=False),
         sa.Column("claimed_position", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"],
