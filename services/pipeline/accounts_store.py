@@ -30,10 +30,9 @@ from functools import cache
 from typing import Any, cast
 
 from pydantic import JsonValue
-from sqlalchemy import Table, and_, delete, exists, literal, or_, select, tuple_
+from sqlalchemy import Select, Table, and_, bindparam, delete, exists, literal, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from services.pipeline.accounts_models import Account, AccountContact, AccountDetail
 from services.pipeline.tables import AccountContactRow, AccountRow
@@ -301,32 +300,37 @@ async def changed_accounts(
     return items, (rows[-1].change_position, rows[-1].account_id) if rows else None
 
 
-async def get_account(session: AsyncSession, account_id: str) -> AccountDetail | None:
-    """The account with the contacts whose newest claim is this account (module docstring)."""
-    row = (
-        await session.execute(select(ACCOUNTS).where(ACCOUNTS.c.account_id == account_id))
-    ).first()
-    if row is None:
-        return None
-    mine, other = CONTACTS.c, aliased(AccountContactRow)
+def _contacts_of_query() -> Select[Any]:
+    """An account's contacts whose newest claim is that account; built once."""
+    mine, other = CONTACTS.c, CONTACTS.alias("other")
     newer_claim = exists().where(
-        other.lead_id == mine.lead_id,
-        other.account_id != mine.account_id,
+        other.c.lead_id == mine.lead_id,
+        other.c.account_id != mine.account_id,
         or_(
-            other.claimed_position > mine.claimed_position,
+            other.c.claimed_position > mine.claimed_position,
             and_(
-                other.claimed_position == mine.claimed_position,
-                other.account_id > mine.account_id,
+                other.c.claimed_position == mine.claimed_position,
+                other.c.account_id > mine.account_id,
             ),
         ),
     )
-    contacts = (
-        await session.execute(
-            select(*_CONTACT_COLUMNS)
-            .where(mine.account_id == account_id, ~newer_claim)
-            .order_by(mine.total.desc(), mine.lead_id)
-        )
-    ).all()
+    return (
+        select(*_CONTACT_COLUMNS)
+        .where(mine.account_id == bindparam("account_id"), ~newer_claim)
+        .order_by(mine.total.desc(), mine.lead_id)
+    )
+
+
+_CONTACTS_OF = _contacts_of_query()
+_ACCOUNT = select(ACCOUNTS).where(ACCOUNTS.c.account_id == bindparam("account_id"))
+
+
+async def get_account(session: AsyncSession, account_id: str) -> AccountDetail | None:
+    """The account with the contacts whose newest claim is this account (module docstring)."""
+    row = (await session.execute(_ACCOUNT, {"account_id": account_id})).first()
+    if row is None:
+        return None
+    contacts = (await session.execute(_CONTACTS_OF, {"account_id": account_id})).all()
     return AccountDetail.model_validate(
         {
             **{name: getattr(row, name) for name in Account.model_fields},
