@@ -24,13 +24,25 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
 from pydantic import JsonValue
-from sqlalchemy import Select, Table, and_, bindparam, delete, exists, literal, or_, select, tuple_
+from sqlalchemy import (
+    Insert,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -104,9 +116,11 @@ async def record_account_scores(
     scores: Sequence[AccountScore],
     now: datetime,
     position: int,
+    execute: Callable[[Insert, list[dict[str, Any]]], Awaitable[None]],
 ) -> None:
     """Apply each account's newest record, if newer than the stored one; in the caller's
-    transaction, inside the writers' serialisation (see ``record_batch``)."""
+    transaction, inside the writers' serialisation (see ``record_batch``). ``execute`` runs
+    one statement over many plain rows (``record_batch``'s, asyncpg's own on PostgreSQL)."""
     newest = newest_per_account(scores)
     if not newest:
         return
@@ -122,7 +136,7 @@ async def record_account_scores(
     await session.execute(_accounts(dialect), [_account_row(s, now, position) for s in fresh])
     rows = [_contact_row(score, member, position) for score in fresh for member in _unique(score)]
     if rows:
-        await session.execute(_contacts(dialect), rows)
+        await execute(_contacts(dialect), rows)
     # every contact still listed now carries its account's new sequence: sweep the rest
     await session.execute(
         delete(CONTACTS).where(

@@ -193,7 +193,9 @@ async def record_batch(
             await execute(_stage_changes(dialect), [_stage_change_row(c, now) for c in changes])
         if newest_scores:
             await execute(_breakdowns(dialect), [_breakdown_row(s, now) for s in newest_scores])
-        await accounts_store.record_account_scores(session, dialect, account_scores, now, position)
+        await accounts_store.record_account_scores(
+            session, dialect, account_scores, now, position, execute
+        )
         # last, so the analytics' derived rows see every write of the batch
         written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
         written += [signal.lead_id for signal in erasures]
