@@ -10,14 +10,14 @@ update changes nothing.
 Contacts and reassignment. Each account's contacts are exactly those its newest record
 lists (``account_contacts`` is keyed by account and lead): the listed ones are upserted
 with the record's sequence, then one statement deletes the account's rows that carry an
-older one. The records of two accounts
-live on different partitions, so while a contact moves from A to B the pipeline may see
-B's record with it before A's record without it, or, when A's partition lags, even A's
-older record with it after B's. Keeping each account's list as its own newest record says
-makes the end state right in every order; to show a contact under one account meanwhile,
-reads take the newest claim: the account whose record listed it at the highest batch
-position (``claimed_position``, set when the contact first appears under that account,
-kept while that account goes on listing it), ties by account id.
+older one. The records of two accounts live on different partitions, so while a contact
+moves from A to B the pipeline may see B's record with it before A's record without it,
+or, when A's partition lags, even A's older record with it after B's. Keeping each
+account's list as its own newest record says makes the end state right in every order;
+to show a contact under one account meanwhile, reads take the newest claim: the account
+whose record listed it at the highest batch position (``claimed_position``, set when the
+contact first appears under that account, kept while that account goes on listing it),
+ties by the greater account id.
 """
 
 from __future__ import annotations
