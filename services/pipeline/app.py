@@ -1,4 +1,5 @@
-"""pipeline's HTTP surface (docs/architecture.md §6): leads, history, score, funnel and feed.
+"""pipeline's HTTP surface (docs/architecture.md §6): leads, history, score, funnel, feed and
+accounts (:mod:`services.pipeline.accounts_api`).
 
 Reads only, but for erasing a lead (:mod:`services.pipeline.erasures`): the Kafka consumer
 writes through :func:`services.pipeline.store.record_batch`.
@@ -23,6 +24,7 @@ from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import lead_reads, store
+from services.pipeline.accounts_api import install_accounts
 from services.pipeline.analytics_api import Moment, install_analytics
 from services.pipeline.api_models import (
     Lead,
@@ -355,6 +357,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         return await store.feed(session, after=after, limit=limit)
 
     install_analytics(app, get_session, dependencies=READS)
+    install_accounts(app, settings, get_session, dependencies=READS)
     install_erasures(app, settings, get_database, get_session, dependencies=ADMIN)
     install_stream(app, settings)
     install_auth(app, settings)  # after every route: it documents their security

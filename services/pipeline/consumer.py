@@ -1,4 +1,5 @@
-"""The pipeline's Kafka loop: scores and stage changes into SQL, offsets after the commit.
+"""The pipeline's Kafka loop: scores, stage changes and account scores into SQL, offsets
+after the commit.
 
 Records are read with read_committed, so only what scoring committed is
 seen. A batch is written in one database transaction and the offsets are
@@ -15,7 +16,8 @@ format scoring writes (:mod:`shared.dead_letters`), and Kafka must have acknowle
 before the batch is written and the offset past it committed: a crash in between sends it
 again (dead letters are at least once), it is never lost. A null-valued record on either
 topic is scoring's erasure signal, not a bad record: the lead's rows are deleted in the
-batch's transaction (see :mod:`shared.erasure_signals`).
+batch's transaction (see :mod:`shared.erasure_signals`). Account scores are idempotent on
+``(account_id, sequence)``; scoring never writes a null-valued one, so one is a dead letter.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.pipeline import metrics
+from services.pipeline.accounts_store import require_storable
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import record_batch
+from shared.account_events import AccountScore
 from shared.consumer_lag import LagGauge, fetched_positions, position
 from shared.database import Database
 from shared.dead_letters import dead_letter_of
@@ -48,6 +52,19 @@ from shared.retrying import STOPPED, until_written
 
 log = logging.getLogger(__name__)
 
+Decoded = tuple[
+    list[StageChange], list[ScoreUpdate], list[ErasureSignal], list[AccountScore], list[Record]
+]
+"""A batch decoded: what ``record_batch`` writes, and the dead letters."""
+
+
+def _account_score(value: bytes | None) -> AccountScore:
+    if value is None:
+        raise ValueError("a record without a value is not an account score")
+    score = AccountScore.model_validate_json(value)
+    require_storable(score)
+    return score
+
 
 class PipelineConsumer:
     def __init__(self, settings: PipelineSettings, database: Database) -> None:
@@ -58,6 +75,7 @@ class PipelineConsumer:
             settings,
             self.topics.stage_changes,
             self.topics.scores,
+            self.topics.account_scores,
             name="pipeline",
             group_id=settings.pipeline_group,
         )
@@ -96,13 +114,15 @@ class PipelineConsumer:
         self._stopping.set()
 
     async def _persist(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
-        changes, updates, erasures, refused = self._decode(batches)
+        changes, updates, erasures, accounts, refused = self._decode(batches)
         if refused and not await self._send_dead_letters(refused):
             return  # stopping: offsets not committed, the batch comes back next start
 
         async def write() -> None:
             with metrics.BATCH_SECONDS.time():
-                await record_batch(self.database.sessions, changes, updates, erasures)
+                await record_batch(
+                    self.database.sessions, changes, updates, erasures, account_scores=accounts
+                )
 
         def failed() -> None:
             self.database_ok = False
@@ -121,6 +141,7 @@ class PipelineConsumer:
         metrics.PERSISTED.labels("stage_change").inc(len(changes))
         metrics.PERSISTED.labels("score").inc(len(updates))
         metrics.PERSISTED.labels("erasure_signal").inc(len(erasures))
+        metrics.PERSISTED.labels("account_score").inc(len(accounts))
         # The position is past the batch and past any marker the fetch has seen after it
         # (nothing else: the next records are only taken by the next getmany).
         offsets = {tp: at for tp in batches if (at := position(self.consumer, tp)) is not None}
@@ -178,17 +199,19 @@ class PipelineConsumer:
         )
         return sent is not STOPPED
 
-    def _decode(
-        self, batches: Mapping[TopicPartition, Sequence[Any]]
-    ) -> tuple[list[StageChange], list[ScoreUpdate], list[ErasureSignal], list[Record]]:
+    def _decode(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> Decoded:
         changes: list[StageChange] = []
         updates: list[ScoreUpdate] = []
         erasures: list[ErasureSignal] = []
+        accounts: list[AccountScore] = []
         refused: list[Record] = []
         for tp, records in batches.items():
-            for record in after_erasures(records):
+            of_accounts = tp.topic == self.topics.account_scores
+            for record in records if of_accounts else after_erasures(records):
                 try:
-                    if record.value is None:
+                    if of_accounts:
+                        accounts.append(_account_score(record.value))
+                    elif record.value is None:
                         erasures.append(decode_signal(self._kind(tp), record.key, record.headers))
                     elif tp.topic == self.topics.stage_changes:
                         changes.append(StageChange.model_validate_json(record.value))
@@ -199,7 +222,7 @@ class PipelineConsumer:
                     reason = f"{type(exc).__name__}: {exc}"
                     log.error("dead letter %s@%d: %s", tp, record.offset, reason)
                     refused.append(dead_letter_of(record, reason))
-        return changes, updates, erasures, refused
+        return changes, updates, erasures, accounts, refused
 
     def _kind(self, tp: TopicPartition) -> Topic:
         return "stage_changes" if tp.topic == self.topics.stage_changes else "scores"

@@ -26,6 +26,9 @@ of the same event shows in the history and the feed before the lead row
 moves; the score update is in the same Kafka transaction, so it follows within
 the next poll.
 
+Accounts: :func:`record_batch` also takes the records of ``leadflow.account-scores`` and
+writes them in the same transaction through :mod:`services.pipeline.accounts_store`.
+
 Erasure: :func:`record_batch` also takes scoring's erasure signals; it deletes every row
 of the erased lead (its lead row, history and breakdown) in the batch's transaction,
 before the batch's other writes, and records the signal on the erase request (see
@@ -67,7 +70,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import journeys
+from services.pipeline import accounts_store, journeys
 from services.pipeline.api_models import (
     Funnel,
     FunnelStage,
@@ -85,6 +88,7 @@ from services.pipeline.tables import (
     ScoreBreakdownRow,
     StageChangeRow,
 )
+from shared.account_events import AccountScore
 from shared.erasure_signals import ErasureSignal
 from shared.events import ScoreUpdate, Stage, StageChange
 
@@ -118,6 +122,7 @@ async def record_batch(
     stage_changes: Sequence[StageChange],
     score_updates: Sequence[ScoreUpdate],
     erasures: Sequence[ErasureSignal] = (),
+    account_scores: Sequence[AccountScore] = (),
 ) -> None:
     """Persist one polled batch in ONE transaction, idempotently.
 
@@ -134,6 +139,9 @@ async def record_batch(
       and score follow the module's rule (newest score update; the newest
       stage change only until the lead has a score update).
 
+    - an account score is applied only when its ``sequence`` is greater than the stored
+      one (:func:`services.pipeline.accounts_store.record_account_scores`);
+
     - last, the rows the analytics read are recomputed for every lead the batch wrote
       or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction.
 
@@ -148,9 +156,11 @@ async def record_batch(
     Raises ``ValueError`` for a non-finite score (SQLite would store NaN as
     NULL and it would break the listing's order), before touching the database.
     """
-    if not stage_changes and not score_updates and not erasures:
+    if not stage_changes and not score_updates and not erasures and not account_scores:
         return
-    _require_finite_scores(stage_changes, score_updates)
+    _require_storable_scores(stage_changes, score_updates)
+    for account in account_scores:
+        accounts_store.require_storable(account)
     now = datetime.now(UTC)
     changes = _first_per_key(stage_changes)
     newest_changes = _newest_per_lead(changes)
@@ -162,8 +172,8 @@ async def record_batch(
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
         if erasures:
             await _erase(session, dialect, erasures, now)
-        writes_leads = bool(newest_changes or newest_scores)
-        position = await _next_change_position(session) if writes_leads else 0
+        writes_rows = bool(newest_changes or newest_scores or account_scores)
+        position = await _next_change_position(session) if writes_rows else 0
         execute = await _executor(session)
         # Lead rows first: stage changes and breakdowns reference them.
         if newest_changes:
@@ -180,6 +190,9 @@ async def record_batch(
             await execute(_stage_changes(dialect), [_stage_change_row(c, now) for c in changes])
         if newest_scores:
             await execute(_breakdowns(dialect), [_breakdown_row(s, now) for s in newest_scores])
+        await accounts_store.record_account_scores(
+            session, dialect, account_scores, now, position, execute
+        )
         # last, so the analytics' derived rows see every write of the batch
         written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
         written += [signal.lead_id for signal in erasures]
@@ -239,6 +252,7 @@ async def _erase(
         else:
             for table in (SCORE_BREAKDOWNS, STAGE_CHANGES, LEADS):  # children first
                 await session.execute(delete(table).where(table.c.lead_id == signal.lead_id))
+            await accounts_store.forget_contacts(session, signal.lead_id)
         if signal.erase_id is not None:
             row = {
                 "erase_id": signal.erase_id,
@@ -397,7 +411,7 @@ def _driver_value(value: Any) -> Any:
     return value
 
 
-def _require_finite_scores(
+def _require_storable_scores(
     stage_changes: Iterable[StageChange], score_updates: Iterable[ScoreUpdate]
 ) -> None:
     for change in stage_changes:
@@ -610,6 +624,32 @@ def decode_change_cursor(cursor: str) -> tuple[int, str]:
                 if 0 <= position <= MAX_CHANGE_POSITION and not _CONTROL_CHARS.search(lead_id):
                     return position, lead_id
     except (binascii.Error, ValueError) as exc:  # UnicodeError is a ValueError
+        raise InvalidCursor("is not one this API issued") from exc
+    raise InvalidCursor("is not one this API issued")
+
+
+def encode_cursor(total: float, lead_id: str) -> str:
+    """A ``(total, id)`` keyset cursor, for listings by stored total (the accounts'; the
+    leads' are valued at a moment, :mod:`services.pipeline.lead_reads`). Opaque to clients;
+    JSON keeps the float exact (shortest round-trip repr)."""
+    raw = json.dumps([total, lead_id], separators=(",", ":"), allow_nan=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The (total, lead_id) a cursor stands for; anything we could not have issued is refused
+    here rather than failing deeper (a huge number, a lone surrogate, a NUL for PostgreSQL)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+        match value:
+            case [int() | float() as total, str() as lead_id] if not isinstance(total, bool):
+                number = float(total)
+                lead_id.encode()
+                if math.isfinite(number) and not _CONTROL_CHARS.search(lead_id):
+                    return number, lead_id
+    except (binascii.Error, ValueError, OverflowError, RecursionError) as exc:
+        # UnicodeError is a ValueError; RecursionError: JSON nested deeper than the parser goes
         raise InvalidCursor("is not one this API issued") from exc
     raise InvalidCursor("is not one this API issued")
 

@@ -1,8 +1,11 @@
-"""The pipeline's tables: each lead's current state, stage history and breakdown; erasures.
+"""The pipeline's tables: each lead's current state, stage history and breakdown; erasures;
+accounts and their contacts.
 
 Lead rows are written only by :func:`services.pipeline.store.record_batch`, which
 keeps them idempotent on the records' identities (``lead_id`` + ``sequence``), and
 deletes them when a lead is erased; erase requests are recorded by the erasure endpoint.
+Account rows are written in the same transactions, by
+:mod:`services.pipeline.accounts_store` (idempotent on ``account_id`` + ``sequence``).
 The migration in ``migrations/versions`` creates exactly this schema; a test
 compares the two on SQLite and PostgreSQL.
 """
@@ -20,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     UniqueConstraint,
@@ -257,3 +261,83 @@ class ErasureRow(Base):
     completed_at: Mapped[datetime | None] = mapped_column(
         doc="When both signals were recorded and the lead's rows deleted; null until then."
     )
+
+
+class AccountRow(Base):
+    """An account's newest roll-up (``leadflow.account-scores``): what ``GET /v1/accounts``
+    serves. Written only when a record's ``sequence`` is greater than the stored one."""
+
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    name: Mapped[str | None] = mapped_column(
+        String(256), doc="The account's name trait (a group call's), when it has one."
+    )
+    domain: Mapped[str | None] = mapped_column(
+        String(256), doc="The account's domain trait (domain or website), when it has one."
+    )
+    fit: Mapped[float] = mapped_column(Float, doc="Points of the account fit rules.")
+    contacts: Mapped[int] = mapped_column(Integer)
+    engaged_contacts: Mapped[int] = mapped_column(Integer)
+    contact_total_sum: Mapped[float] = mapped_column(Float)
+    contact_total_max: Mapped[float | None] = mapped_column(
+        Float, doc="Null while the account has no contact."
+    )
+    total: Mapped[float] = mapped_column(Float)
+    as_of: Mapped[datetime]
+    model_version: Mapped[str]
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    traits: Mapped[dict[str, Any]] = mapped_column(Document)
+    breakdown: Mapped[list[dict[str, Any]]] = mapped_column(Document)
+    members_truncated: Mapped[bool] = mapped_column(
+        doc="The record listed only the highest-scoring contacts (scoring caps the list)."
+    )
+    updated_at: Mapped[datetime]
+    change_position: Mapped[int] = mapped_column(
+        BigInteger,
+        doc="Position of the batch that last wrote this row, as leads.change_position.",
+    )
+
+
+# Serves ORDER BY total DESC, account_id (the listing and its keyset cursor).
+Index("ix_accounts_total_account_id", AccountRow.total.desc(), AccountRow.account_id)
+# Serves the change-ordered listing (?updated_after=) and its keyset cursor.
+Index("ix_accounts_change_position_account_id", AccountRow.change_position, AccountRow.account_id)
+
+
+class AccountContactRow(Base):
+    """One contact as the newest roll-up of its account lists it, with the score it counts.
+
+    Keyed by account and lead, so each account holds exactly what its own newest record
+    says, whatever order records of different accounts arrive in. While a contact moves,
+    the old account's record without it may arrive after the new account's with it;
+    ``claimed_position`` (the batch position that first listed it under this account)
+    lets reads show it under the newest claim only, so it appears under one account.
+    No foreign key to ``leads``: the account may name a lead before its score arrives.
+    """
+
+    __tablename__ = "account_contacts"
+
+    account_id: Mapped[str] = mapped_column(
+        String(256), ForeignKey("accounts.account_id", ondelete="CASCADE")
+    )
+    lead_id: Mapped[str]
+    stage: Mapped[str] = mapped_column(String(16))
+    fit: Mapped[float] = mapped_column(Float)
+    engagement: Mapped[float] = mapped_column(Float)
+    total: Mapped[float] = mapped_column(Float)
+    engaged: Mapped[bool]
+    account_sequence: Mapped[int] = mapped_column(
+        BigInteger, doc="Sequence of the account's newest record that listed the contact."
+    )
+    claimed_position: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (PrimaryKeyConstraint("account_id", "lead_id"),)
+
+
+# Serves the newest claim of a lead (reads) and an erased lead's rows.
+Index(
+    "ix_account_contacts_lead_id_claimed_position",
+    AccountContactRow.lead_id,
+    AccountContactRow.claimed_position,
+)

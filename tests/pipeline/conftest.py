@@ -35,7 +35,15 @@ from services.pipeline.migrate import migrate
 from shared.database import Database
 
 TEST_DATABASE_URL_ENV = "LEADFLOW_TEST_DATABASE_URL"
-TABLES = ("lead_journeys", "score_breakdowns", "stage_changes", "leads", "erasures")
+TABLES = (
+    "account_contacts",
+    "accounts",
+    "lead_journeys",
+    "score_breakdowns",
+    "stage_changes",
+    "leads",
+    "erasures",
+)
 """Children first, so deleting never trips a foreign key."""
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, MetaData, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.account_events import AccountMember, AccountScore
 from shared.events import RuleContribution, Score, ScoreUpdate, Stage, StageChange
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -69,9 +70,61 @@ def score_update(
     )
 
 
+def account_score(
+    account_id: str,
+    sequence: int,
+    contacts: dict[str, float],
+    *,
+    fit: float = 0.0,
+    traits: dict[str, Any] | None = None,
+    engaged_min: float = 10.0,
+) -> AccountScore:
+    """An account's roll-up as scoring publishes it: ``contacts`` maps lead ids to totals
+    (engagement a third of each total), summed and maxed as the account stage does."""
+    members = sorted(
+        (
+            AccountMember(
+                lead_id=lead_id,
+                fit=total - total / 3,
+                engagement=total / 3,
+                total=total,
+                stage=Stage.PROSPECT if total >= 50 else Stage.LEAD,
+                engaged=total / 3 >= engaged_min,
+            )
+            for lead_id, total in contacts.items()
+        ),
+        key=lambda member: (-member.total, member.lead_id),
+    )
+    contact_sum = sum(contacts.values())
+    return AccountScore(
+        account_id=account_id,
+        sequence=sequence,
+        fit=fit,
+        contacts=len(members),
+        engaged_contacts=sum(1 for member in members if member.engaged),
+        contact_total_sum=contact_sum,
+        contact_total_max=max(contacts.values()) if contacts else None,
+        total=fit + contact_sum,
+        previous_total=None,
+        as_of=T0 + timedelta(minutes=sequence),
+        model_version="default-1",
+        breakdown=[RuleContribution(rule="plan in [enterprise]", axis="fit", points=fit)]
+        if fit
+        else [],
+        traits=traits or {},
+        members=members,
+    )
+
+
 async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> dict[str, list[Any]]:
     """Every row of every table, in a stable order: equal snapshots mean nothing changed."""
-    orders = {"leads": "lead_id", "stage_changes": "position", "score_breakdowns": "lead_id"}
+    orders = {
+        "leads": "lead_id",
+        "stage_changes": "position",
+        "score_breakdowns": "lead_id",
+        "accounts": "account_id",
+        "account_contacts": "account_id, lead_id",
+    }
     async with sessions() as session:
         return {
             table: [

@@ -16,7 +16,7 @@ from services.pipeline.app import create_app
 from services.pipeline.settings import PipelineSettings
 from shared.api_keys import format_line, key_digest
 from shared.events import Stage
-from tests.pipeline.records import score_update, stage_change
+from tests.pipeline.records import account_score, score_update, stage_change
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -44,6 +44,7 @@ async def seed(sessions: Sessions) -> None:
             score_update("ada.lovelace@example.com", 3, 72.5, Stage.PROSPECT),
             score_update("bob@example.org", 1, 12.0),
         ],
+        account_scores=[account_score("example.com", 1, {"ada.lovelace@example.com": 72.5})],
     )
 
 
@@ -292,6 +293,8 @@ READS = [
     "/v1/analytics/velocity",
     "/v1/analytics/cohorts",
     "/v1/analytics/stage-changes",
+    "/v1/accounts",
+    "/v1/accounts/example.com",
 ]
 """Plus the live stream, whose scope test_stream.py checks on a real server."""
 

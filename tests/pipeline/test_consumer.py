@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
+from services.pipeline.accounts_store import get_account
 from services.pipeline.consumer import PipelineConsumer
 from services.pipeline.lead_reads import get_lead
 from services.pipeline.migrate import migrate
@@ -21,7 +22,7 @@ from shared.events import ScoreUpdate, Stage, StageChange
 from shared.kafka import encode_key, make_consumer, make_producer
 from shared.settings import LeadflowSettings
 from tests.pipeline.conftest import ScratchDatabases
-from tests.pipeline.records import READ_AT, score_update, snapshot, stage_change
+from tests.pipeline.records import READ_AT, account_score, score_update, snapshot, stage_change
 from tests.topics import read_records
 from tests.waiting import eventually
 
@@ -155,3 +156,45 @@ async def test_a_record_that_does_not_decode_is_a_dead_letter_and_the_next_is_wr
     assert reasons[2]["reason"].startswith("ValidationError: ")
     assert reasons[2]["value"] == "{not json"
     assert len(letters) == 3  # the keyed null record was an erasure signal, not a dead letter
+
+
+async def test_account_scores_are_written_once_and_bad_ones_are_dead_letters(
+    kafka_settings: LeadflowSettings, scratch_databases: ScratchDatabases
+) -> None:
+    settings = PipelineSettings(
+        **kafka_settings.model_dump(), database_url=await scratch_databases.create()
+    )
+    topics, key = settings.topics, encode_key("acme.com")
+    newer = account_score("acme.com", 2, {"ada@acme.com": 60.0, "bob@acme.com": 10.0})
+    older = account_score("acme.com", 1, {"cyd@acme.com": 99.0})
+    producer = make_producer(settings, name="test-accounts")
+    await producer.start()
+    try:  # one partition: the offsets below are the records' own
+        for value in (b"{not json", None, newer.model_dump_json().encode()):
+            await producer.send_and_wait(topics.account_scores, value, key=key, partition=0)
+        for again in (newer, older):  # redelivered, then stale: neither changes anything
+            value = again.model_dump_json().encode()
+            await producer.send_and_wait(topics.account_scores, value, key=key, partition=0)
+    finally:
+        await producer.stop()
+    marker = score_update("marker@example.com", 1, 1.0)
+    async with consuming(settings) as database:
+        await publish(settings, [marker])
+        await wait_for_lead(database, marker.lead_id)
+        letters = await read_records(settings, topics.dead_letters, lambda r: len(r) >= 2)
+        accounts_tp = TopicPartition(topics.account_scores, 0)
+        await eventually(lambda: committed(settings, accounts_tp), lambda at: at >= 5, timeout=30)
+        async with database.sessions() as session:
+            found = await get_account(session, "acme.com")
+
+    assert found is not None
+    assert (found.sequence, found.total) == (2, 70.0)
+    assert [member.lead_id for member in found.members] == ["ada@acme.com", "bob@acme.com"]
+    reasons = sorted((orjson.loads(r.value) for r in letters), key=lambda d: d["source"]["offset"])
+    assert [(d["source"]["topic"], d["source"]["offset"]) for d in reasons] == [
+        (topics.account_scores, 0),
+        (topics.account_scores, 1),
+    ]
+    assert reasons[0]["reason"].startswith("ValidationError: ")
+    assert reasons[1]["reason"] == "ValueError: a record without a value is not an account score"
+    assert reasons[1]["key"] == "acme.com"

@@ -123,3 +123,69 @@ async def test_stages_and_exact_scores_flow_from_ingest_to_the_rest_api(system: 
     valued: dict[str, str | int] = {"min_score": 100, "as_of": DAY}
     listing = (await system.pipeline.get("/v1/leads", params=valued)).json()
     assert [lead["lead_id"] for lead in listing["items"]] == [ada, cyd]  # 115, then 75 + 30
+
+
+async def account_when(system: System, account_id: str, ok: Any) -> dict[str, Any]:
+    async def fetch() -> httpx.Response:
+        return await system.pipeline.get(f"/v1/accounts/{account_id}")
+
+    response = await eventually(
+        fetch, lambda r: r.status_code == 200 and ok(r.json()), timeout=60, interval=0.2
+    )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def contacts(account: dict[str, Any]) -> list[tuple[str, str, float]]:
+    return [(m["lead_id"], m["stage"], m["total"]) for m in account["members"]]
+
+
+async def test_accounts_roll_up_their_contacts_and_follow_a_reassignment(system: System) -> None:
+    ada, bob, cyd = "ada@acme.com", "bob@acme.com", "cyd@initech.com"
+    initech = {"name": "Initech", "industry": "saas", "employees": 500}
+    pricing = {"path": "/pricing"}
+    batch = [
+        # a company-domain trait, spelled two ways, puts ada and bob in acme.com
+        event(0, "lead.updated", ada, traits={**QUALIFIED, "company_domain": "acme.com"}),
+        event(1, "form.submitted", ada),
+        event(2, "webinar.attended", ada),
+        *(event(3 + i, "page.viewed", ada, properties=pricing) for i in range(4)),
+        event(0, "lead.updated", bob, traits={"company_domain": "https://www.Acme.com/"}),
+        event(1, "email.opened", bob),
+        # a group call puts cyd in initech and gives the account its traits
+        event(0, "lead.updated", cyd, traits=QUALIFIED),
+        event(1, "demo.requested", cyd),
+        event(2, "segment.group", cyd, properties={"group_id": "initech", "traits": initech}),
+    ]
+    assert (await system.ingest.post("/v1/events/batch", json=batch)).status_code == 202
+
+    both = [(ada, "opportunity", 115.0), (bob, "lead", 1.0)]
+    acme = await account_when(system, "acme.com", lambda a: contacts(a) == both)
+    assert acme["contacts"] == 2
+    assert (acme["contact_total_sum"], acme["contact_total_max"]) == (116, 115)
+    assert (acme["engaged_contacts"], acme["fit"], acme["total"]) == (1, 0, 116)
+    alone = [(cyd, "opportunity", 105.0)]
+    group = await account_when(system, "initech", lambda a: contacts(a) == alone)
+    assert (group["name"], group["fit"], group["total"]) == ("Initech", 40, 145)
+    assert [r["rule"].split(":")[0] for r in group["breakdown"]] == [
+        "account-industry",
+        "account-size",
+    ]
+
+    # bob's group call beats his domain trait: he moves to initech, and leaves acme.com
+    move = event(2, "segment.group", bob, properties={"group_id": "initech"})
+    assert (await system.ingest.post("/v1/events", json=move)).status_code == 202
+    moved = [(cyd, "opportunity", 105.0), (bob, "lead", 1.0)]
+    group = await account_when(system, "initech", lambda a: contacts(a) == moved)
+    assert (group["contacts"], group["contact_total_sum"], group["total"]) == (2, 106, 146)
+    acme = await account_when(system, "acme.com", lambda a: a["contacts"] == 1)
+    assert contacts(acme) == [(ada, "opportunity", 115.0)]
+    assert (acme["total"], acme["contact_total_max"]) == (115, 115)
+
+    listing = (await system.pipeline.get("/v1/accounts")).json()
+    assert [(a["account_id"], a["total"]) for a in listing["items"]] == [
+        ("initech", 146),
+        ("acme.com", 115),
+    ]
+    changed = (await system.pipeline.get("/v1/accounts", params={"updated_after": "0"})).json()
+    assert {a["account_id"] for a in changed["items"]} == {"acme.com", "initech"}

@@ -223,3 +223,44 @@ async def compacted_away(system: System, lead: str) -> None:
         return held
 
     await eventually(post_and_read, lambda held: not any(held.values()), timeout=120, interval=0.3)
+
+
+async def test_an_erased_lead_leaves_its_account_and_no_account_table_keeps_its_id(
+    system: System,
+) -> None:
+    ada = f"ada-{uuid.uuid4().hex[:8]}@acme.com"
+    bob = f"bob-{uuid.uuid4().hex[:8]}@acme.com"
+    domain = {"company_domain": "acme.com"}
+    batch = [
+        event(0, "lead.updated", ada, traits={**QUALIFIED, **domain}),
+        event(1, "demo.requested", ada),
+        event(0, "lead.updated", bob, traits=domain),
+    ]
+    assert (await system.ingest.post("/v1/events/batch", json=batch)).status_code == 202
+
+    def listed(account: dict[str, Any]) -> set[str]:
+        return {member["lead_id"] for member in account["members"]}
+
+    async def acme_when(ok: Any) -> dict[str, Any]:
+        response = await eventually(
+            lambda: system.pipeline.get("/v1/accounts/acme.com"),
+            lambda r: r.status_code == 200 and ok(r.json()),
+            timeout=60,
+            interval=0.2,
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    await acme_when(lambda a: listed(a) == {ada, bob} and a["total"] == 105)
+    await erase(system, ada)
+    # the erasure signal takes ada out of the contacts at once; the account's own numbers
+    # follow with its next roll-up, which the account stage sends as she leaves
+    acme = await acme_when(lambda a: listed(a) == {bob} and a["contacts"] == 1)
+    assert acme["total"] == 0
+
+    engine = create_engine(system.database_url)
+    try:
+        assert await tables_holding(engine, ada) == {}
+        assert "account_contacts" in await tables_holding(engine, bob)
+    finally:
+        await engine.dispose()
