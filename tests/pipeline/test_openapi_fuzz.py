@@ -157,7 +157,11 @@ def test_hostile_query_values_get_a_4xx_never_a_5xx(
 ) -> None:
     encoded = "&".join(f"{name}={percent_encoded(value)}" for name, value in query.items())
     response = httpx.get(f"{pipeline_url}{path}?{encoded}")
-    assert response.status_code in (200, 422), response.text[:300]
+    if len(encoded) > PipelineSettings().http_max_header_bytes - 512:  # the rest of the head
+        # a request line past the server's header limit is refused before any route
+        assert response.status_code in (422, 431), response.text[:300]
+    else:
+        assert response.status_code in (200, 422), response.text[:300]
 
 
 @given(
