@@ -8,9 +8,10 @@ throughput), ``GET /v1/leads?min_score=`` (a page of 100, the default; every oth
 also with ``&stage=``), valued at the time of the request, and ``GET /v1/leads/{id}`` for
 random known leads.
 
-Baseline: the SQL of a listing by *stored* totals (one index range, what leadflow did
-before it valued leads at the request's time), and the lookup by id, run directly with
-asyncpg prepared statements, in the same order with the same parameters.
+Baselines, in the same runs: the SQL of a listing by *stored* totals (one index range,
+what leadflow did before it valued leads at the request's time) and the lookup by id, run
+directly with asyncpg prepared statements; and the same SQL answered over HTTP by bare
+Starlette + asyncpg (``bench/bare_query_app.py``), the same requests in the same order.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from bench.common import http_session, repeat
+from bench.common import Measure, http_session, repeat
 from bench.env import BenchEnv, Config
 from bench.stats import Row, Summary, Target, percentile
 from services.pipeline.decay import StoredEngagement
@@ -101,14 +102,15 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
             "LEADFLOW_LOG_LEVEL": "WARNING",
         },
     )
-    await env.wait_ready(pipeline)
+    bare = env.start_module("bench.bare_query_app", {"BENCH_POSTGRES_URL": libpq_url})
+    await env.wait_ready(pipeline, bare)
     rng = random.Random(5)
     scores = [rng.choice([10, 30, 50, 70, 90, 110]) for _ in range(requests)]
     stages = [
         None if n % 2 else rng.choice(["lead", "prospect", "opportunity"]) for n in range(requests)
     ]
     ids = [lead_id(rng.randrange(count)) for _ in range(requests)]
-    samples: dict[str, list[dict[str, float]]] = {"leadflow": [], "asyncpg": []}
+    samples: dict[str, list[dict[str, float]]] = {"leadflow": [], "asyncpg": [], "starlette": []}
     client = http_session(4)
     connection = await asyncpg.connect(libpq_url)
 
@@ -123,24 +125,30 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
         )
         return percentile(lists, 99)
 
-    async def leadflow() -> float:
+    async def over_http(side: str, base: str) -> float:
         lists, gets = [], []
         for score, stage in zip(scores, stages, strict=True):
             query = f"min_score={score}" + ("" if stage is None else f"&stage={stage}")
             started = time.perf_counter()
-            async with client.get(f"{pipeline.url}/v1/leads?{query}") as response:
+            async with client.get(f"{base}/v1/leads?{query}") as response:
                 body = await response.read()
                 if response.status != 200 or not body:
-                    raise RuntimeError(f"pipeline answered {response.status}")
+                    raise RuntimeError(f"{side} answered {response.status}")
             lists.append((time.perf_counter() - started) * 1000)
         for lead in ids:
             started = time.perf_counter()
-            async with client.get(f"{pipeline.url}/v1/leads/{quote(lead, safe='@')}") as response:
+            async with client.get(f"{base}/v1/leads/{quote(lead, safe='@')}") as response:
                 await response.read()
                 if response.status != 200:
-                    raise RuntimeError(f"pipeline answered {response.status}")
+                    raise RuntimeError(f"{side} answered {response.status}")
             gets.append((time.perf_counter() - started) * 1000)
-        return record("leadflow", lists, gets)
+        return record(side, lists, gets)
+
+    async def leadflow() -> float:
+        return await over_http("leadflow", pipeline.url)
+
+    async def starlette() -> float:
+        return await over_http("starlette", bare.url)
 
     async def raw() -> float:
         lists, gets = [], []
@@ -162,11 +170,12 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
         return record("asyncpg", lists, gets)
 
     try:
-        await repeat("query", {"leadflow": leadflow, "asyncpg": raw}, config.runs, config.warmups)
+        sides: dict[str, Measure] = {"leadflow": leadflow, "starlette": starlette, "asyncpg": raw}
+        await repeat("query", sides, config.runs, config.warmups)
     finally:
         await client.close()
         await connection.close()
-        await env.stop(pipeline)
+        await env.stop(pipeline, bare)
     # the warm-ups were recorded too: keep only the measured runs
     measured = {side: runs[config.warmups :] for side, runs in samples.items()}
     extra = {"leads": count, "requests_per_endpoint": requests, "load_seconds": load_seconds}
@@ -188,6 +197,18 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
                 baseline=Summary([run[key] for run in measured["asyncpg"]]),
                 target=Target("value_max", 50) if key == "list_p99" else None,
                 extra=extra if not rows else {},
+            )
+        )
+        rows.append(
+            Row(
+                "query",
+                f"{metric} ({count:,} leads)",
+                "ms",
+                Summary([run[key] for run in measured["leadflow"]]),
+                higher_is_better=False,
+                baseline_name="Starlette + asyncpg",
+                baseline=Summary([run[key] for run in measured["starlette"]]),
+                target=Target("ratio_min", 0.6),
             )
         )
     return rows
