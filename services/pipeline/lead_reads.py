@@ -340,24 +340,39 @@ def _min(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
 
 
+SKIP_SCAN = """
+WITH RECURSIVE found(fit, decay_rate, decay_sign) AS (
+    (SELECT fit, decay_rate, decay_sign FROM leads {where}
+     ORDER BY fit, decay_rate, decay_sign LIMIT 1)
+    UNION ALL
+    SELECT step.fit, step.decay_rate, step.decay_sign FROM found, LATERAL (
+        SELECT fit, decay_rate, decay_sign FROM leads
+        WHERE (fit, decay_rate, decay_sign) > (found.fit, found.decay_rate, found.decay_sign)
+        {and_where}
+        ORDER BY fit, decay_rate, decay_sign LIMIT 1
+    ) AS step
+)
+SELECT fit, decay_rate, decay_sign FROM found
+"""
+"""PostgreSQL has no skip scan of its own: one index probe per group, in one statement."""
+
+
 async def _groups(session: AsyncSession, stage: Stage | None) -> list[Group]:
-    """The (fit, rate, sign) triples present; a skip scan of the index on PostgreSQL."""
-    key = (C.fit, C.decay_rate, C.decay_sign)
-    where = [] if stage is None else [C.stage == stage.value]
+    """The (fit, rate, sign) triples present, of ``stage``'s leads when given."""
     if session.get_bind().dialect.name != "postgresql":
+        key = (C.fit, C.decay_rate, C.decay_sign)
+        where = [] if stage is None else [C.stage == stage.value]
         query = select(*key).where(*where).distinct()
         return [Group(*row) for row in (await session.execute(query)).all()]
-    found: list[Group] = []
-    previous: tuple[Any, ...] | None = None
-    while True:
-        step = select(*key).where(*where).order_by(*key).limit(1)
-        if previous is not None:
-            step = step.where(tuple_(*key) > tuple_(*previous))
-        row = (await session.execute(step)).first()
-        if row is None:
-            return found
-        found.append(Group(*row))
-        previous = tuple(row)
+    if stage is None:
+        statement = text(SKIP_SCAN.format(where="", and_where=""))
+        rows = await session.execute(statement)
+    else:
+        statement = text(
+            SKIP_SCAN.format(where="WHERE stage = :stage", and_where="AND stage = :stage")
+        )
+        rows = await session.execute(statement, {"stage": stage.value})
+    return [Group(*row) for row in rows.all()]
 
 
 def encode_cursor(at: datetime, total: float, lead_id: str) -> str:
