@@ -69,7 +69,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import journeys
+from services.pipeline import analytics_summaries, journeys
 from services.pipeline.api_models import (
     Funnel,
     FunnelStage,
@@ -138,7 +138,9 @@ async def record_batch(
       stage change only until the lead has a score update).
 
     - last, the rows the analytics read are recomputed for every lead the batch wrote
-      or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction.
+      or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction,
+      and so are their counts in the summaries, withdrawn first and added back last
+      (:mod:`services.pipeline.analytics_summaries`).
 
     Duplicates inside the batch are dropped before the upserts (PostgreSQL
     refuses to update one row twice in one statement). On PostgreSQL, batches
@@ -159,10 +161,16 @@ async def record_batch(
     newest_changes = _newest_per_lead(changes)
     newest_scores = _newest_per_lead(score_updates)
 
+    written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
+    written += [signal.lead_id for signal in erasures]
+    grown = [c.lead_id for c in newest_changes] + [signal.lead_id for signal in erasures]
+
     async with session_factory() as session, session.begin():
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        # before any write: what these leads count in the summaries now
+        await analytics_summaries.withdraw(session, written, grown)
         if erasures:
             await _erase(session, dialect, erasures, now)
         writes_leads = bool(newest_changes or newest_scores)
@@ -184,9 +192,8 @@ async def record_batch(
         if newest_scores:
             await execute(_breakdowns(dialect), [_breakdown_row(s, now) for s in newest_scores])
         # last, so the analytics' derived rows see every write of the batch
-        written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
-        written += [signal.lead_id for signal in erasures]
-        await journeys.refresh(session, written, changed=[c.lead_id for c in newest_changes])
+        await journeys.refresh(session, written, changed=grown)
+        await analytics_summaries.restore(session, written, grown)
 
 
 async def _next_change_position(session: AsyncSession) -> int:

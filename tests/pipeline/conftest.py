@@ -35,7 +35,18 @@ from services.pipeline.migrate import migrate
 from shared.database import Database
 
 TEST_DATABASE_URL_ENV = "LEADFLOW_TEST_DATABASE_URL"
-TABLES = ("lead_journeys", "score_breakdowns", "stage_changes", "leads", "erasures")
+TABLES = (
+    "stage_change_hours",
+    "cohort_days",
+    "stay_days",
+    "span_days",
+    "journey_spans",
+    "lead_journeys",
+    "score_breakdowns",
+    "stage_changes",
+    "leads",
+    "erasures",
+)
 """Children first, so deleting never trips a foreign key."""
 
 
