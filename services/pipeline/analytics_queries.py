@@ -232,9 +232,12 @@ async def cohorts(session: AsyncSession, window: TimeRange, period: Period) -> C
 # --- stage changes over time -----------------------------------------------------------
 
 
+_FUNNEL_ORDER = {stage.value: index for index, stage in enumerate(Stage)}
+
+
 def _stage_order(stage: Stage | None) -> int:
     """Funnel order, the creating change (no from_stage) first."""
-    return -1 if stage is None else list(Stage).index(stage)
+    return -1 if stage is None else _FUNNEL_ORDER[stage.value]
 
 
 async def stage_changes(

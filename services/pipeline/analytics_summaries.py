@@ -296,15 +296,11 @@ async def restore(session: AsyncSession, leads: Iterable[str], changed: Iterable
     await _apply(session, leads, changed, 1)
 
 
-def rebuild_statements(dialect: str) -> list[Any]:
-    """Every stay column, span and summary recomputed over every lead, in order (after a
-    bulk load, and in migration 0006)."""
-    statements = [
-        set_stays(dialect, None),
-        set_buckets(None),
-        delete(SPAN_ROWS),
-        insert_spans(dialect, None),
-    ]
+def rebuild_statements(dialect: str, *, stays: bool = True) -> list[Any]:
+    """Every stay column (unless ``stays`` is false: a bulk load that wrote them), span
+    and summary recomputed over every lead, in order (migration 0006, a bulk load)."""
+    statements = [set_stays(dialect, None), set_buckets(None)] if stays else []
+    statements += [delete(SPAN_ROWS), insert_spans(dialect, None)]
     for summary in SUMMARIES:
         statements += [delete(summary.table), contribute(dialect, summary, None, 1)]
     return statements
