@@ -4,8 +4,9 @@ The leads and their histories (a year of them, three changes a lead on average, 
 sources, skipped stages, disqualifications and recycled leads) are bulk-loaded with
 COPY (asyncpg ``copy_records_to_table``) into a migrated PostgreSQL database, each
 change with its ``left_at`` and stay columns; the journeys are then derived by the
-statement migration 0005 backfills with (:func:`services.pipeline.journeys.upsert_journeys`), and the stay
-columns, spans and summaries by those of migration 0006
+statement migration 0005 backfills with
+(:func:`services.pipeline.journeys.upsert_journeys`), and the spans and summaries by
+those of migration 0006
 (:func:`services.pipeline.analytics_summaries.rebuild_statements`), each timed apart.
 Pipeline serves it as a process with its consumer off. Each run sends every route's
 requests one after another (latency, not throughput): unbounded, and over the last 30
