@@ -45,7 +45,7 @@ from services.pipeline.analytics_models import (
     Velocity,
     VelocityStep,
 )
-from services.pipeline.analytics_summaries import COHORT_DAYS, HOURS, SPANS
+from services.pipeline.analytics_summaries import COHORT_DAYS, DAYS, FUNNEL_DAYS, HOURS, SPANS
 from services.pipeline.api_models import Funnel
 from services.pipeline.journeys import FORWARD_RANKS
 from services.pipeline.tables import LeadJourneyRow, StageChangeRow
@@ -101,17 +101,30 @@ def _as_utc(value: datetime | str) -> datetime:
 
 async def funnel(session: AsyncSession, window: TimeRange, *, by_source: bool) -> Funnel:
     """The funnel of the leads that entered in ``window`` (every lead when unbounded)."""
+    await _snapshot(session)
+    whole, edges = split_window(window, Interval.DAY)
+    parts: list[Select[Any]] = []
+    if whole is not None:
+        f = FUNNEL_DAYS.c
+        keys = (f.stage, f.furthest, f.disqualified, f.has_source, f.source)
+        parts.append(
+            select(*keys, func.sum(f["count"]))
+            .where(f["count"] != 0, *_in_range(f.day, whole))
+            .group_by(*keys)
+        )
     j = JOURNEYS.c
-    query = (
-        select(j.stage, j.furthest, j.disqualified, j.source, func.count())
-        .where(*_in_range(j.entered_at, window))
-        .group_by(j.stage, j.furthest, j.disqualified, j.source)
-    )
-    rows = (await session.execute(query)).all()
-    counts = [
-        LeadCount(Stage(stage), furthest, bool(dq), source, count)
-        for stage, furthest, dq, source, count in rows
-    ]
+    ranges = [*(_in_range(j.entered_at, edge) for edge in edges)]
+    if not window.bounded:  # leads with no stage change yet count only here
+        ranges.append([j.entered_at.is_(None)])
+    for conditions in ranges:
+        raw = (j.stage, j.furthest, j.disqualified, j.source.is_not(None), j.source)
+        parts.append(select(*raw, func.count()).where(*conditions).group_by(*raw))
+    counts = []
+    for part in parts:
+        for stage, furthest, dq, has_source, source, count in (await session.execute(part)).all():
+            counts.append(
+                LeadCount(Stage(stage), furthest, bool(dq), source if has_source else None, count)
+            )
     return funnel_of(counts, by_source=by_source)
 
 
@@ -246,14 +259,17 @@ async def stage_changes(
     """Stage changes that happened in ``window``, per interval and per (from, to)."""
     await _snapshot(session)
     dialect = _dialect(session)
-    whole, edges = split_window(window, Interval.HOUR)
+    # hours for hourly counts, days for the rest: the fewest summary rows
+    unit, summary = (Interval.HOUR, HOURS) if interval == Interval.HOUR else (Interval.DAY, DAYS)
+    whole, edges = split_window(window, unit)
     parts: list[Select[Any]] = []
     if whole is not None:
-        h = HOURS.c
-        start = _start_of(dialect, h.hour, interval).label("start")
+        h = summary.c
+        key = h[unit.value]
+        start = _start_of(dialect, key, interval).label("start")
         parts.append(
             select(start, h.from_stage, h.to_stage, func.sum(h["count"]))
-            .where(h["count"] != 0, *_in_range(h.hour, whole))
+            .where(h["count"] != 0, *_in_range(key, whole))
             .group_by(start, h.from_stage, h.to_stage)
         )
     c = CHANGES.c

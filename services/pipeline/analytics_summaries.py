@@ -51,9 +51,11 @@ from services.pipeline.analytics import STAY_BUCKET_BOUNDS
 from services.pipeline.journeys import CHUNK
 from services.pipeline.tables import (
     CohortDayRow,
+    FunnelDayRow,
     JourneySpanRow,
     LeadJourneyRow,
     SpanDayRow,
+    StageChangeDayRow,
     StageChangeHourRow,
     StageChangeRow,
     StayDayRow,
@@ -63,7 +65,9 @@ CHANGES = typed(Table, StageChangeRow.__table__)
 JOURNEYS = typed(Table, LeadJourneyRow.__table__)
 SPAN_ROWS = typed(Table, JourneySpanRow.__table__)
 HOURS = typed(Table, StageChangeHourRow.__table__)
+DAYS = typed(Table, StageChangeDayRow.__table__)
 COHORT_DAYS = typed(Table, CohortDayRow.__table__)
+FUNNEL_DAYS = typed(Table, FunnelDayRow.__table__)
 STAY_DAYS = typed(Table, StayDayRow.__table__)
 SPAN_DAYS = typed(Table, SpanDayRow.__table__)
 
@@ -212,19 +216,34 @@ class Summary:
     """Only stage changes move it: recomputed for the leads that got some."""
 
 
-def _hour_rows(dialect: str) -> Select[Any]:
-    c = CHANGES.c
-    return select(
-        truncated(dialect, c.occurred_at, "hour").label("hour"),
-        func.coalesce(c.from_stage, "").label("from_stage"),
-        c.to_stage,
-    )
+def _change_rows(unit: str) -> Callable[[str], Select[Any]]:
+    def rows(dialect: str) -> Select[Any]:
+        c = CHANGES.c
+        return select(
+            truncated(dialect, c.occurred_at, unit).label(unit),
+            func.coalesce(c.from_stage, "").label("from_stage"),
+            c.to_stage,
+        )
+
+    return rows
 
 
 def _cohort_rows(dialect: str) -> Select[Any]:
     j = JOURNEYS.c
     day = truncated(dialect, j.entered_at, "day").label("day")
     return select(day, j.furthest).where(j.entered_at.is_not(None))
+
+
+def _funnel_rows(dialect: str) -> Select[Any]:
+    j = JOURNEYS.c
+    return select(
+        truncated(dialect, j.entered_at, "day").label("day"),
+        j.stage,
+        j.furthest,
+        j.disqualified,
+        j.source.is_not(None).label("has_source"),
+        func.coalesce(j.source, "").label("source"),
+    ).where(j.entered_at.is_not(None))
 
 
 def _stay_rows(dialect: str) -> Select[Any]:
@@ -239,8 +258,10 @@ def _span_rows(dialect: str) -> Select[Any]:
 
 
 SUMMARIES = (
-    Summary(HOURS, CHANGES, _hour_rows, follows_changes=True),
+    Summary(HOURS, CHANGES, _change_rows("hour"), follows_changes=True),
+    Summary(DAYS, CHANGES, _change_rows("day"), follows_changes=True),
     Summary(COHORT_DAYS, JOURNEYS, _cohort_rows, follows_changes=False),
+    Summary(FUNNEL_DAYS, JOURNEYS, _funnel_rows, follows_changes=False),
     Summary(STAY_DAYS, CHANGES, _stay_rows, follows_changes=True),
     Summary(SPAN_DAYS, SPAN_ROWS, _span_rows, follows_changes=True),
 )

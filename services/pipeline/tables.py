@@ -141,6 +141,14 @@ Index(
     StageChangeRow.stay_seconds,
     StageChangeRow.occurred_at,
 )
+# The same over a narrow range: the range's rows of one bucket, then sorted.
+Index(
+    "ix_stage_changes_to_stage_stay_bucket_occurred_at",
+    StageChangeRow.to_stage,
+    StageChangeRow.stay_bucket,
+    StageChangeRow.occurred_at,
+    StageChangeRow.stay_seconds,
+)
 # Serves a percentile of open stays: ranking by when they began, inside one day.
 Index(
     "ix_stage_changes_open_stays",
@@ -219,6 +227,13 @@ Index(
     JourneySpanRow.seconds,
     JourneySpanRow.entered_at,
 )
+Index(
+    "ix_journey_spans_span_bucket_entered_at",
+    JourneySpanRow.span,
+    JourneySpanRow.bucket,
+    JourneySpanRow.entered_at,
+    JourneySpanRow.seconds,
+)
 
 
 # --- summaries: exact counts per key, kept by analytics_summaries in each batch's
@@ -233,6 +248,32 @@ class StageChangeHourRow(Base):
     hour: Mapped[datetime] = mapped_column(primary_key=True)
     from_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
     to_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class StageChangeDayRow(Base):
+    """The same per UTC day: what day and week intervals read."""
+
+    __tablename__ = "stage_change_days"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    from_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    to_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class FunnelDayRow(Base):
+    """Leads per UTC day they entered and what the funnel groups by (lead_journeys);
+    ``has_source`` false stands for a null source ('' then)."""
+
+    __tablename__ = "funnel_days"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    furthest: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    disqualified: Mapped[bool] = mapped_column(primary_key=True)
+    has_source: Mapped[bool] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(256), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -61,6 +61,21 @@ def upgrade() -> None:
         sa.Column("to_stage", STAGE, nullable=False),
     )
     _counts(
+        "stage_change_days",
+        sa.Column("day", TIME, nullable=False),
+        sa.Column("from_stage", STAGE, nullable=False),
+        sa.Column("to_stage", STAGE, nullable=False),
+    )
+    _counts(
+        "funnel_days",
+        sa.Column("day", TIME, nullable=False),
+        sa.Column("stage", STAGE, nullable=False),
+        sa.Column("furthest", sa.Integer(), nullable=False, autoincrement=False),
+        sa.Column("disqualified", sa.Boolean(), nullable=False),
+        sa.Column("has_source", sa.Boolean(), nullable=False),
+        sa.Column("source", sa.String(256), nullable=False),
+    )
+    _counts(
         "cohort_days",
         sa.Column("day", TIME, nullable=False),
         sa.Column("furthest", sa.Integer(), nullable=False, autoincrement=False),
@@ -87,6 +102,11 @@ def upgrade() -> None:
         ["to_stage", "stay_bucket", "stay_seconds", "occurred_at"],
     )
     op.create_index(
+        "ix_stage_changes_to_stage_stay_bucket_occurred_at",
+        "stage_changes",
+        ["to_stage", "stay_bucket", "occurred_at", "stay_seconds"],
+    )
+    op.create_index(
         "ix_stage_changes_open_stays",
         "stage_changes",
         ["to_stage", "occurred_at"],
@@ -98,14 +118,28 @@ def upgrade() -> None:
         "journey_spans",
         ["span", "bucket", "seconds", "entered_at"],
     )
+    op.create_index(
+        "ix_journey_spans_span_bucket_entered_at",
+        "journey_spans",
+        ["span", "bucket", "entered_at", "seconds"],
+    )
 
 
 def downgrade() -> None:
-    for name in ("span_days", "stay_days", "cohort_days", "stage_change_hours"):
+    for name in (
+        "span_days",
+        "stay_days",
+        "cohort_days",
+        "funnel_days",
+        "stage_change_days",
+        "stage_change_hours",
+    ):
         op.drop_table(name)
+    op.drop_index("ix_journey_spans_span_bucket_entered_at", table_name="journey_spans")
     op.drop_index("ix_journey_spans_span_bucket", table_name="journey_spans")
     op.drop_table("journey_spans")
     op.drop_index("ix_stage_changes_open_stays", table_name="stage_changes")
+    op.drop_index("ix_stage_changes_to_stage_stay_bucket_occurred_at", table_name="stage_changes")
     op.drop_index("ix_stage_changes_to_stage_stay_bucket", table_name="stage_changes")
     op.drop_column("stage_changes", "stay_bucket")
     op.drop_column("stage_changes", "stay_seconds")
