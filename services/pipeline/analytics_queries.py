@@ -284,9 +284,17 @@ async def stage_changes(
     for part in parts:
         for began, from_stage, to_stage, count in (await session.execute(part)).all():
             counts[_as_utc(began), from_stage or None, to_stage] += int(count)
+    # model_construct: thousands of rows read from our own tables, typed here already;
+    # validating each one again is most of the time of an hourly answer
     buckets: dict[datetime, list[Transition]] = defaultdict(list)
     for (moment, from_stage, to_stage), count in counts.items():
-        buckets[moment].append(Transition(from_stage=from_stage, to_stage=to_stage, count=count))
+        buckets[moment].append(
+            Transition.model_construct(
+                from_stage=None if from_stage is None else Stage(from_stage),
+                to_stage=Stage(to_stage),
+                count=count,
+            )
+        )
     answer = []
     for moment in sorted(buckets):
         transitions = sorted(
@@ -294,7 +302,7 @@ async def stage_changes(
             key=lambda t: (-t.count, _stage_order(t.from_stage), _stage_order(t.to_stage)),
         )
         answer.append(
-            ChangeBucket(
+            ChangeBucket.model_construct(
                 start=moment, total=sum(t.count for t in transitions), transitions=transitions
             )
         )
