@@ -34,7 +34,7 @@ from shared.events import Event, ScoreUpdate, StageChange
 
 BATCH_RECORDS = 500
 TABLES = (
-    "stage_change_hours, stage_change_days, cohort_days, funnel_days, stay_days, span_days, "
+    "stage_change_hours, stage_change_days, funnel_days, stay_days, span_days, "
     "journey_spans, lead_journeys, score_breakdowns, stage_changes, leads"
 )
 

@@ -45,7 +45,7 @@ from services.pipeline.analytics_models import (
     Velocity,
     VelocityStep,
 )
-from services.pipeline.analytics_summaries import COHORT_DAYS, DAYS, FUNNEL_DAYS, HOURS, SPANS
+from services.pipeline.analytics_summaries import DAYS, FUNNEL_DAYS, HOURS, SPANS
 from services.pipeline.api_models import Funnel
 from services.pipeline.journeys import FORWARD_RANKS
 from services.pipeline.tables import LeadJourneyRow, StageChangeRow
@@ -204,7 +204,7 @@ async def cohorts(session: AsyncSession, window: TimeRange, period: Period) -> C
     whole, edges = split_window(window, Interval.DAY)
     parts: list[Select[Any]] = []
     if whole is not None:
-        d = COHORT_DAYS.c
+        d = FUNNEL_DAYS.c
         start = _start_of(dialect, d.day, period).label("start")
         parts.append(
             select(start, d.furthest, func.sum(d["count"]))

@@ -17,7 +17,8 @@ Migration 0006 fills the summaries of an existing database with the same stateme
 
 Only stage changes feed the hour and stay summaries and the spans, so only leads with
 new stage changes (or erased) are recomputed there; the cohort counts follow the lead's
-current stage too, so every lead written is.
+current stage too, so every lead written is. Cohorts are summed from the funnel's counts,
+which hold the furthest rank, rather than kept apart.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.pipeline.analytics import STAY_BUCKET_BOUNDS
 from services.pipeline.journeys import CHUNK
 from services.pipeline.tables import (
-    CohortDayRow,
     FunnelDayRow,
     JourneySpanRow,
     LeadJourneyRow,
@@ -66,7 +66,6 @@ JOURNEYS = typed(Table, LeadJourneyRow.__table__)
 SPAN_ROWS = typed(Table, JourneySpanRow.__table__)
 HOURS = typed(Table, StageChangeHourRow.__table__)
 DAYS = typed(Table, StageChangeDayRow.__table__)
-COHORT_DAYS = typed(Table, CohortDayRow.__table__)
 FUNNEL_DAYS = typed(Table, FunnelDayRow.__table__)
 STAY_DAYS = typed(Table, StayDayRow.__table__)
 SPAN_DAYS = typed(Table, SpanDayRow.__table__)
@@ -142,25 +141,15 @@ def bucket_of(seconds: ColumnElement[float]) -> ColumnElement[int]:
 
 
 def set_stays(dialect: str, lead_ids: Iterable[str] | None) -> Any:
-    """UPDATE each finished stay's seconds from its ``left_at``, where they differ (NULL
-    while open); :func:`set_buckets` follows."""
+    """UPDATE each stay's seconds and bucket from its ``left_at`` (NULL while open), where
+    they differ: one statement, the bucket computed from the same seconds expression."""
     c = CHANGES.c
-    finished = case(
-        (c.left_at.is_(None), None), else_=seconds_between(dialect, c.occurred_at, c.left_at)
-    )
-    statement = update(CHANGES).values(stay_seconds=finished)
-    differs = c.stay_seconds.is_distinct_from(finished)
-    if lead_ids is None:
-        return statement.where(differs)
-    return statement.where(c.lead_id.in_(list(lead_ids)), differs)
-
-
-def set_buckets(lead_ids: Iterable[str] | None) -> Any:
-    """UPDATE each stay's bucket from its seconds, where it differs."""
-    c = CHANGES.c
-    bucket = case((c.stay_seconds.is_(None), None), else_=bucket_of(c.stay_seconds))
-    statement = update(CHANGES).values(stay_bucket=bucket)
-    differs = c.stay_bucket.is_distinct_from(bucket)
+    open_ = c.left_at.is_(None)
+    seconds = seconds_between(dialect, c.occurred_at, c.left_at)
+    finished = case((open_, None), else_=seconds)
+    bucket = case((open_, None), else_=bucket_of(seconds))
+    statement = update(CHANGES).values(stay_seconds=finished, stay_bucket=bucket)
+    differs = c.stay_seconds.is_distinct_from(finished) | (c.stay_bucket.is_(None) != open_)
     if lead_ids is None:
         return statement.where(differs)
     return statement.where(c.lead_id.in_(list(lead_ids)), differs)
@@ -228,12 +217,6 @@ def _change_rows(unit: str) -> Callable[[str], Select[Any]]:
     return rows
 
 
-def _cohort_rows(dialect: str) -> Select[Any]:
-    j = JOURNEYS.c
-    day = truncated(dialect, j.entered_at, "day").label("day")
-    return select(day, j.furthest).where(j.entered_at.is_not(None))
-
-
 def _funnel_rows(dialect: str) -> Select[Any]:
     j = JOURNEYS.c
     return select(
@@ -260,7 +243,6 @@ def _span_rows(dialect: str) -> Select[Any]:
 SUMMARIES = (
     Summary(HOURS, CHANGES, _change_rows("hour"), follows_changes=True),
     Summary(DAYS, CHANGES, _change_rows("day"), follows_changes=True),
-    Summary(COHORT_DAYS, JOURNEYS, _cohort_rows, follows_changes=False),
     Summary(FUNNEL_DAYS, JOURNEYS, _funnel_rows, follows_changes=False),
     Summary(STAY_DAYS, CHANGES, _stay_rows, follows_changes=True),
     Summary(SPAN_DAYS, SPAN_ROWS, _span_rows, follows_changes=True),
@@ -312,7 +294,6 @@ async def restore(session: AsyncSession, leads: Iterable[str], changed: Iterable
     grown = sorted(set(changed))
     for start in range(0, len(grown), CHUNK):
         await session.execute(set_stays(dialect, grown[start : start + CHUNK]))
-        await session.execute(set_buckets(grown[start : start + CHUNK]))
     await refresh_spans(session, dialect, grown)
     await _apply(session, leads, changed, 1)
 
@@ -320,7 +301,7 @@ async def restore(session: AsyncSession, leads: Iterable[str], changed: Iterable
 def rebuild_statements(dialect: str, *, stays: bool = True) -> list[Any]:
     """Every stay column (unless ``stays`` is false: a bulk load that wrote them), span
     and summary recomputed over every lead, in order (migration 0006, a bulk load)."""
-    statements = [set_stays(dialect, None), set_buckets(None)] if stays else []
+    statements = [set_stays(dialect, None)] if stays else []
     statements += [delete(SPAN_ROWS), insert_spans(dialect, None)]
     for summary in SUMMARIES:
         statements += [delete(summary.table), contribute(dialect, summary, None, 1)]

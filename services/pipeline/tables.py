@@ -264,7 +264,7 @@ class StageChangeDayRow(Base):
 
 class FunnelDayRow(Base):
     """Leads per UTC day they entered and what the funnel groups by (lead_journeys);
-    ``has_source`` false stands for a null source ('' then)."""
+    ``has_source`` false stands for a null source ('' then). Cohorts sum it by furthest."""
 
     __tablename__ = "funnel_days"
 
@@ -274,16 +274,6 @@ class FunnelDayRow(Base):
     disqualified: Mapped[bool] = mapped_column(primary_key=True)
     has_source: Mapped[bool] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(String(256), primary_key=True)
-    count: Mapped[int] = mapped_column(BigInteger)
-
-
-class CohortDayRow(Base):
-    """Leads per UTC day they entered and furthest rank (lead_journeys)."""
-
-    __tablename__ = "cohort_days"
-
-    day: Mapped[datetime] = mapped_column(primary_key=True)
-    furthest: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(BigInteger)
 
 

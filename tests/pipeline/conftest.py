@@ -38,7 +38,6 @@ TEST_DATABASE_URL_ENV = "LEADFLOW_TEST_DATABASE_URL"
 TABLES = (
     "stage_change_hours",
     "stage_change_days",
-    "cohort_days",
     "funnel_days",
     "stay_days",
     "span_days",

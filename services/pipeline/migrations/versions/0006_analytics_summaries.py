@@ -76,11 +76,6 @@ def upgrade() -> None:
         sa.Column("source", sa.String(256), nullable=False),
     )
     _counts(
-        "cohort_days",
-        sa.Column("day", TIME, nullable=False),
-        sa.Column("furthest", sa.Integer(), nullable=False, autoincrement=False),
-    )
-    _counts(
         "stay_days",
         sa.Column("to_stage", STAGE, nullable=False),
         sa.Column("day", TIME, nullable=False),
@@ -129,7 +124,6 @@ def downgrade() -> None:
     for name in (
         "span_days",
         "stay_days",
-        "cohort_days",
         "funnel_days",
         "stage_change_days",
         "stage_change_hours",
