@@ -15,10 +15,10 @@ key will likely be used again; readers skip zeros). Batches hold the writers' lo
 (PostgreSQL's advisory lock, SQLite's single writer), so no two batches interleave.
 Migration 0006 fills the summaries of an existing database with the same statements.
 
-Only stage changes feed the hour and stay summaries and the spans, so only leads with
-new stage changes (or erased) are recomputed there; the cohort counts follow the lead's
-current stage too, so every lead written is. Cohorts are summed from the funnel's counts,
-which hold the furthest rank, rather than kept apart.
+Only stage changes feed the hour, day and stay summaries and the spans, so only leads
+with new stage changes (or erased) are recomputed there; the funnel's counts follow the
+lead's current stage too (a score update can move it), so every lead written is.
+Cohorts are summed from the funnel's counts, which hold the furthest rank.
 """
 
 from __future__ import annotations
