@@ -3,11 +3,14 @@
 The leads and their histories (a year of them, three changes a lead on average, with
 sources, skipped stages, disqualifications and recycled leads) are bulk-loaded with
 COPY (asyncpg ``copy_records_to_table``) into a migrated PostgreSQL database, each
-change with its ``left_at``; the journeys are then derived by the statement migration
-0005 backfills with (:func:`services.pipeline.journeys.upsert_journeys`), timed
-apart. Pipeline serves it as a process with its consumer off. Each run sends every
-route's requests one after another (latency, not throughput): unbounded, and over the
-last 30 days, the ranges a dashboard asks for.
+change with its ``left_at`` and stay columns; the journeys are then derived by the
+statement migration 0005 backfills with
+(:func:`services.pipeline.journeys.upsert_journeys`), and the spans and summaries by
+those of migration 0006
+(:func:`services.pipeline.analytics_summaries.rebuild_statements`), each timed apart.
+Pipeline serves it as a process with its consumer off. Each run sends every route's
+requests one after another (latency, not throughput): unbounded, and over the last 30
+days, the ranges a dashboard asks for.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import asyncpg
 from bench.common import http_session, repeat
 from bench.env import BenchEnv, Config
 from bench.stats import Row, Summary, Target, percentile
-from services.pipeline import journeys
+from services.pipeline import analytics_summaries, journeys
+from services.pipeline.analytics import stay_bucket, stay_seconds
 from services.pipeline.migrate import migrate
 from shared.database import create_engine
 
@@ -35,7 +39,7 @@ LEAD_COLUMNS = (
 CHANGE_COLUMNS = (
     "lead_id", "sequence", "change_id", "from_stage", "to_stage", "reason", "trigger_event_id",
     "occurred_at", "fit", "engagement", "total", "model_version", "recorded_at", "source",
-    "left_at",
+    "left_at", "stay_seconds", "stay_bucket",
 )  # fmt: skip
 SOURCES = ["webinar", "website", "ads", "referral", "events", None]
 CHANGES_PER_LEAD = [1] * 25 + [2] * 20 + [3] * 15 + [4] * 20 + [5] * 12 + [6] * 8
@@ -70,13 +74,14 @@ def histories(
             if at > now:
                 break
             to_stage = "lead" if stage is None else next_stage(rng, stage)
-            if rows:
-                rows[-1][-1] = at  # the previous stay ends here
+            if rows:  # the previous stay ends here
+                seconds = stay_seconds(rows[-1][7], at)
+                rows[-1][-3:] = [at, seconds, stay_bucket(seconds)]
             rows.append(
                 [
                     lead_id, sequence, f"{lead_id}#{sequence}", stage, to_stage, "bench",
                     f"{lead_id}/{sequence}", at, 30.0, 20.0, 50.0, "default-1", at,
-                    source if sequence == 1 else rng.choice(SOURCES), None,
+                    source if sequence == 1 else rng.choice(SOURCES), None, None, None,
                 ]
             )  # fmt: skip
             stage = to_stage
@@ -106,9 +111,14 @@ async def load(libpq_url: str, url: str, count: int, now: datetime) -> dict[str,
         try:
             async with engine.begin() as db:
                 await db.execute(journeys.upsert_journeys("postgresql", None))
+            derived = time.perf_counter()
+            async with engine.begin() as db:
+                # the stay columns came with the rows, as the pipeline computes them
+                for statement in analytics_summaries.rebuild_statements("postgresql", stays=False):
+                    await db.execute(statement)
         finally:
             await engine.dispose()
-        derived = time.perf_counter()
+        summarised = time.perf_counter()
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
@@ -116,7 +126,8 @@ async def load(libpq_url: str, url: str, count: int, now: datetime) -> dict[str,
         "stage_changes": changes,
         "copy_seconds": copied - started,
         "journeys_seconds": derived - copied,
-        "analyse_seconds": time.perf_counter() - derived,
+        "summaries_seconds": summarised - derived,
+        "analyse_seconds": time.perf_counter() - summarised,
     }
 
 

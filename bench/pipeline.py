@@ -33,7 +33,10 @@ from shared.database import Database
 from shared.events import Event, ScoreUpdate, StageChange
 
 BATCH_RECORDS = 500
-TABLES = "lead_journeys, score_breakdowns, stage_changes, leads"
+TABLES = (
+    "stage_change_hours, stage_change_days, funnel_days, stay_days, span_days, "
+    "journey_spans, lead_journeys, score_breakdowns, stage_changes, leads"
+)
 
 Batch = tuple[list[StageChange], list[ScoreUpdate]]
 

@@ -26,11 +26,13 @@ Definitions every analytics answer follows (README "Analytics" says the same for
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from itertools import pairwise
+from typing import TypeVar
 
 from services.pipeline.api_models import Funnel, FunnelStage, SourceFunnel, StageConversion
 from shared.events import Stage
@@ -40,6 +42,8 @@ FORWARD_STAGES = (Stage.LEAD, Stage.PROSPECT, Stage.OPPORTUNITY, Stage.CUSTOMER)
 
 LATER_STAGES = FORWARD_STAGES[1:]
 """The stages a cohort is followed into."""
+
+K = TypeVar("K")
 
 MEDIAN = 0.5
 P90 = 0.9
@@ -59,6 +63,9 @@ class Interval(StrEnum):
     HOUR = "hour"
     DAY = "day"
     WEEK = "week"
+
+
+UNIT_LENGTH = {Interval.HOUR: timedelta(hours=1), Interval.DAY: timedelta(days=1)}
 
 
 def nearest_rank(ordered: Sequence[float], fraction: float) -> float | None:
@@ -86,6 +93,59 @@ class Spread:
 def stay_seconds(began: datetime, ended: datetime) -> float:
     """How long a stay lasted, never less than zero."""
     return max(0.0, (ended - began).total_seconds())
+
+
+STAY_BUCKET_FACTOR = 1.3
+STAY_BUCKET_BOUNDS = tuple(STAY_BUCKET_FACTOR**i for i in range(80))
+"""Lower bounds of the duration buckets after the first (under one second): each bound
+the last times the factor, up to about eleven years; the last bucket has no upper bound."""
+
+
+def stay_bucket(seconds: float) -> int:
+    """The log-scale bucket of a duration: 0 below the first bound, then one per factor.
+
+    Monotone in ``seconds``, so the values of a bucket all lie between those of the
+    buckets either side of it: a percentile is found by counting whole buckets, then
+    ranking inside one (the SQL spelling is
+    :func:`services.pipeline.analytics_summaries.bucket_of`, over the same bounds).
+    """
+    return bisect_right(STAY_BUCKET_BOUNDS, seconds)
+
+
+def rank_in(counts: Iterable[tuple[K, int]], rank: int) -> tuple[K, int] | None:
+    """The bucket holding the ``rank``-th value (1-based) of ``(bucket, count)`` pairs in
+    value order, and the value's rank inside that bucket; ``None`` past the last."""
+    before = 0
+    for bucket, count in counts:
+        if before + count >= rank:
+            return bucket, rank - before
+        before += count
+    return None
+
+
+def percentile_rank(count: int, fraction: float) -> int:
+    """The nearest rank (1-based) of the ``fraction`` percentile of ``count`` values."""
+    return max(1, math.ceil(fraction * count))
+
+
+def split_window(window: TimeRange, unit: Interval) -> tuple[TimeRange | None, list[TimeRange]]:
+    """``window`` cut into the whole hours or days inside it and the partial ones at its
+    edges: the whole ones are read from a summary, the edges from the rows themselves."""
+    first = window.start
+    if first is not None:
+        floor = period_start(first, unit)
+        first = floor if floor == first else floor + UNIT_LENGTH[unit]
+    last = None if window.end is None else period_start(window.end, unit)
+    if first is not None and last is not None and first > last:  # inside one unit
+        return None, [window]
+    edges = []
+    if window.start is not None and first is not None and window.start < first:
+        edges.append(TimeRange(window.start, first))
+    if window.end is not None and last is not None and last < window.end:
+        edges.append(TimeRange(last, window.end))
+    if first is not None and first == last:  # two partial units, none whole
+        return None, edges
+    return TimeRange(first, last), edges
 
 
 def period_start(moment: datetime, unit: Period | Interval) -> datetime:

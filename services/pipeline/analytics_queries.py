@@ -1,35 +1,35 @@
 """The SQL of the funnel analytics, over the derived rows :mod:`~services.pipeline.journeys`
-keeps: ``lead_journeys`` (one row per lead) and ``stage_changes`` with its ``left_at``.
+keeps (``lead_journeys``, ``stage_changes.left_at``) and the summaries
+:mod:`~services.pipeline.analytics_summaries` keeps of them.
 
-Counts are grouped in SQL on both databases. Percentiles are ``percentile_disc`` on
-PostgreSQL; SQLite has none, so there the durations are read and ranked in Python by
-:func:`services.pipeline.analytics.nearest_rank`, the same nearest-rank definition.
-Each answer is one statement, so its numbers come from one snapshot.
+A range is cut into the whole hours or days inside it, counted from a summary, and the
+partial ones at its edges, counted from the rows (:func:`~services.pipeline.analytics.
+split_window`); percentiles come from bucket counts and one ranking query
+(:mod:`~services.pipeline.analytics_ranks`). The same statements run on both databases.
+An answer takes several statements; on PostgreSQL they read one snapshot.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from itertools import pairwise
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, case, extract, func, literal, select
+from sqlalchemy import ColumnElement, Select, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.pipeline import analytics_ranks as ranks
 from services.pipeline.analytics import (
     FORWARD_STAGES,
     LATER_STAGES,
-    MEDIAN,
-    P90,
     Interval,
     LeadCount,
     Period,
     Spread,
     TimeRange,
     funnel_of,
-    stay_seconds,
+    split_window,
 )
 from services.pipeline.analytics_models import (
     ChangeBucket,
@@ -45,11 +45,11 @@ from services.pipeline.analytics_models import (
     Velocity,
     VelocityStep,
 )
+from services.pipeline.analytics_summaries import DAYS, FUNNEL_DAYS, HOURS, SPANS
 from services.pipeline.api_models import Funnel
-from services.pipeline.journeys import FORWARD_RANKS, REACHED_COLUMNS
+from services.pipeline.journeys import FORWARD_RANKS
 from services.pipeline.tables import LeadJourneyRow, StageChangeRow
 from shared.events import Stage
-from shared.sql_types import UtcDateTime
 
 JOURNEYS = cast(Table, LeadJourneyRow.__table__)
 CHANGES = cast(Table, StageChangeRow.__table__)
@@ -65,6 +65,12 @@ _SQLITE_STARTS = {
 
 def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
+
+
+async def _snapshot(session: AsyncSession) -> None:
+    """An answer takes several statements: on PostgreSQL, they read one snapshot."""
+    if _dialect(session) == "postgresql" and not session.in_transaction():
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
 def _in_range(column: Any, window: TimeRange) -> list[ColumnElement[bool]]:
@@ -90,32 +96,35 @@ def _as_utc(value: datetime | str) -> datetime:
     return moment.replace(tzinfo=UTC)
 
 
-def _seconds(later: Any, earlier: Any) -> ColumnElement[Any]:
-    """PostgreSQL: seconds from ``earlier`` to ``later``, never below zero; NULL when either
-    is (GREATEST would turn it into 0, and percentile_disc would count it)."""
-    return case((later < earlier, literal(0)), else_=extract("epoch", later - earlier))
-
-
-def _number(value: Decimal | float | None) -> float | None:
-    return None if value is None else float(value)
-
-
 # --- the funnel ------------------------------------------------------------------------
 
 
 async def funnel(session: AsyncSession, window: TimeRange, *, by_source: bool) -> Funnel:
     """The funnel of the leads that entered in ``window`` (every lead when unbounded)."""
+    await _snapshot(session)
+    whole, edges = split_window(window, Interval.DAY)
+    parts: list[Select[Any]] = []
+    if whole is not None:
+        f = FUNNEL_DAYS.c
+        keys = (f.stage, f.furthest, f.disqualified, f.has_source, f.source)
+        parts.append(
+            select(*keys, func.sum(f["count"]))
+            .where(f["count"] != 0, *_in_range(f.day, whole))
+            .group_by(*keys)
+        )
     j = JOURNEYS.c
-    query = (
-        select(j.stage, j.furthest, j.disqualified, j.source, func.count())
-        .where(*_in_range(j.entered_at, window))
-        .group_by(j.stage, j.furthest, j.disqualified, j.source)
-    )
-    rows = (await session.execute(query)).all()
-    counts = [
-        LeadCount(Stage(stage), furthest, bool(dq), source, count)
-        for stage, furthest, dq, source, count in rows
-    ]
+    ranges = [*(_in_range(j.entered_at, edge) for edge in edges)]
+    if not window.bounded:  # leads with no stage change yet count only here
+        ranges.append([j.entered_at.is_(None)])
+    for conditions in ranges:
+        raw = (j.stage, j.furthest, j.disqualified, j.source.is_not(None), j.source)
+        parts.append(select(*raw, func.count()).where(*conditions).group_by(*raw))
+    counts = []
+    for part in parts:
+        for stage, furthest, dq, has_source, source, count in (await session.execute(part)).all():
+            counts.append(
+                LeadCount(Stage(stage), furthest, bool(dq), source if has_source else None, count)
+            )
     return funnel_of(counts, by_source=by_source)
 
 
@@ -124,33 +133,19 @@ async def funnel(session: AsyncSession, window: TimeRange, *, by_source: bool) -
 
 async def time_in_stage(session: AsyncSession, window: TimeRange, as_of: datetime) -> TimeInStage:
     """Median and p90 of the stays that began in ``window``, finished and open apart."""
-    spreads: dict[tuple[str, bool], Spread] = {}
-    c = CHANGES.c
-    began = _in_range(c.occurred_at, window)
-    if _dialect(session) == "postgresql":
-        ended = func.coalesce(c.left_at, literal(as_of, UtcDateTime()))
-        seconds = _seconds(ended, c.occurred_at)
-        is_open = c.left_at.is_(None)
-        query = (
-            select(
-                c.to_stage,
-                is_open,
-                func.count(),
-                func.percentile_disc(MEDIAN).within_group(seconds),
-                func.percentile_disc(P90).within_group(seconds),
-            )
-            .where(*began)
-            .group_by(c.to_stage, is_open)
+    await _snapshot(session)
+    stages = [stage.value for stage in Stage]
+    spreads: dict[tuple[str, bool], Spread] = {
+        (stage, False): found
+        for stage, found in (
+            await ranks.spreads(session, ranks.FINISHED_STAYS, window, stages)
+        ).items()
+    }
+    open_days = await ranks.open_day_counts(session, window)
+    for stage in stages:
+        spreads[stage, True] = await ranks.open_spread(
+            session, window, stage, open_days.get(stage, {}), as_of
         )
-        for stage, still_open, count, median, p90 in (await session.execute(query)).all():
-            spreads[stage, bool(still_open)] = Spread(count, _number(median), _number(p90))
-    else:
-        durations: dict[tuple[str, bool], list[float]] = defaultdict(list)
-        query_rows = select(c.to_stage, c.occurred_at, c.left_at).where(*began)
-        for stage, entered, left in (await session.execute(query_rows)).all():
-            end = as_of if left is None else left
-            durations[stage, left is None].append(stay_seconds(entered, end))
-        spreads = {key: Spread.of(values) for key, values in durations.items()}
 
     def spread(stage: Stage, still_open: bool) -> DurationSpread:
         found = spreads.get((stage.value, still_open), Spread(0, None, None))
@@ -166,40 +161,13 @@ async def time_in_stage(session: AsyncSession, window: TimeRange, as_of: datetim
 
 # --- velocity --------------------------------------------------------------------------
 
-_MILESTONES = ("entered_at", *REACHED_COLUMNS.values())
-"""When a lead reached each forward stage, in funnel order (entering is reaching lead)."""
-
 
 async def velocity(session: AsyncSession, window: TimeRange) -> Velocity:
     """Days between reaching consecutive forward stages, of the leads that entered in
     ``window``; a step counts the leads that reached its later stage."""
-    j = JOURNEYS.c
-    spans = [*pairwise(_MILESTONES), ("entered_at", "customer_at")]
-    entered = [j.entered_at.is_not(None), *_in_range(j.entered_at, window)]
-    spreads: list[Spread]
-    if _dialect(session) == "postgresql":
-        columns: list[Any] = []
-        for earlier, later in spans:
-            seconds = _seconds(j[later], j[earlier])
-            columns += [
-                func.count(j[later]),
-                func.percentile_disc(MEDIAN).within_group(seconds),
-                func.percentile_disc(P90).within_group(seconds),
-            ]
-        row = (await session.execute(select(*columns).where(*entered))).one()
-        spreads = [
-            Spread(row[3 * i], _number(row[3 * i + 1]), _number(row[3 * i + 2]))
-            for i in range(len(spans))
-        ]
-    else:
-        durations: list[list[float]] = [[] for _ in spans]
-        rows = (await session.execute(select(*(j[m] for m in _MILESTONES)).where(*entered))).all()
-        for row in rows:
-            times = dict(zip(_MILESTONES, row, strict=True))
-            for index, (earlier, later) in enumerate(spans):
-                if times[later] is not None:
-                    durations[index].append(stay_seconds(times[earlier], times[later]))
-        spreads = [Spread.of(values) for values in durations]
+    await _snapshot(session)
+    found = await ranks.spreads(session, ranks.SPANS, window, range(len(SPANS)))
+    spreads = [found[index] for index in range(len(SPANS))]
 
     def days(value: float | None) -> float | None:
         return None if value is None else value / DAY_SECONDS
@@ -231,16 +199,30 @@ async def velocity(session: AsyncSession, window: TimeRange) -> Velocity:
 async def cohorts(session: AsyncSession, window: TimeRange, period: Period) -> Cohorts:
     """Leads that entered in ``window``, by the period they entered in, and the share of
     each cohort that reached each later stage."""
+    await _snapshot(session)
+    dialect = _dialect(session)
+    whole, edges = split_window(window, Interval.DAY)
+    parts: list[Select[Any]] = []
+    if whole is not None:
+        d = FUNNEL_DAYS.c
+        start = _start_of(dialect, d.day, period).label("start")
+        parts.append(
+            select(start, d.furthest, func.sum(d["count"]))
+            .where(d["count"] != 0, *_in_range(d.day, whole))
+            .group_by(start, d.furthest)
+        )
     j = JOURNEYS.c
-    start = _start_of(_dialect(session), j.entered_at, period).label("start")
-    query: Select[Any] = (
-        select(start, j.furthest, func.count())
-        .where(j.entered_at.is_not(None), *_in_range(j.entered_at, window))
-        .group_by(start, j.furthest)
-    )
+    for edge in edges:
+        start = _start_of(dialect, j.entered_at, period).label("start")
+        parts.append(
+            select(start, j.furthest, func.count())
+            .where(j.entered_at.is_not(None), *_in_range(j.entered_at, edge))
+            .group_by(start, j.furthest)
+        )
     per_period: dict[date, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for began, furthest, count in (await session.execute(query)).all():
-        per_period[_as_utc(began).date()][furthest] += count
+    for part in parts:
+        for began, furthest, count in (await session.execute(part)).all():
+            per_period[_as_utc(began).date()][furthest] += int(count)
     table = []
     for day in sorted(per_period):
         by_rank = per_period[day]
@@ -263,26 +245,55 @@ async def cohorts(session: AsyncSession, window: TimeRange, period: Period) -> C
 # --- stage changes over time -----------------------------------------------------------
 
 
+_FUNNEL_ORDER = {stage.value: index for index, stage in enumerate(Stage)}
+
+
 def _stage_order(stage: Stage | None) -> int:
     """Funnel order, the creating change (no from_stage) first."""
-    return -1 if stage is None else list(Stage).index(stage)
+    return -1 if stage is None else _FUNNEL_ORDER[stage.value]
 
 
 async def stage_changes(
     session: AsyncSession, window: TimeRange, interval: Interval
 ) -> StageChangeCounts:
     """Stage changes that happened in ``window``, per interval and per (from, to)."""
+    await _snapshot(session)
+    dialect = _dialect(session)
+    # hours for hourly counts, days for the rest: the fewest summary rows
+    unit, summary = (Interval.HOUR, HOURS) if interval == Interval.HOUR else (Interval.DAY, DAYS)
+    whole, edges = split_window(window, unit)
+    parts: list[Select[Any]] = []
+    if whole is not None:
+        h = summary.c
+        key = h[unit.value]
+        start = _start_of(dialect, key, interval).label("start")
+        parts.append(
+            select(start, h.from_stage, h.to_stage, func.sum(h["count"]))
+            .where(h["count"] != 0, *_in_range(key, whole))
+            .group_by(start, h.from_stage, h.to_stage)
+        )
     c = CHANGES.c
-    start = _start_of(_dialect(session), c.occurred_at, interval).label("start")
-    query: Select[Any] = (
-        select(start, c.from_stage, c.to_stage, func.count())
-        .where(*_in_range(c.occurred_at, window))
-        .group_by(start, c.from_stage, c.to_stage)
-    )
+    for edge in edges:
+        start = _start_of(dialect, c.occurred_at, interval).label("start")
+        parts.append(
+            select(start, c.from_stage, c.to_stage, func.count())
+            .where(*_in_range(c.occurred_at, edge))
+            .group_by(start, c.from_stage, c.to_stage)
+        )
+    counts: Counter[tuple[datetime, str | None, str]] = Counter()
+    for part in parts:
+        for began, from_stage, to_stage, count in (await session.execute(part)).all():
+            counts[_as_utc(began), from_stage or None, to_stage] += int(count)
+    # model_construct: thousands of rows read from our own tables, typed here already;
+    # validating each one again is most of the time of an hourly answer
     buckets: dict[datetime, list[Transition]] = defaultdict(list)
-    for began, from_stage, to_stage, count in (await session.execute(query)).all():
-        buckets[_as_utc(began)].append(
-            Transition(from_stage=from_stage, to_stage=to_stage, count=count)
+    for (moment, from_stage, to_stage), count in counts.items():
+        buckets[moment].append(
+            Transition.model_construct(
+                from_stage=None if from_stage is None else Stage(from_stage),
+                to_stage=Stage(to_stage),
+                count=count,
+            )
         )
     answer = []
     for moment in sorted(buckets):
@@ -291,7 +302,7 @@ async def stage_changes(
             key=lambda t: (-t.count, _stage_order(t.from_stage), _stage_order(t.to_stage)),
         )
         answer.append(
-            ChangeBucket(
+            ChangeBucket.model_construct(
                 start=moment, total=sum(t.count for t in transitions), transitions=transitions
             )
         )

@@ -70,7 +70,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import accounts_store, journeys
+from services.pipeline import accounts_store, analytics_summaries, journeys
 from services.pipeline.api_models import (
     Funnel,
     FunnelStage,
@@ -143,7 +143,9 @@ async def record_batch(
       one (:func:`services.pipeline.accounts_store.record_account_scores`);
 
     - last, the rows the analytics read are recomputed for every lead the batch wrote
-      or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction.
+      or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction,
+      and so are their counts in the summaries, withdrawn first and added back last
+      (:mod:`services.pipeline.analytics_summaries`).
 
     Duplicates inside the batch are dropped before the upserts (PostgreSQL
     refuses to update one row twice in one statement). On PostgreSQL, batches
@@ -166,10 +168,16 @@ async def record_batch(
     newest_changes = _newest_per_lead(changes)
     newest_scores = _newest_per_lead(score_updates)
 
+    written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
+    written += [signal.lead_id for signal in erasures]
+    grown = [c.lead_id for c in newest_changes] + [signal.lead_id for signal in erasures]
+
     async with session_factory() as session, session.begin():
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        # before any write: what these leads count in the summaries now
+        await analytics_summaries.withdraw(session, written, grown)
         if erasures:
             await _erase(session, dialect, erasures, now)
         writes_rows = bool(newest_changes or newest_scores or account_scores)
@@ -194,9 +202,8 @@ async def record_batch(
             session, dialect, account_scores, now, position, execute
         )
         # last, so the analytics' derived rows see every write of the batch
-        written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
-        written += [signal.lead_id for signal in erasures]
-        await journeys.refresh(session, written, changed=[c.lead_id for c in newest_changes])
+        await journeys.refresh(session, written, changed=grown)
+        await analytics_summaries.restore(session, written, grown)
 
 
 async def _next_change_position(session: AsyncSession) -> int:

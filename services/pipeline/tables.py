@@ -142,6 +142,12 @@ class StageChangeRow(Base):
             "change by sequence; null while it is the newest (kept by journeys.refresh)."
         )
     )
+    stay_seconds: Mapped[float | None] = mapped_column(
+        Float, doc="left_at - occurred_at in seconds, never below zero; null while open."
+    )
+    stay_bucket: Mapped[int | None] = mapped_column(
+        Integer, doc="Log-scale bucket of stay_seconds (analytics.stay_bucket); null while open."
+    )
 
     # AUTOINCREMENT: SQLite never hands out a position again, even after the newest row is purged.
     __table_args__ = (UniqueConstraint("lead_id", "sequence"), {"sqlite_autoincrement": True})
@@ -155,6 +161,30 @@ Index(
     StageChangeRow.to_stage,
     StageChangeRow.from_stage,
     StageChangeRow.left_at,
+)
+# Serves a percentile of finished stays: ranking inside one bucket of one stage.
+Index(
+    "ix_stage_changes_to_stage_stay_bucket",
+    StageChangeRow.to_stage,
+    StageChangeRow.stay_bucket,
+    StageChangeRow.stay_seconds,
+    StageChangeRow.occurred_at,
+)
+# The same over a narrow range: the range's rows of one bucket, then sorted.
+Index(
+    "ix_stage_changes_to_stage_stay_bucket_occurred_at",
+    StageChangeRow.to_stage,
+    StageChangeRow.stay_bucket,
+    StageChangeRow.occurred_at,
+    StageChangeRow.stay_seconds,
+)
+# Serves a percentile of open stays: ranking by when they began, inside one day.
+Index(
+    "ix_stage_changes_open_stays",
+    StageChangeRow.to_stage,
+    StageChangeRow.occurred_at,
+    postgresql_where=StageChangeRow.left_at.is_(None),
+    sqlite_where=StageChangeRow.left_at.is_(None),
 )
 
 
@@ -201,6 +231,101 @@ Index(
     LeadJourneyRow.stage,
     LeadJourneyRow.source,
 )
+
+
+class JourneySpanRow(Base):
+    """How long one lead took from one milestone to a later one: the durations velocity
+    ranks. ``span`` indexes ``analytics_summaries.SPANS``; a row only once both are reached."""
+
+    __tablename__ = "journey_spans"
+
+    lead_id: Mapped[str] = mapped_column(
+        ForeignKey("leads.lead_id", ondelete="CASCADE"), primary_key=True
+    )
+    span: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    entered_at: Mapped[datetime] = mapped_column(doc="The lead's entry time (lead_journeys).")
+    seconds: Mapped[float] = mapped_column(Float, doc="Never below zero.")
+    bucket: Mapped[int] = mapped_column(Integer, doc="analytics.stay_bucket of seconds.")
+
+
+# Serves a percentile of one span: ranking inside one bucket.
+Index(
+    "ix_journey_spans_span_bucket",
+    JourneySpanRow.span,
+    JourneySpanRow.bucket,
+    JourneySpanRow.seconds,
+    JourneySpanRow.entered_at,
+)
+Index(
+    "ix_journey_spans_span_bucket_entered_at",
+    JourneySpanRow.span,
+    JourneySpanRow.bucket,
+    JourneySpanRow.entered_at,
+    JourneySpanRow.seconds,
+)
+
+
+# --- summaries: exact counts per key, kept by analytics_summaries in each batch's
+# transaction; a count may reach zero and its row stay (readers skip it).
+
+
+class StageChangeHourRow(Base):
+    """Stage changes per UTC hour of ``occurred_at`` and (from, to); '' is no from_stage."""
+
+    __tablename__ = "stage_change_hours"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    from_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    to_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class StageChangeDayRow(Base):
+    """The same per UTC day: what day and week intervals read."""
+
+    __tablename__ = "stage_change_days"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    from_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    to_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class FunnelDayRow(Base):
+    """Leads per UTC day they entered and what the funnel groups by (lead_journeys);
+    ``has_source`` false stands for a null source ('' then). Cohorts sum it by furthest."""
+
+    __tablename__ = "funnel_days"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    furthest: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    disqualified: Mapped[bool] = mapped_column(primary_key=True)
+    has_source: Mapped[bool] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(256), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class StayDayRow(Base):
+    """Stays per stage, UTC day they began and stay_bucket; bucket -1 holds the open ones."""
+
+    __tablename__ = "stay_days"
+
+    to_stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class SpanDayRow(Base):
+    """Journey spans per span, UTC day the lead entered and bucket (journey_spans)."""
+
+    __tablename__ = "span_days"
+
+    span: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class ChangePositionRow(Base):

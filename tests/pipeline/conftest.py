@@ -38,6 +38,12 @@ TEST_DATABASE_URL_ENV = "LEADFLOW_TEST_DATABASE_URL"
 TABLES = (
     "account_contacts",
     "accounts",
+    "stage_change_hours",
+    "stage_change_days",
+    "funnel_days",
+    "stay_days",
+    "span_days",
+    "journey_spans",
     "lead_journeys",
     "score_breakdowns",
     "stage_changes",

@@ -19,8 +19,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import analytics_queries as queries
-from services.pipeline import journeys, store
-from services.pipeline.analytics import Interval, Period, TimeRange
+from services.pipeline import analytics_summaries, journeys, store
+from services.pipeline.analytics import Interval, Period, TimeRange, stay_bucket
+from shared.erasure_signals import ErasureSignal
 from shared.events import Score, ScoreUpdate, Stage, StageChange
 from tests.pipeline.records import score_update
 
@@ -174,6 +175,13 @@ WINDOWS = [
     (START + timedelta(days=10), None),
     (None, START + timedelta(days=30, hours=5)),
     (START + timedelta(days=7, minutes=13), START + timedelta(days=40)),
+    # not on hour or day bounds: the summaries' whole hours and days, the rows' edges
+    (START + timedelta(days=1, seconds=0.5), START + timedelta(days=45, hours=13, seconds=31.25)),
+    (None, START + timedelta(days=20, hours=3, minutes=59, seconds=59.999999)),
+    (START + timedelta(days=3, minutes=17, seconds=5), START + timedelta(days=3, minutes=50)),
+    (START + timedelta(days=5, hours=2, minutes=13), START + timedelta(days=5, hours=20)),
+    (START + timedelta(days=2, hours=16), START + timedelta(days=2, hours=17, minutes=20)),
+    (START + timedelta(days=2, hours=16), START + timedelta(days=4, hours=17)),
 ]
 
 
@@ -181,6 +189,25 @@ WINDOWS = [
 async def test_every_answer_equals_the_brute_force(sessions: Sessions, seed: int) -> None:
     histories = random_histories(seed)
     await record(sessions, histories, seed)
+    await check_every_answer(sessions, histories)
+
+
+async def test_erased_leads_leave_the_answers_and_the_summaries(sessions: Sessions) -> None:
+    histories = random_histories(11)
+    await record(sessions, histories, 11)
+    erased = sorted(histories)[::4]
+    signals = [ErasureSignal(lead_id=lead, topic="scores") for lead in erased]
+    await store.record_batch(sessions, [], [], signals)
+    for lead in erased:
+        del histories[lead]
+    await check_every_answer(sessions, histories)
+    kept = await summaries(sessions)
+    async with sessions() as session, session.begin():
+        await analytics_summaries.rebuild(session)
+    assert await summaries(sessions) == kept
+
+
+async def check_every_answer(sessions: Sessions, histories: dict[str, History]) -> None:
     async with sessions() as session:
         for start, end in WINDOWS:
             window = TimeRange(start, end)
@@ -339,9 +366,51 @@ async def test_a_rebuild_derives_what_the_batches_kept(sessions: Sessions) -> No
 
     kept = await derived()
     assert len(kept[0]) == len(histories)
+    kept_summaries = await summaries(sessions)
+    assert all(kept_summaries)
     async with sessions() as session, session.begin():
         await session.execute(delete(queries.JOURNEYS))
-        await session.execute(update(queries.CHANGES).values(left_at=None))
+        await session.execute(update(queries.CHANGES).values(left_at=None, stay_seconds=None))
+        for summary in analytics_summaries.SUMMARIES:
+            await session.execute(delete(summary.table))
     async with sessions() as session, session.begin():
         await journeys.rebuild(session)
+        await analytics_summaries.rebuild(session)
     assert await derived() == kept
+    assert await summaries(sessions) == kept_summaries
+
+
+async def summaries(sessions: Sessions) -> list[set[Any]]:
+    """What batches keep beside the journeys: the stays' columns, the spans and every
+    summary's non-zero counts (a count that fell to zero may keep its row)."""
+    async with sessions() as session:
+        c = queries.CHANGES.c
+        stays = select(c.position, c.stay_seconds, c.stay_bucket)
+        found = [set((await session.execute(stays)).all())]
+        found.append(set((await session.execute(select(analytics_summaries.SPAN_ROWS))).all()))
+        for summary in analytics_summaries.SUMMARIES:
+            rows = select(summary.table).where(summary.table.c["count"] != 0)
+            found.append(set((await session.execute(rows)).all()))
+        return found
+
+
+async def test_the_stay_columns_are_the_python_definitions(sessions: Sessions) -> None:
+    """Seconds as Python counts them, the bucket of :func:`analytics.stay_bucket`."""
+    histories = random_histories(2)
+    await record(sessions, histories, 2)
+    async with sessions() as session:
+        c = queries.CHANGES.c
+        rows = (
+            await session.execute(select(c.occurred_at, c.left_at, c.stay_seconds, c.stay_bucket))
+        ).all()
+        s = analytics_summaries.SPAN_ROWS.c
+        spans = (await session.execute(select(s.seconds, s.bucket))).all()
+    assert any(left is not None for _, left, _, _ in rows)
+    for began, left, seconds, bucket in rows:
+        if left is None:
+            assert (seconds, bucket) == (None, None)
+        else:
+            assert seconds == max(0.0, (left - began).total_seconds())
+            assert bucket == stay_bucket(seconds)
+    assert spans
+    assert all(bucket == stay_bucket(seconds) for seconds, bucket in spans)
