@@ -27,6 +27,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -35,7 +36,9 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -67,11 +70,16 @@ FIRST_CHUNK = 24
 """Rows read from each range at first: most pages come from a few groups."""
 
 
-def value(row: Any, at: datetime) -> Lead:
-    """The lead of ``row`` valued at ``at`` (see the module)."""
+def valued(row: Any, at: datetime) -> tuple[float, float]:
+    """The engagement and total of ``row`` valued at ``at`` (see the module)."""
     stored = StoredEngagement(row.decay_rate, row.decay_sign, row.decay_log2)
     engagement = decayed(row.engagement, row.as_of, stored, at)
-    total = row.total if engagement == row.engagement else row.fit + engagement
+    return engagement, row.total if engagement == row.engagement else row.fit + engagement
+
+
+def value(row: Any, at: datetime) -> Lead:
+    """The lead of ``row`` valued at ``at``."""
+    engagement, total = valued(row, at)
     valued_at = at if row.as_of is None or at >= row.as_of else row.as_of
     return Lead(
         lead_id=row.lead_id,
@@ -125,7 +133,8 @@ class Range:
     exhausted: bool = False
     last: tuple[float, str] | None = None
     """The range's own key of the last row read (its ``decay_log2`` or total, lead_id)."""
-    rows: list[Lead] = field(default_factory=list)
+    rows: list[tuple[float, Any]] = field(default_factory=list)
+    """The rows read and wanted, not yet merged, each with its valued total."""
 
 
 async def list_leads(
@@ -171,20 +180,25 @@ async def _merge(
     while heap and given < wanted:
         _, _, index = heapq.heappop(heap)
         source = ranges[index]
-        lead = source.rows.pop(0)
-        yield lead
+        _, row = source.rows.pop(0)
+        yield value(row, listing.at)
         given += 1
         if not source.rows and not source.exhausted:
-            query = _range_query(listing, source, wanted)
-            rows = [] if query is None else (await session.execute(query)).all()
-            _take(source, rows, listing, wanted)
+            params = _params(listing, source, "0", wanted)
+            if params is None:
+                source.exhausted = True
+            else:
+                statement = _statement((_kind(source),), listing.stage is not None)
+                rows = (await session.execute(statement, params)).all()
+                _take(source, sorted(rows, key=_order_key(source)), listing, wanted)
         _push(heap, ranges, index)
 
 
 def _push(heap: list[tuple[float, str, int]], ranges: list[Range], index: int) -> None:
     rows = ranges[index].rows
     if rows:
-        heapq.heappush(heap, (-rows[0].total, rows[0].lead_id, index))
+        total, row = rows[0]
+        heapq.heappush(heap, (-total, row.lead_id, index))
 
 
 def _take(source: Range, rows: Any, listing: Listing, asked: int) -> None:
@@ -194,34 +208,128 @@ def _take(source: Range, rows: Any, listing: Listing, asked: int) -> None:
     source.exhausted = len(rows) < asked
     for row in rows:
         source.last = (row.total if source.group is None else row.decay_log2, row.lead_id)
-        lead = value(row, listing.at)
-        if listing.min_score is not None and lead.total < listing.min_score:
+        _, total = valued(row, listing.at)
+        if listing.min_score is not None and total < listing.min_score:
             source.exhausted = True
             return
-        if listing.wanted(lead.total, lead.lead_id):
-            source.rows.append(lead)
+        if listing.wanted(total, row.lead_id):
+            source.rows.append((total, row))
 
 
 async def _first_chunks(
     session: AsyncSession, listing: Listing, ranges: list[Range]
 ) -> list[list[Row[Any]]]:
-    """Every range's first chunk in one round trip (a UNION ALL, each part tagged)."""
-    parts = []
+    """Every range's first chunk in one round trip: a UNION ALL, each part tagged with its
+    place in it, built once per shape (the kinds of its parts) and then only bound."""
+    included: list[int] = []
+    params: dict[str, Any] = {}
     for index, source in enumerate(ranges):
-        query = _range_query(listing, source, FIRST_CHUNK)
-        if query is None:
+        bound = _params(listing, source, str(len(included)), FIRST_CHUNK)
+        if bound is None:
             source.exhausted = True
             continue
-        inner = query.subquery()
-        parts.append(select(text(f"{index} AS range_index"), *inner.c))
+        included.append(index)
+        params.update(bound)
     chunks: list[list[Row[Any]]] = [[] for _ in ranges]
-    if not parts:
+    if not included:
         return chunks
-    for row in (await session.execute(parts[0].union_all(*parts[1:]))).all():
-        chunks[row.range_index].append(row)
+    kinds = tuple(_kind(ranges[index]) for index in included)
+    statement = _statement(kinds, listing.stage is not None)
+    for row in (await session.execute(statement, params)).all():
+        chunks[included[row.part]].append(row)
     for index, chunk in enumerate(chunks):
         chunk.sort(key=_order_key(ranges[index]))
     return chunks
+
+
+def _kind(source: Range) -> str:
+    """Which statement a range reads with: its group's sign decides its order."""
+    if source.group is None:
+        return "stored"
+    return {1: "up", -1: "down", 0: "flat"}[source.group.sign]
+
+
+INFINITY = float("inf")
+
+
+def _params(listing: Listing, source: Range, part: str, limit: int) -> dict[str, Any] | None:
+    """The values of a range's bind parameters (named ``<name>_<part>``), or ``None`` when
+    no row of the range can be wanted. Absent bounds are infinities: one statement
+    serves every listing of a shape."""
+    values: dict[str, Any] = {"at": listing.at, "limit": limit}
+    if listing.stage is not None:
+        values["stage"] = listing.stage.value
+    group = source.group
+    if group is None:
+        start = source.last or listing.after
+        values["floor"] = -INFINITY if listing.min_score is None else listing.min_score
+        values["after_total"], values["after_id"] = start or (INFINITY, "")
+    else:
+        bounds = _log2_bounds(listing, group)
+        if bounds is None:
+            return None
+        low, high = bounds
+        values.update(fit=group.fit, rate=group.rate, sign=group.sign)
+        values["low"] = -INFINITY if low is None else low - MARGIN
+        values["high"] = INFINITY if high is None else high + MARGIN
+        first = (INFINITY if group.sign > 0 else -INFINITY, "")
+        values["last_log2"], values["last_id"] = source.last or first
+    return {f"{name}_{part}": value for name, value in values.items()}
+
+
+@lru_cache(maxsize=256)
+def _statement(kinds: tuple[str, ...], staged: bool) -> Any:
+    """The statement reading one chunk of each range of ``kinds`` (see :func:`_params`)."""
+    parts = [_part(kind, staged, str(index)) for index, kind in enumerate(kinds)]
+    if len(parts) == 1:
+        return parts[0]
+    tagged = [
+        select(literal_column(str(index)).label("part"), *part.subquery().c)
+        for index, part in enumerate(parts)
+    ]
+    return tagged[0].union_all(*tagged[1:])
+
+
+def _part(kind: str, staged: bool, part: str) -> Select[Any]:
+    def param(name: str) -> Any:
+        return bindparam(f"{name}_{part}")
+
+    conditions: list[ColumnElement[bool]] = [C.stage == param("stage")] if staged else []
+    if kind == "stored":
+        after_total, after_id = param("after_total"), param("after_id")
+        conditions += [
+            C.as_of > param("at"),
+            C.total >= param("floor"),
+            C.total <= after_total,
+            or_(C.total < after_total, and_(C.total == after_total, C.lead_id > after_id)),
+        ]
+        order: list[Any] = [C.total.desc(), C.lead_id]
+    else:
+        log2, last_log2, last_id = C.decay_log2, param("last_log2"), param("last_id")
+        conditions += [
+            C.fit == param("fit"),
+            C.decay_rate == param("rate"),
+            C.decay_sign == param("sign"),
+            or_(C.as_of.is_(None), C.as_of <= param("at")),
+            log2 >= param("low"),
+            log2 <= param("high"),
+        ]
+        if kind == "up":
+            conditions += [
+                log2 <= last_log2,
+                or_(log2 < last_log2, and_(log2 == last_log2, C.lead_id > last_id)),
+            ]
+            order = [log2.desc(), C.lead_id]
+        elif kind == "down":
+            conditions += [
+                log2 >= last_log2,
+                or_(log2 > last_log2, and_(log2 == last_log2, C.lead_id > last_id)),
+            ]
+            order = [log2, C.lead_id]
+        else:
+            conditions.append(C.lead_id > last_id)
+            order = [C.lead_id]
+    return select(*COLUMNS).where(*conditions).order_by(*order).limit(param("limit"))
 
 
 def _order_key(source: Range) -> Any:
@@ -234,61 +342,6 @@ def _order_key(source: Range) -> Any:
     if group.sign < 0:
         return lambda row: (row.decay_log2, row.lead_id)
     return lambda row: row.lead_id
-
-
-def _range_query(listing: Listing, source: Range, limit: int) -> Select[Any] | None:
-    """The next chunk of a range, or ``None`` when no row of it can be wanted."""
-    conditions: list[ColumnElement[bool]] = []
-    if listing.stage is not None:
-        conditions.append(C.stage == listing.stage.value)
-    group = source.group
-    if group is None:
-        return _stored_range(listing, source, conditions, limit)
-    conditions += [
-        C.fit == group.fit,
-        C.decay_rate == group.rate,
-        C.decay_sign == group.sign,
-        or_(C.as_of.is_(None), C.as_of <= listing.at),
-    ]
-    bounds = _log2_bounds(listing, group)
-    if bounds is None:
-        return None
-    low, high = bounds
-    if low is not None:
-        conditions.append(C.decay_log2 >= low - MARGIN)
-    if high is not None:
-        conditions.append(C.decay_log2 <= high + MARGIN)
-    order: list[Any]
-    if group.sign > 0:
-        order = [C.decay_log2.desc(), C.lead_id]
-        if source.last is not None:
-            log2, lead_id = source.last
-            conditions.append(
-                or_(C.decay_log2 < log2, and_(C.decay_log2 == log2, C.lead_id > lead_id))
-            )
-    elif group.sign < 0:
-        order = [C.decay_log2, C.lead_id]
-        if source.last is not None:
-            conditions.append(tuple_(C.decay_log2, C.lead_id) > tuple_(*source.last))
-    else:
-        order = [C.lead_id]
-        if source.last is not None:
-            conditions.append(C.lead_id > source.last[1])
-    return select(*COLUMNS).where(*conditions).order_by(*order).limit(limit)
-
-
-def _stored_range(
-    listing: Listing, source: Range, conditions: list[ColumnElement[bool]], limit: int
-) -> Select[Any]:
-    """The leads whose latest event is after the moment: valued as stored, by total."""
-    conditions = [*conditions, C.as_of > listing.at]
-    if listing.min_score is not None:
-        conditions.append(C.total >= listing.min_score)
-    start = source.last or listing.after
-    if start is not None:
-        total, lead_id = start
-        conditions.append(or_(C.total < total, and_(C.total == total, C.lead_id > lead_id)))
-    return select(*COLUMNS).where(*conditions).order_by(C.total.desc(), C.lead_id).limit(limit)
 
 
 def _log2_bounds(listing: Listing, group: Group) -> tuple[float | None, float | None] | None:
