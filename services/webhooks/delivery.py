@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from services.webhooks.ssrf import Policy, UnsafeUrl
 from services.webhooks.tables import EndpointRow, MessageRow
 from shared.database import Database
 from shared.rate_limit import RateLimiter
-from shared.retrying import until_written
+from shared.retrying import STOPPED, until_written
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,10 @@ class Deliverer:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._unsettled: set[int] = set()
+        """Delivered or attempted, the outcome not written yet: not due again meanwhile."""
+        self._outcomes: list[store.Outcome] = []
+        self._outcome_ready = asyncio.Event()
         self._per_endpoint: dict[str, int] = {}
         self._rates: dict[str, tuple[float, RateLimiter]] = {}
         self._backlog_at = 0.0
@@ -163,6 +168,7 @@ class Deliverer:
 
     async def run(self) -> None:
         self.started.set()
+        recording = asyncio.create_task(self._record(), name="webhooks-attempts")
         try:
             while not self._stopping.is_set():
                 try:
@@ -178,6 +184,8 @@ class Deliverer:
             for task in list(self._in_flight.values()):
                 task.cancel()
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            self._outcome_ready.set()
+            await asyncio.gather(recording, return_exceptions=True)
             await self.delivery.close()
 
     async def _start_due(self) -> None:
@@ -198,7 +206,11 @@ class Deliverer:
                 if room <= 0:
                     continue
                 due = await store.due_messages(
-                    session, endpoint.endpoint_id, now, room, self._in_flight
+                    session,
+                    endpoint.endpoint_id,
+                    now,
+                    room,
+                    self._in_flight.keys() | self._unsettled,
                 )
                 for message in due:
                     if not self._may_send(endpoint):
@@ -239,21 +251,37 @@ class Deliverer:
             metrics.LATENCY.labels(endpoint.endpoint_id).observe(result.latency_ms / 1000)
         if status == store.FAILED:
             metrics.FAILED.labels(endpoint.endpoint_id).inc()
-        # Not recorded (stopping first): the message stays pending, and is sent again.
-        await until_written(
-            lambda: store.record_attempt(
-                self.database.sessions,
-                message.message_id,
-                result,
-                status,
-                next_at,
-                "the endpoint answered 410 Gone" if gone else None,
-            ),
-            retry_on=(Exception,),
-            stopping=self._stopping,
-            what="recording an attempt",
-            log=log,
-        )
+        reason = "the endpoint answered 410 Gone" if gone else None
+        self._unsettled.add(message.message_id)
+        self._outcomes.append(store.Outcome(message.message_id, result, status, next_at, reason))
+        self._outcome_ready.set()
+
+    async def _record(self) -> None:
+        """Writes the outcomes that are waiting, all in one transaction, until stopped.
+
+        Deliveries that end while a write is under way are written together by the
+        next one. A message stays out of the due ones it is taken from until its
+        outcome is written; not written (stopping first), it stays pending, and is
+        sent again.
+        """
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            batch, self._outcomes = self._outcomes, []
+            if batch:
+                written = await until_written(
+                    functools.partial(store.record_attempts, self.database.sessions, batch),
+                    retry_on=(Exception,),
+                    stopping=self._stopping,
+                    what="recording attempts",
+                    log=log,
+                )
+                if written is STOPPED:
+                    return
+                self._unsettled.difference_update(o.message_id for o in batch)
+                self._wake.set()
+            if self._stopping.is_set() and not self._outcomes:
+                return
 
     async def _report_backlog(self) -> None:
         if time.monotonic() - self._backlog_at < BACKLOG_EVERY_SECONDS:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +26,7 @@ from services.webhooks.tables import (
     ScoreNoticeRow,
 )
 from shared.events import ScoreUpdate, StageChange
+from shared.sql_types import UtcDateTime
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 Status = Literal["pending", "delivered", "failed"]
@@ -203,49 +204,95 @@ class AttemptResult:
     error: str | None
 
 
-async def record_attempt(
-    sessions: async_sessionmaker[AsyncSession],
-    message_id: int,
-    result: AttemptResult,
-    status: str,
-    next_attempt_at: datetime | None,
-    disable_reason: str | None = None,
-) -> None:
-    """The attempt, the message's new state and (on a 410) the endpoint disabled, at once.
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's result and the state it leaves its message in."""
 
-    Nothing when the message is gone meanwhile (its endpoint deleted, its lead erased).
+    message_id: int
+    result: AttemptResult
+    status: str
+    next_attempt_at: datetime | None
+    disable_reason: str | None = None
+
+
+ATTEMPTS: Table = AttemptRow.__table__  # type: ignore[assignment]
+ENDPOINTS: Table = EndpointRow.__table__  # type: ignore[assignment]
+
+_SETTLE = (
+    update(MESSAGES)
+    .where(MESSAGES.c.message_id == bindparam("m_id"))
+    .values(
+        attempts=MESSAGES.c.attempts + 1,
+        status=bindparam("m_status"),
+        next_attempt_at=bindparam("m_next", type_=UtcDateTime()),
+        last_attempt_at=bindparam("m_at", type_=UtcDateTime()),
+        # a replayed message keeps the time of its first delivery until it is delivered again
+        delivered_at=func.coalesce(
+            bindparam("m_delivered", type_=UtcDateTime()), MESSAGES.c.delivered_at
+        ),
+    )
+)
+
+
+async def record_attempts(
+    sessions: async_sessionmaker[AsyncSession], outcomes: Sequence[Outcome]
+) -> None:
+    """The attempts, their messages' new states and (on a 410) endpoints disabled, in one
+    transaction: what many deliveries that ended together cost is one round of statements.
+
+    Nothing for a message gone meanwhile (its endpoint deleted, its lead erased).
     """
+    if not outcomes:
+        return
     async with sessions() as session, session.begin():
-        if await session.get(MessageRow, message_id) is None:
+        ids = [o.message_id for o in outcomes]
+        present = set(
+            await session.scalars(
+                select(MessageRow.message_id)
+                .where(MessageRow.message_id.in_(ids))
+                .with_for_update()  # an erasure or a deletion waits for this transaction
+            )
+        )
+        kept = [o for o in outcomes if o.message_id in present]
+        if not kept:
             return
-        session.add(
-            AttemptRow(
-                message_id=message_id,
-                attempted_at=result.attempted_at,
-                outcome=result.outcome,
-                response_code=result.response_code,
-                latency_ms=result.latency_ms,
-                error=result.error,
-            )
-        )
-        values = {
-            "attempts": MessageRow.attempts + 1,
-            "status": status,
-            "next_attempt_at": next_attempt_at,
-            "last_attempt_at": result.attempted_at,
-        }
-        if status == DELIVERED:
-            values["delivered_at"] = result.attempted_at
         await session.execute(
-            update(MessageRow).where(MessageRow.message_id == message_id).values(values)
+            _SETTLE,
+            [
+                {
+                    "m_id": o.message_id,
+                    "m_status": o.status,
+                    "m_next": o.next_attempt_at,
+                    "m_at": o.result.attempted_at,
+                    "m_delivered": o.result.attempted_at if o.status == DELIVERED else None,
+                }
+                for o in kept
+            ],
         )
-        if disable_reason is not None:
-            endpoint = select(MessageRow.endpoint_id).where(MessageRow.message_id == message_id)
-            await session.execute(
-                update(EndpointRow)
-                .where(EndpointRow.endpoint_id == endpoint.scalar_subquery())
-                .values(disabled_at=result.attempted_at, disabled_reason=disable_reason)
-            )
+        await session.execute(
+            insert(ATTEMPTS),
+            [
+                {
+                    "message_id": o.message_id,
+                    "attempted_at": o.result.attempted_at,
+                    "outcome": o.result.outcome,
+                    "response_code": o.result.response_code,
+                    "latency_ms": o.result.latency_ms,
+                    "error": o.result.error,
+                }
+                for o in kept
+            ],
+        )
+        for o in kept:
+            if o.disable_reason is not None:
+                endpoint = select(MessageRow.endpoint_id).where(
+                    MessageRow.message_id == o.message_id
+                )
+                await session.execute(
+                    update(EndpointRow)
+                    .where(EndpointRow.endpoint_id == endpoint.scalar_subquery())
+                    .values(disabled_at=o.result.attempted_at, disabled_reason=o.disable_reason)
+                )
 
 
 async def replay(
