@@ -6,12 +6,12 @@ work. Times come from the caller, so a test's clock decides what is due.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -167,32 +167,98 @@ async def enabled_endpoints(session: AsyncSession) -> list[EndpointRow]:
     return list(await session.scalars(select(EndpointRow).where(EndpointRow.disabled_at.is_(None))))
 
 
-async def due_endpoints(session: AsyncSession, now: datetime) -> set[str]:
-    """Endpoints with a pending message due: one indexed query when nothing is due."""
-    query = (
-        select(MessageRow.endpoint_id)
-        .where(MessageRow.status == PENDING, MessageRow.next_attempt_at <= now)
-        .distinct()
-    )
-    return set(await session.scalars(query))
+@dataclass(frozen=True)
+class Claimed:
+    """A message taken for delivery, leased to this process until its outcome is written."""
+
+    message_id: int
+    endpoint_id: str
+    webhook_id: str
+    body: bytes
+    attempts: int
 
 
-async def due_messages(
-    session: AsyncSession, endpoint_id: str, now: datetime, limit: int, busy: Iterable[int]
-) -> list[MessageRow]:
-    """Up to ``limit`` pending messages of one endpoint that are due and not in flight."""
-    query = (
-        select(MessageRow)
-        .where(
-            MessageRow.endpoint_id == endpoint_id,
-            MessageRow.status == PENDING,
-            MessageRow.next_attempt_at <= now,
+async def claim(
+    sessions: async_sessionmaker[AsyncSession],
+    rooms: Mapping[str, int],
+    now: datetime,
+    lease_until: datetime,
+) -> list[Claimed]:
+    """Up to ``rooms[e]`` due messages of each endpoint ``e``, the longest due first, in one
+    statement: their next attempt is moved to ``lease_until``, so no one else takes them
+    meanwhile, and a process killed with them leaves them due again when the lease ends.
+
+    The UPDATE checks again that each message is still pending and due: on PostgreSQL
+    a row another replica claimed first is re-read after its commit and left out (SQLite
+    runs one writer at a time), so of two replicas claiming together each message goes
+    to one.
+    """
+    wanted = {e: n for e, n in rooms.items() if n > 0}
+    if not wanted:
+        return []
+    due = (MESSAGES.c.status == PENDING) & (MESSAGES.c.next_attempt_at <= now)
+    ranked = (
+        select(
+            MESSAGES.c.message_id,
+            MESSAGES.c.endpoint_id,
+            func.row_number()
+            .over(
+                partition_by=MESSAGES.c.endpoint_id,
+                order_by=(MESSAGES.c.next_attempt_at, MESSAGES.c.message_id),
+            )
+            .label("rank"),
         )
-        .order_by(MessageRow.next_attempt_at, MessageRow.message_id)
-        .limit(limit + len(busy_set := set(busy)))
+        .where(due, MESSAGES.c.endpoint_id.in_(wanted))
+        .subquery()
     )
-    rows = [m for m in await session.scalars(query) if m.message_id not in busy_set]
-    return rows[:limit]
+    chosen = select(ranked.c.message_id).where(
+        ranked.c.rank <= case(wanted, value=ranked.c.endpoint_id, else_=0)
+    )
+    statement = (
+        update(MESSAGES)
+        .where(MESSAGES.c.message_id.in_(chosen), due)
+        .values(next_attempt_at=lease_until)
+        .returning(
+            MESSAGES.c.message_id,
+            MESSAGES.c.endpoint_id,
+            MESSAGES.c.webhook_id,
+            MESSAGES.c.body,
+            MESSAGES.c.attempts,
+        )
+    )
+    async with sessions() as session, session.begin():
+        rows = (await session.execute(statement)).all()
+    claimed = [Claimed(*row) for row in rows]
+    claimed.sort(key=lambda c: c.message_id)
+    return claimed
+
+
+async def extend(
+    sessions: async_sessionmaker[AsyncSession], message_ids: Iterable[int], until: datetime
+) -> None:
+    """The lease of messages still held (waiting for a slot, or for their outcome)."""
+    await _set_due(sessions, message_ids, until)
+
+
+async def release(
+    sessions: async_sessionmaker[AsyncSession], message_ids: Iterable[int], now: datetime
+) -> None:
+    """Messages claimed and not attempted (stopping, their endpoint disabled): due now."""
+    await _set_due(sessions, message_ids, now)
+
+
+async def _set_due(
+    sessions: async_sessionmaker[AsyncSession], message_ids: Iterable[int], at: datetime
+) -> None:
+    ids = list(message_ids)
+    if not ids:
+        return
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.message_id.in_(ids), MESSAGES.c.status == PENDING)
+            .values(next_attempt_at=at)
+        )
 
 
 @dataclass(frozen=True)
