@@ -1,11 +1,13 @@
-"""The delivery loop: due messages from the database, posted, each attempt recorded.
+"""The delivery loop: due messages claimed from the database, posted, the attempts recorded.
 
 Nothing is held only in memory: a message is pending in the database until a
-2xx is recorded for it, so a process killed mid-delivery posts it again after
-the restart, with the same ``webhook-id``. Each endpoint has its own limit of
-deliveries in flight (and optionally a rate), and due messages are taken per
-endpoint, so a slow or dead endpoint uses up only its own share. ``clock``
-decides what is due and what the schedule says: tests move it by hand.
+2xx is recorded for it, so a process killed mid-delivery posts it again once
+its claim's lease ends, with the same ``webhook-id``. Each endpoint has its own
+limit of deliveries in flight (and optionally a rate), and due messages are
+claimed per endpoint, so a slow or dead endpoint uses up only its own share.
+Claims are leases in the database, so replicas sharing it never take the same
+message while the lease lasts. ``clock`` decides what is due and what the
+schedule says: tests move it by hand.
 """
 
 from __future__ import annotations
@@ -207,6 +209,9 @@ class Deliverer:
         recording = asyncio.create_task(self._record(), name="webhooks-attempts")
         try:
             while not self._stopping.is_set():
+                if recording.done():  # it never ends before a stop: its error ends the loop
+                    recording.result()
+                    raise RuntimeError("the attempts' writer ended")
                 try:
                     if self._look or any(self._wants_more(e) for e in self._more):
                         await self._claim()
@@ -226,9 +231,10 @@ class Deliverer:
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
             self._outcome_ready.set()
             await asyncio.gather(recording, return_exceptions=True)
-            unsent = set(self._held) - {o.message_id for o in self._outcomes}
-            with contextlib.suppress(Exception):  # not released: due when the lease ends
-                await store.release(self.database.sessions, unsent, self.clock())
+            # what is still held (not sent, or its outcome not written) is due again now;
+            # not released (the database is down), it is due when its lease ends
+            with contextlib.suppress(Exception):
+                await store.release(self.database.sessions, list(self._held), self.clock())
             await self.delivery.close()
 
     def _wants_more(self, endpoint_id: str) -> bool:
