@@ -177,7 +177,7 @@ class Deliverer:
         self._look = True
         """Claim at the next turn: messages were stored, or the poll's time came."""
         self._more: set[str] = set()
-        """Endpoints whose last claim was full: more may be due already."""
+        """Endpoints whose last claim was full, or had no room: more may be due already."""
         self._endpoints: dict[str, EndpointRow] = {}
         self._queued: dict[str, collections.deque[store.Claimed]] = {}
         self._held: dict[int, store.Claimed] = {}
@@ -213,7 +213,7 @@ class Deliverer:
                     recording.result()
                     raise RuntimeError("the attempts' writer ended")
                 try:
-                    if self._look or any(self._wants_more(e) for e in self._more):
+                    if self._look or any(self._may_claim(e) for e in self._more):
                         await self._claim()
                     self._start_queued()
                     await self._report_backlog()
@@ -242,6 +242,13 @@ class Deliverer:
         queued = self._queued.get(endpoint_id)
         return endpoint is not None and len(queued or ()) < endpoint.concurrency
 
+    def _room(self, endpoint: EndpointRow) -> int:
+        return PREFETCH_ROUNDS * endpoint.concurrency - self._held_by.get(endpoint.endpoint_id, 0)
+
+    def _may_claim(self, endpoint_id: str) -> bool:
+        endpoint = self._endpoints.get(endpoint_id)
+        return endpoint is not None and self._wants_more(endpoint_id) and self._room(endpoint) > 0
+
     async def _claim(self) -> None:
         self._look = False
         now = self.clock()
@@ -255,7 +262,7 @@ class Deliverer:
             await store.release(self.database.sessions, [c.message_id for c in gone], now)
         self._endpoints = enabled
         rooms = {
-            e.endpoint_id: PREFETCH_ROUNDS * e.concurrency - self._held_by.get(e.endpoint_id, 0)
+            e.endpoint_id: self._room(e)
             for e in enabled.values()
             if self._wants_more(e.endpoint_id)
         }
@@ -268,7 +275,8 @@ class Deliverer:
             self._held[message.message_id] = message
             self._held_by[message.endpoint_id] = self._held_by.get(message.endpoint_id, 0) + 1
             self._queued.setdefault(message.endpoint_id, collections.deque()).append(message)
-        self._more = {e for e, room in rooms.items() if room > 0 and counts.get(e, 0) >= room}
+        # full, or no room while outcomes wait to be written: claim again when there is
+        self._more = {e for e, room in rooms.items() if counts.get(e, 0) >= room}
 
     def _forget(self, claimed: store.Claimed) -> None:
         self._held.pop(claimed.message_id, None)
