@@ -153,6 +153,9 @@ def next_state(
 PREFETCH_ROUNDS = 4
 """An endpoint holds up to this many times its concurrency of claimed messages: claimed
 in one statement, started as its slots free, without a query per delivery."""
+REFILL_ROUNDS = 2
+"""An endpoint with fewer than this many times its concurrency queued claims more: the
+claim is back before its slots run dry."""
 
 
 class Deliverer:
@@ -175,7 +178,9 @@ class Deliverer:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._look = True
-        """Claim at the next turn: messages were stored, or the poll's time came."""
+        """Read the endpoints and claim at the next turn: messages were stored, an endpoint
+        changed, or the poll's time came."""
+        self._looked_at = 0.0
         self._more: set[str] = set()
         """Endpoints whose last claim was full, or had no room: more may be due already."""
         self._endpoints: dict[str, EndpointRow] = {}
@@ -212,9 +217,13 @@ class Deliverer:
                 if recording.done():  # it never ends before a stop: its error ends the loop
                     recording.result()
                     raise RuntimeError("the attempts' writer ended")
+                if time.monotonic() - self._looked_at >= self.settings.webhooks_poll_seconds:
+                    self._look = True  # also while deliveries keep waking the loop
                 try:
-                    if self._look or any(self._may_claim(e) for e in self._more):
-                        await self._claim()
+                    if self._look:
+                        await self._claim(look=True)
+                    elif any(self._may_claim(e) for e in self._more):
+                        await self._claim(look=False)
                     self._start_queued()
                     await self._report_backlog()
                 except Exception as exc:  # the database is down: keep trying, lose nothing
@@ -240,7 +249,7 @@ class Deliverer:
     def _wants_more(self, endpoint_id: str) -> bool:
         endpoint = self._endpoints.get(endpoint_id)
         queued = self._queued.get(endpoint_id)
-        return endpoint is not None and len(queued or ()) < endpoint.concurrency
+        return endpoint is not None and len(queued or ()) < REFILL_ROUNDS * endpoint.concurrency
 
     def _room(self, endpoint: EndpointRow) -> int:
         return PREFETCH_ROUNDS * endpoint.concurrency - self._held_by.get(endpoint.endpoint_id, 0)
@@ -249,21 +258,17 @@ class Deliverer:
         endpoint = self._endpoints.get(endpoint_id)
         return endpoint is not None and self._wants_more(endpoint_id) and self._room(endpoint) > 0
 
-    async def _claim(self) -> None:
-        self._look = False
+    async def _claim(self, look: bool) -> None:
+        """``look``: read the endpoints first (new messages, the poll's time, an endpoint
+        changed); without, a claim for the endpoints whose queues run low."""
         now = self.clock()
-        async with self.database.sessions() as session:
-            enabled = {e.endpoint_id: e for e in await store.enabled_endpoints(session)}
-        gone = [c for e, queue in self._queued.items() if e not in enabled for c in queue]
-        if gone:  # disabled or deleted meanwhile: not sent, due again for when it is back
-            for message in gone:
-                self._forget(message)
-            self._queued = {e: q for e, q in self._queued.items() if e in enabled}
-            await store.release(self.database.sessions, [c.message_id for c in gone], now)
-        self._endpoints = enabled
+        if look:
+            self._look = False
+            self._looked_at = time.monotonic()
+            await self._read_endpoints(now)
         rooms = {
             e.endpoint_id: self._room(e)
-            for e in enabled.values()
+            for e in self._endpoints.values()
             if self._wants_more(e.endpoint_id)
         }
         claimed = await store.claim(self.database.sessions, rooms, now, now + self.lease)
@@ -277,6 +282,17 @@ class Deliverer:
             self._queued.setdefault(message.endpoint_id, collections.deque()).append(message)
         # full, or no room while outcomes wait to be written: claim again when there is
         self._more = {e for e, room in rooms.items() if counts.get(e, 0) >= room}
+
+    async def _read_endpoints(self, now: datetime) -> None:
+        async with self.database.sessions() as session:
+            enabled = {e.endpoint_id: e for e in await store.enabled_endpoints(session)}
+        gone = [c for e, queue in self._queued.items() if e not in enabled for c in queue]
+        if gone:  # disabled or deleted meanwhile: not sent, due again for when it is back
+            for message in gone:
+                self._forget(message)
+            self._queued = {e: q for e, q in self._queued.items() if e in enabled}
+            await store.release(self.database.sessions, [c.message_id for c in gone], now)
+        self._endpoints = enabled
 
     def _forget(self, claimed: store.Claimed) -> None:
         self._held.pop(claimed.message_id, None)
