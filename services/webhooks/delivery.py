@@ -187,7 +187,9 @@ class Deliverer:
         self._queued: dict[str, collections.deque[store.Claimed]] = {}
         self._held: dict[int, store.Claimed] = {}
         """Claimed and the outcome not written: queued, in flight, or being written."""
-        self._held_by: dict[str, int] = {}
+        self._unsent: dict[str, int] = {}
+        """By endpoint: claimed and queued or in flight (what its room is counted from; an
+        outcome waiting to be written takes no room, so a slow write never idles it)."""
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._per_endpoint: dict[str, int] = {}
         self._outcomes: list[store.Outcome] = []
@@ -252,7 +254,7 @@ class Deliverer:
         return endpoint is not None and len(queued or ()) < REFILL_ROUNDS * endpoint.concurrency
 
     def _room(self, endpoint: EndpointRow) -> int:
-        return PREFETCH_ROUNDS * endpoint.concurrency - self._held_by.get(endpoint.endpoint_id, 0)
+        return PREFETCH_ROUNDS * endpoint.concurrency - self._unsent.get(endpoint.endpoint_id, 0)
 
     def _may_claim(self, endpoint_id: str) -> bool:
         endpoint = self._endpoints.get(endpoint_id)
@@ -278,7 +280,7 @@ class Deliverer:
             if message.message_id in self._held:
                 continue  # its lease had ended while held here: it is ours again
             self._held[message.message_id] = message
-            self._held_by[message.endpoint_id] = self._held_by.get(message.endpoint_id, 0) + 1
+            self._unsent[message.endpoint_id] = self._unsent.get(message.endpoint_id, 0) + 1
             self._queued.setdefault(message.endpoint_id, collections.deque()).append(message)
         # full, or no room while outcomes wait to be written: claim again when there is
         self._more = {e for e, room in rooms.items() if counts.get(e, 0) >= room}
@@ -289,14 +291,11 @@ class Deliverer:
         gone = [c for e, queue in self._queued.items() if e not in enabled for c in queue]
         if gone:  # disabled or deleted meanwhile: not sent, due again for when it is back
             for message in gone:
-                self._forget(message)
+                del self._held[message.message_id]
+                self._unsent[message.endpoint_id] -= 1
             self._queued = {e: q for e, q in self._queued.items() if e in enabled}
             await store.release(self.database.sessions, [c.message_id for c in gone], now)
         self._endpoints = enabled
-
-    def _forget(self, claimed: store.Claimed) -> None:
-        self._held.pop(claimed.message_id, None)
-        self._held_by[claimed.endpoint_id] -= 1
 
     def _start_queued(self) -> None:
         """Endpoints take turns for the slots, one message each round."""
@@ -338,6 +337,7 @@ class Deliverer:
         def done(_: asyncio.Task[None]) -> None:
             self._in_flight.pop(message.message_id, None)
             self._per_endpoint[key] -= 1
+            self._unsent[key] -= 1
             self._wake.set()
 
         task.add_done_callback(done)
@@ -385,8 +385,7 @@ class Deliverer:
                     self._outcomes = batch + self._outcomes
                     return
                 for outcome in batch:
-                    if (claimed := self._held.get(outcome.message_id)) is not None:
-                        self._forget(claimed)
+                    self._held.pop(outcome.message_id, None)
                     if outcome.disable_reason is not None:
                         self._look = True  # read the endpoints again
                 self._wake.set()
