@@ -181,6 +181,7 @@ class Deliverer:
         """Read the endpoints and claim at the next turn: messages were stored, an endpoint
         changed, or the poll's time came."""
         self._looked_at = 0.0
+        self._claiming: asyncio.Task[None] | None = None
         self._more: set[str] = set()
         """Endpoints whose last claim was full, or had no room: more may be due already."""
         self._endpoints: dict[str, EndpointRow] = {}
@@ -222,10 +223,7 @@ class Deliverer:
                 if time.monotonic() - self._looked_at >= self.settings.webhooks_poll_seconds:
                     self._look = True  # also while deliveries keep waking the loop
                 try:
-                    if self._look:
-                        await self._claim(look=True)
-                    elif any(self._may_claim(e) for e in self._more):
-                        await self._claim(look=False)
+                    self._claim_if_needed()
                     self._start_queued()
                     await self._report_backlog()
                 except Exception as exc:  # the database is down: keep trying, lose nothing
@@ -237,6 +235,8 @@ class Deliverer:
                     self._look = True
                 self._wake.clear()
         finally:
+            if self._claiming is not None:  # not cancelled: what it claims is held
+                await asyncio.gather(self._claiming, return_exceptions=True)
             for task in list(self._in_flight.values()):
                 task.cancel()
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
@@ -260,13 +260,30 @@ class Deliverer:
         endpoint = self._endpoints.get(endpoint_id)
         return endpoint is not None and self._wants_more(endpoint_id) and self._room(endpoint) > 0
 
+    def _claim_if_needed(self) -> None:
+        """A claim runs as a task of its own, so deliveries that end meanwhile are
+        followed by the next queued ones at once, not after the claim's round trips."""
+        if self._claiming is not None:
+            if not self._claiming.done():
+                return
+            failed = None if self._claiming.cancelled() else self._claiming.exception()
+            self._claiming = None
+            if failed is not None:  # the database is down: keep trying, lose nothing
+                log.warning("claiming due messages failed: %s", failed)
+        look = self._look
+        if not look and not any(self._may_claim(e) for e in self._more):
+            return
+        self._look = False
+        if look:
+            self._looked_at = time.monotonic()
+        self._claiming = asyncio.create_task(self._claim(look), name="webhooks-claim")
+        self._claiming.add_done_callback(lambda _: self._wake.set())
+
     async def _claim(self, look: bool) -> None:
         """``look``: read the endpoints first (new messages, the poll's time, an endpoint
         changed); without, a claim for the endpoints whose queues run low."""
         now = self.clock()
         if look:
-            self._look = False
-            self._looked_at = time.monotonic()
             await self._read_endpoints(now)
         rooms = {
             e.endpoint_id: self._room(e)
