@@ -164,7 +164,8 @@ class Deliverer:
     Due messages are claimed for many endpoints at once (``store.claim``), with a
     lease: queued here per endpoint, started as the endpoint's slots free, their
     outcomes written together by one task (``_record``), which also extends the
-    lease of what it still holds. Endpoints are read again at each claim.
+    lease of what it still holds. Endpoints are read again when messages are stored or
+    an endpoint is enabled, and at least every poll interval.
     """
 
     def __init__(
