@@ -1,17 +1,21 @@
-"""The delivery loop: due messages from the database, posted, each attempt recorded.
+"""The delivery loop: due messages claimed from the database, posted, the attempts recorded.
 
 Nothing is held only in memory: a message is pending in the database until a
-2xx is recorded for it, so a process killed mid-delivery posts it again after
-the restart, with the same ``webhook-id``. Each endpoint has its own limit of
-deliveries in flight (and optionally a rate), and due messages are taken per
-endpoint, so a slow or dead endpoint uses up only its own share. ``clock``
-decides what is due and what the schedule says: tests move it by hand.
+2xx is recorded for it, so a process killed mid-delivery posts it again once
+its claim's lease ends, with the same ``webhook-id``. Each endpoint has its own
+limit of deliveries in flight (and optionally a rate), and due messages are
+claimed per endpoint, so a slow or dead endpoint uses up only its own share.
+Claims are leases in the database, so replicas sharing it never take the same
+message while the lease lasts. ``clock`` decides what is due and what the
+schedule says: tests move it by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,10 +29,10 @@ from services.webhooks.sealing import SecretBox
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import signed_headers
 from services.webhooks.ssrf import Policy, UnsafeUrl
-from services.webhooks.tables import EndpointRow, MessageRow
+from services.webhooks.tables import EndpointRow
 from shared.database import Database
 from shared.rate_limit import RateLimiter
-from shared.retrying import until_written
+from shared.retrying import STOPPED, until_written
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +45,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def secrets_in_force(endpoint: EndpointRow, box: SecretBox, now: datetime) -> list[str]:
+def secrets_in_force(
+    endpoint: EndpointRow, open_secret: Callable[[str], str], now: datetime
+) -> list[str]:
     """The current secret, and the previous one while its overlap lasts."""
-    current = [box.open(endpoint.secret)]
+    current = [open_secret(endpoint.secret)]
     until = endpoint.previous_secret_until
     if endpoint.previous_secret is not None and until is not None and now < until:
-        current.append(box.open(endpoint.previous_secret))
+        current.append(open_secret(endpoint.previous_secret))
     return current
 
 
@@ -59,6 +65,7 @@ class Delivery:
         self.clock = clock
         self.timeout = settings.webhooks_timeout_seconds
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._opened: dict[str, str] = {}
 
     def client(self, endpoint_id: str) -> httpx.AsyncClient:
         """Each endpoint its own connection pool: httpx's pool scans all of its
@@ -76,6 +83,15 @@ class Delivery:
             )
             self._clients[endpoint_id] = client
         return client
+
+    def _open(self, sealed: str) -> str:
+        """Opened once per sealed value: a rotation seals a new one, so nothing goes stale."""
+        opened = self._opened.get(sealed)
+        if opened is None:
+            if len(self._opened) > 10_000:
+                self._opened.clear()
+            opened = self._opened[sealed] = self.box.open(sealed)
+        return opened
 
     async def attempt(
         self, endpoint: EndpointRow, webhook_id: str, body: bytes
@@ -95,7 +111,7 @@ class Delivery:
             return result("refused", error=str(exc)), None
         # The timestamp is the wall clock's, whatever ``clock`` says: receivers compare it
         # with theirs to refuse replayed requests.
-        in_force = secrets_in_force(endpoint, self.box, now)
+        in_force = secrets_in_force(endpoint, self._open, now)
         headers = signed_headers(in_force, webhook_id, utc_now(), body)
         headers["host"] = destination.host_header
         try:
@@ -134,8 +150,23 @@ def next_state(
     return store.PENDING, now + delay
 
 
+PREFETCH_ROUNDS = 4
+"""An endpoint holds up to this many times its concurrency of claimed messages: claimed
+in one statement, started as its slots free, without a query per delivery."""
+REFILL_ROUNDS = 2
+"""An endpoint with fewer than this many times its concurrency queued claims more: the
+claim is back before its slots run dry."""
+
+
 class Deliverer:
-    """The loop, a task of the app's lifespan beside the consumer."""
+    """The loop, a task of the app's lifespan beside the consumer.
+
+    Due messages are claimed for many endpoints at once (``store.claim``), with a
+    lease: queued here per endpoint, started as the endpoint's slots free, their
+    outcomes written together by one task (``_record``), which also extends the
+    lease of what it still holds. Endpoints are read again when messages are stored or
+    an endpoint is enabled, and at least every poll interval.
+    """
 
     def __init__(
         self, settings: WebhooksSettings, database: Database, box: SecretBox, clock: Clock
@@ -147,14 +178,35 @@ class Deliverer:
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._look = True
+        """Read the endpoints and claim at the next turn: messages were stored, an endpoint
+        changed, or the poll's time came."""
+        self._looked_at = 0.0
+        self._claiming: asyncio.Task[None] | None = None
+        self._more: set[str] = set()
+        """Endpoints whose last claim was full, or had no room: more may be due already."""
+        self._endpoints: dict[str, EndpointRow] = {}
+        self._queued: dict[str, collections.deque[store.Claimed]] = {}
+        self._held: dict[int, store.Claimed] = {}
+        """Claimed and the outcome not written: queued, in flight, or being written."""
+        self._unsent: dict[str, int] = {}
+        """By endpoint: claimed and queued or in flight (what its room is counted from; an
+        outcome waiting to be written takes no room, so a slow write never idles it)."""
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._per_endpoint: dict[str, int] = {}
+        self._outcomes: list[store.Outcome] = []
+        self._outcome_ready = asyncio.Event()
         self._rates: dict[str, tuple[float, RateLimiter]] = {}
         self._backlog_at = 0.0
         self._reported: set[str] = set()
 
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.webhooks_lease_seconds)
+
     def wake(self) -> None:
         """New messages are stored, or the clock moved: look now, not at the next poll."""
+        self._look = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -163,48 +215,126 @@ class Deliverer:
 
     async def run(self) -> None:
         self.started.set()
+        recording = asyncio.create_task(self._record(), name="webhooks-attempts")
         try:
             while not self._stopping.is_set():
+                if recording.done():  # it never ends before a stop: its error ends the loop
+                    recording.result()
+                    raise RuntimeError("the attempts' writer ended")
+                if time.monotonic() - self._looked_at >= self.settings.webhooks_poll_seconds:
+                    self._look = True  # also while deliveries keep waking the loop
                 try:
-                    await self._start_due()
+                    self._claim_if_needed()
+                    self._start_queued()
                     await self._report_backlog()
                 except Exception as exc:  # the database is down: keep trying, lose nothing
                     log.warning("looking for due messages failed: %s", exc)
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(self.settings.webhooks_poll_seconds):
                         await self._wake.wait()
+                except TimeoutError:
+                    self._look = True
                 self._wake.clear()
         finally:
+            if self._claiming is not None:  # not cancelled: what it claims is held
+                await asyncio.gather(self._claiming, return_exceptions=True)
             for task in list(self._in_flight.values()):
                 task.cancel()
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            self._outcome_ready.set()
+            await asyncio.gather(recording, return_exceptions=True)
+            # what is still held (not sent, or its outcome not written) is due again now;
+            # not released (the database is down), it is due when its lease ends
+            with contextlib.suppress(Exception):
+                await store.release(self.database.sessions, list(self._held), self.clock())
             await self.delivery.close()
 
-    async def _start_due(self) -> None:
-        free = self.settings.webhooks_max_in_flight - len(self._in_flight)
-        if free <= 0:
-            return
-        now = self.clock()
-        async with self.database.sessions() as session:
-            waiting = await store.due_endpoints(session, now)
-            if not waiting:
+    def _wants_more(self, endpoint_id: str) -> bool:
+        endpoint = self._endpoints.get(endpoint_id)
+        queued = self._queued.get(endpoint_id)
+        return endpoint is not None and len(queued or ()) < REFILL_ROUNDS * endpoint.concurrency
+
+    def _room(self, endpoint: EndpointRow) -> int:
+        return PREFETCH_ROUNDS * endpoint.concurrency - self._unsent.get(endpoint.endpoint_id, 0)
+
+    def _may_claim(self, endpoint_id: str) -> bool:
+        endpoint = self._endpoints.get(endpoint_id)
+        return endpoint is not None and self._wants_more(endpoint_id) and self._room(endpoint) > 0
+
+    def _claim_if_needed(self) -> None:
+        """A claim runs as a task of its own, so deliveries that end meanwhile are
+        followed by the next queued ones at once, not after the claim's round trips."""
+        if self._claiming is not None:
+            if not self._claiming.done():
                 return
-            enabled = await store.enabled_endpoints(session)
-            endpoints = [e for e in enabled if e.endpoint_id in waiting]
-            for endpoint in endpoints:
-                room = min(
-                    free, endpoint.concurrency - self._per_endpoint.get(endpoint.endpoint_id, 0)
-                )
-                if room <= 0:
+            failed = None if self._claiming.cancelled() else self._claiming.exception()
+            self._claiming = None
+            if failed is not None:  # the database is down: keep trying, lose nothing
+                log.warning("claiming due messages failed: %s", failed)
+        look = self._look
+        if not look and not any(self._may_claim(e) for e in self._more):
+            return
+        self._look = False
+        if look:
+            self._looked_at = time.monotonic()
+        self._claiming = asyncio.create_task(self._claim(look), name="webhooks-claim")
+        self._claiming.add_done_callback(lambda _: self._wake.set())
+
+    async def _claim(self, look: bool) -> None:
+        """``look``: read the endpoints first (new messages, the poll's time, an endpoint
+        changed); without, a claim for the endpoints whose queues run low."""
+        now = self.clock()
+        if look:
+            await self._read_endpoints(now)
+        rooms = {
+            e.endpoint_id: self._room(e)
+            for e in self._endpoints.values()
+            if self._wants_more(e.endpoint_id)
+        }
+        claimed = await store.claim(self.database.sessions, rooms, now, now + self.lease)
+        counts: dict[str, int] = {}
+        for message in claimed:
+            counts[message.endpoint_id] = counts.get(message.endpoint_id, 0) + 1
+            if message.message_id in self._held:
+                continue  # its lease had ended while held here: it is ours again
+            self._held[message.message_id] = message
+            self._unsent[message.endpoint_id] = self._unsent.get(message.endpoint_id, 0) + 1
+            self._queued.setdefault(message.endpoint_id, collections.deque()).append(message)
+        # full, or no room while outcomes wait to be written: claim again when there is
+        self._more = {e for e, room in rooms.items() if counts.get(e, 0) >= room}
+
+    async def _read_endpoints(self, now: datetime) -> None:
+        async with self.database.sessions() as session:
+            enabled = {e.endpoint_id: e for e in await store.enabled_endpoints(session)}
+        gone = [c for e, queue in self._queued.items() if e not in enabled for c in queue]
+        if gone:  # disabled or deleted meanwhile: not sent, due again for when it is back
+            for message in gone:
+                del self._held[message.message_id]
+                self._unsent[message.endpoint_id] -= 1
+            self._queued = {e: q for e, q in self._queued.items() if e in enabled}
+            await store.release(self.database.sessions, [c.message_id for c in gone], now)
+        self._endpoints = enabled
+
+    def _start_queued(self) -> None:
+        """Endpoints take turns for the slots, one message each round."""
+        free = self.settings.webhooks_max_in_flight - len(self._in_flight)
+        waiting = [e for e, queue in self._queued.items() if queue]
+        while free > 0 and waiting:
+            still = []
+            for endpoint_id in waiting:
+                endpoint = self._endpoints.get(endpoint_id)
+                queue = self._queued[endpoint_id]
+                if endpoint is None or not queue or free <= 0:
                     continue
-                due = await store.due_messages(
-                    session, endpoint.endpoint_id, now, room, self._in_flight
-                )
-                for message in due:
-                    if not self._may_send(endpoint):
-                        break
-                    self._launch(endpoint, message)
-                    free -= 1
+                if self._per_endpoint.get(endpoint_id, 0) >= endpoint.concurrency:
+                    continue
+                if not self._may_send(endpoint):
+                    continue
+                self._launch(endpoint, queue.popleft())
+                free -= 1
+                if queue:
+                    still.append(endpoint_id)
+            waiting = still
 
     def _may_send(self, endpoint: EndpointRow) -> bool:
         if endpoint.rate_limit is None:
@@ -216,7 +346,7 @@ class Deliverer:
             self._rates[endpoint.endpoint_id] = held
         return held[1].retry_after(endpoint.endpoint_id) is None
 
-    def _launch(self, endpoint: EndpointRow, message: MessageRow) -> None:
+    def _launch(self, endpoint: EndpointRow, message: store.Claimed) -> None:
         key = endpoint.endpoint_id
         self._per_endpoint[key] = self._per_endpoint.get(key, 0) + 1
         task = asyncio.create_task(self._deliver(endpoint, message))
@@ -225,11 +355,12 @@ class Deliverer:
         def done(_: asyncio.Task[None]) -> None:
             self._in_flight.pop(message.message_id, None)
             self._per_endpoint[key] -= 1
+            self._unsent[key] -= 1
             self._wake.set()
 
         task.add_done_callback(done)
 
-    async def _deliver(self, endpoint: EndpointRow, message: MessageRow) -> None:
+    async def _deliver(self, endpoint: EndpointRow, message: store.Claimed) -> None:
         result, response = await self.delivery.attempt(endpoint, message.webhook_id, message.body)
         attempts_made = message.attempts + 1
         status, next_at = next_state(attempts_made, response, result.attempted_at)
@@ -239,21 +370,53 @@ class Deliverer:
             metrics.LATENCY.labels(endpoint.endpoint_id).observe(result.latency_ms / 1000)
         if status == store.FAILED:
             metrics.FAILED.labels(endpoint.endpoint_id).inc()
-        # Not recorded (stopping first): the message stays pending, and is sent again.
-        await until_written(
-            lambda: store.record_attempt(
-                self.database.sessions,
-                message.message_id,
-                result,
-                status,
-                next_at,
-                "the endpoint answered 410 Gone" if gone else None,
-            ),
-            retry_on=(Exception,),
-            stopping=self._stopping,
-            what="recording an attempt",
-            log=log,
-        )
+        reason = "the endpoint answered 410 Gone" if gone else None
+        self._outcomes.append(store.Outcome(message.message_id, result, status, next_at, reason))
+        self._outcome_ready.set()
+
+    async def _record(self) -> None:
+        """Writes the outcomes that are waiting, all in one transaction, until stopped;
+        every third of a lease, extends the lease of the messages still held.
+
+        Deliveries that end while a write is under way are written together by the
+        next one. Not written (stopping first), a message stays pending, and is sent
+        again when its lease ends. One task for both, so an extension never overwrites
+        the next attempt time an outcome just wrote.
+        """
+        every = self.settings.webhooks_lease_seconds / 3
+        extended = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            batch, self._outcomes = self._outcomes, []
+            if batch:
+                written = await until_written(
+                    functools.partial(store.record_attempts, self.database.sessions, batch),
+                    retry_on=(Exception,),
+                    stopping=self._stopping,
+                    what="recording attempts",
+                    log=log,
+                )
+                if written is STOPPED:
+                    self._outcomes = batch + self._outcomes
+                    return
+                for outcome in batch:
+                    self._held.pop(outcome.message_id, None)
+                    if outcome.disable_reason is not None:
+                        self._look = True  # read the endpoints again
+                self._wake.set()
+            if self._stopping.is_set() and not self._outcomes:
+                return
+            if time.monotonic() - extended >= every and self._held:
+                extended = time.monotonic()
+                try:
+                    await store.extend(
+                        self.database.sessions, list(self._held), self.clock() + self.lease
+                    )
+                except Exception as exc:  # the lease may end: then sent twice, never lost
+                    log.warning("extending the lease of held messages failed: %s", exc)
 
     async def _report_backlog(self) -> None:
         if time.monotonic() - self._backlog_at < BACKLOG_EVERY_SECONDS:

@@ -9,13 +9,14 @@ URL's, so virtual hosting and certificate checks see the name, not the address.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
 
 import httpx
 
-from services.webhooks.ssrf import Policy, UnsafeUrl, checked, target
+from services.webhooks.ssrf import IPAddress, Policy, UnsafeUrl, checked, target
 
 RESOLVE_TIMEOUT_SECONDS = 5.0
 """A resolver that hangs must not hold a delivery slot (nor an admin's request) for long."""
@@ -32,20 +33,29 @@ class Destination:
 async def resolve(url: str, policy: Policy) -> Destination:
     """The checked destination of ``url``, or :class:`UnsafeUrl` (also for a name that
     does not resolve)."""
-    found = target(url, policy)
-    literal = _literal(found.host)
+    literal = _literal_destination(url, policy)
     if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    found.host, found.port, type=socket.SOCK_STREAM
-                )
-        except (socket.gaierror, UnicodeError, TimeoutError):
-            raise UnsafeUrl("the URL's host does not resolve") from None
-        addresses = [str(info[4][0]) for info in infos]
-    address = checked(addresses, policy)
+        return literal
+    found = target(url, policy)
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                found.host, found.port, type=socket.SOCK_STREAM
+            )
+    except (socket.gaierror, UnicodeError, TimeoutError):
+        raise UnsafeUrl("the URL's host does not resolve") from None
+    return _pinned(url, checked([str(info[4][0]) for info in infos], policy))
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_destination(url: str, policy: Policy) -> Destination | None:
+    """None for a host name (looked up at every attempt: DNS can change). A host that is
+    an address looks the same at every attempt, so it is parsed and checked once."""
+    literal = _literal(target(url, policy).host)
+    return None if literal is None else _pinned(url, checked([literal], policy))
+
+
+def _pinned(url: str, address: IPAddress) -> Destination:
     parsed = httpx.URL(url)
     pinned = parsed.copy_with(host=str(address))
     host_header = parsed.netloc.decode("ascii")  # the URL's host[:port], IPv6 bracketed

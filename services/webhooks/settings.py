@@ -49,6 +49,12 @@ class WebhooksSettings(LeadflowSettings):
     webhooks_poll_seconds: float = Field(
         default=0.2, gt=0, description="How often the delivery loop looks for due messages."
     )
+    webhooks_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a claimed message is held for this process before another may"
+        " take it (extended while it is held; after a kill, how long until it is sent again).",
+    )
     webhooks_secret_key: str | None = Field(
         default=None,
         description="Seals the endpoints' signing secrets in the database (a long random"

@@ -6,12 +6,12 @@ work. Times come from the caller, so a test's clock decides what is due.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +26,7 @@ from services.webhooks.tables import (
     ScoreNoticeRow,
 )
 from shared.events import ScoreUpdate, StageChange
+from shared.sql_types import UtcDateTime
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 Status = Literal["pending", "delivered", "failed"]
@@ -166,32 +167,98 @@ async def enabled_endpoints(session: AsyncSession) -> list[EndpointRow]:
     return list(await session.scalars(select(EndpointRow).where(EndpointRow.disabled_at.is_(None))))
 
 
-async def due_endpoints(session: AsyncSession, now: datetime) -> set[str]:
-    """Endpoints with a pending message due: one indexed query when nothing is due."""
-    query = (
-        select(MessageRow.endpoint_id)
-        .where(MessageRow.status == PENDING, MessageRow.next_attempt_at <= now)
-        .distinct()
-    )
-    return set(await session.scalars(query))
+@dataclass(frozen=True)
+class Claimed:
+    """A message taken for delivery, leased to this process until its outcome is written."""
+
+    message_id: int
+    endpoint_id: str
+    webhook_id: str
+    body: bytes
+    attempts: int
 
 
-async def due_messages(
-    session: AsyncSession, endpoint_id: str, now: datetime, limit: int, busy: Iterable[int]
-) -> list[MessageRow]:
-    """Up to ``limit`` pending messages of one endpoint that are due and not in flight."""
-    query = (
-        select(MessageRow)
-        .where(
-            MessageRow.endpoint_id == endpoint_id,
-            MessageRow.status == PENDING,
-            MessageRow.next_attempt_at <= now,
+async def claim(
+    sessions: async_sessionmaker[AsyncSession],
+    rooms: Mapping[str, int],
+    now: datetime,
+    lease_until: datetime,
+) -> list[Claimed]:
+    """Up to ``rooms[e]`` due messages of each endpoint ``e``, the longest due first, in one
+    statement: their next attempt is moved to ``lease_until``, so no one else takes them
+    meanwhile, and a process killed with them leaves them due again when the lease ends.
+
+    The UPDATE checks again that each message is still pending and due: on PostgreSQL
+    a row another replica claimed first is re-read after its commit and left out (SQLite
+    runs one writer at a time), so of two replicas claiming together each message goes
+    to one.
+    """
+    wanted = {e: n for e, n in rooms.items() if n > 0}
+    if not wanted:
+        return []
+    due = (MESSAGES.c.status == PENDING) & (MESSAGES.c.next_attempt_at <= now)
+    ranked = (
+        select(
+            MESSAGES.c.message_id,
+            MESSAGES.c.endpoint_id,
+            func.row_number()
+            .over(
+                partition_by=MESSAGES.c.endpoint_id,
+                order_by=(MESSAGES.c.next_attempt_at, MESSAGES.c.message_id),
+            )
+            .label("rank"),
         )
-        .order_by(MessageRow.next_attempt_at, MessageRow.message_id)
-        .limit(limit + len(busy_set := set(busy)))
+        .where(due, MESSAGES.c.endpoint_id.in_(wanted))
+        .subquery()
     )
-    rows = [m for m in await session.scalars(query) if m.message_id not in busy_set]
-    return rows[:limit]
+    chosen = select(ranked.c.message_id).where(
+        ranked.c.rank <= case(wanted, value=ranked.c.endpoint_id, else_=0)
+    )
+    statement = (
+        update(MESSAGES)
+        .where(MESSAGES.c.message_id.in_(chosen), due)
+        .values(next_attempt_at=lease_until)
+        .returning(
+            MESSAGES.c.message_id,
+            MESSAGES.c.endpoint_id,
+            MESSAGES.c.webhook_id,
+            MESSAGES.c.body,
+            MESSAGES.c.attempts,
+        )
+    )
+    async with sessions() as session, session.begin():
+        rows = (await session.execute(statement)).all()
+    claimed = [Claimed(*row) for row in rows]
+    claimed.sort(key=lambda c: c.message_id)
+    return claimed
+
+
+async def extend(
+    sessions: async_sessionmaker[AsyncSession], message_ids: Iterable[int], until: datetime
+) -> None:
+    """The lease of messages still held (waiting for a slot, or for their outcome)."""
+    await _set_due(sessions, message_ids, until)
+
+
+async def release(
+    sessions: async_sessionmaker[AsyncSession], message_ids: Iterable[int], now: datetime
+) -> None:
+    """Messages claimed and not attempted (stopping, their endpoint disabled): due now."""
+    await _set_due(sessions, message_ids, now)
+
+
+async def _set_due(
+    sessions: async_sessionmaker[AsyncSession], message_ids: Iterable[int], at: datetime
+) -> None:
+    ids = list(message_ids)
+    if not ids:
+        return
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.message_id.in_(ids), MESSAGES.c.status == PENDING)
+            .values(next_attempt_at=at)
+        )
 
 
 @dataclass(frozen=True)
@@ -203,49 +270,95 @@ class AttemptResult:
     error: str | None
 
 
-async def record_attempt(
-    sessions: async_sessionmaker[AsyncSession],
-    message_id: int,
-    result: AttemptResult,
-    status: str,
-    next_attempt_at: datetime | None,
-    disable_reason: str | None = None,
-) -> None:
-    """The attempt, the message's new state and (on a 410) the endpoint disabled, at once.
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's result and the state it leaves its message in."""
 
-    Nothing when the message is gone meanwhile (its endpoint deleted, its lead erased).
+    message_id: int
+    result: AttemptResult
+    status: str
+    next_attempt_at: datetime | None
+    disable_reason: str | None = None
+
+
+ATTEMPTS: Table = AttemptRow.__table__  # type: ignore[assignment]
+ENDPOINTS: Table = EndpointRow.__table__  # type: ignore[assignment]
+
+_SETTLE = (
+    update(MESSAGES)
+    .where(MESSAGES.c.message_id == bindparam("m_id"))
+    .values(
+        attempts=MESSAGES.c.attempts + 1,
+        status=bindparam("m_status"),
+        next_attempt_at=bindparam("m_next", type_=UtcDateTime()),
+        last_attempt_at=bindparam("m_at", type_=UtcDateTime()),
+        # a replayed message keeps the time of its first delivery until it is delivered again
+        delivered_at=func.coalesce(
+            bindparam("m_delivered", type_=UtcDateTime()), MESSAGES.c.delivered_at
+        ),
+    )
+)
+
+
+async def record_attempts(
+    sessions: async_sessionmaker[AsyncSession], outcomes: Sequence[Outcome]
+) -> None:
+    """The attempts, their messages' new states and (on a 410) endpoints disabled, in one
+    transaction: what many deliveries that ended together cost is one round of statements.
+
+    Nothing for a message gone meanwhile (its endpoint deleted, its lead erased).
     """
+    if not outcomes:
+        return
     async with sessions() as session, session.begin():
-        if await session.get(MessageRow, message_id) is None:
+        ids = [o.message_id for o in outcomes]
+        present = set(
+            await session.scalars(
+                select(MessageRow.message_id)
+                .where(MessageRow.message_id.in_(ids))
+                .with_for_update()  # an erasure or a deletion waits for this transaction
+            )
+        )
+        kept = [o for o in outcomes if o.message_id in present]
+        if not kept:
             return
-        session.add(
-            AttemptRow(
-                message_id=message_id,
-                attempted_at=result.attempted_at,
-                outcome=result.outcome,
-                response_code=result.response_code,
-                latency_ms=result.latency_ms,
-                error=result.error,
-            )
-        )
-        values = {
-            "attempts": MessageRow.attempts + 1,
-            "status": status,
-            "next_attempt_at": next_attempt_at,
-            "last_attempt_at": result.attempted_at,
-        }
-        if status == DELIVERED:
-            values["delivered_at"] = result.attempted_at
         await session.execute(
-            update(MessageRow).where(MessageRow.message_id == message_id).values(values)
+            _SETTLE,
+            [
+                {
+                    "m_id": o.message_id,
+                    "m_status": o.status,
+                    "m_next": o.next_attempt_at,
+                    "m_at": o.result.attempted_at,
+                    "m_delivered": o.result.attempted_at if o.status == DELIVERED else None,
+                }
+                for o in kept
+            ],
         )
-        if disable_reason is not None:
-            endpoint = select(MessageRow.endpoint_id).where(MessageRow.message_id == message_id)
-            await session.execute(
-                update(EndpointRow)
-                .where(EndpointRow.endpoint_id == endpoint.scalar_subquery())
-                .values(disabled_at=result.attempted_at, disabled_reason=disable_reason)
-            )
+        await session.execute(
+            insert(ATTEMPTS),
+            [
+                {
+                    "message_id": o.message_id,
+                    "attempted_at": o.result.attempted_at,
+                    "outcome": o.result.outcome,
+                    "response_code": o.result.response_code,
+                    "latency_ms": o.result.latency_ms,
+                    "error": o.result.error,
+                }
+                for o in kept
+            ],
+        )
+        for o in kept:
+            if o.disable_reason is not None:
+                endpoint = select(MessageRow.endpoint_id).where(
+                    MessageRow.message_id == o.message_id
+                )
+                await session.execute(
+                    update(EndpointRow)
+                    .where(EndpointRow.endpoint_id == endpoint.scalar_subquery())
+                    .values(disabled_at=o.result.attempted_at, disabled_reason=o.disable_reason)
+                )
 
 
 async def replay(
