@@ -118,8 +118,8 @@ async def read_to_end(
     end, to ``apply``: how both stages of scoring restore a changelog partition."""
     tp = TopicPartition(topic, partition)
     consumer = make_consumer(settings, name="scoring-restore", group_id=None)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails still stops its client
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]

@@ -35,8 +35,8 @@ async def partition_spans(
     if partitions is None:
         partitions = await partitions_of(settings, topic)
     consumer = make_consumer(settings, name="events-spans", group_id=None)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails still stops its client
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         earliest = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
@@ -59,8 +59,8 @@ async def read_until(
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails still stops its client
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         deadline = time.monotonic() + timeout

@@ -90,9 +90,9 @@ async def read_live_scores(
     topic = settings.topics.scores
     tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
     consumer = make_consumer(settings, name="rescore-now", group_id=None)
-    await consumer.start()
     latest: dict[str, bytes] = {}
     try:
+        await consumer.start()  # inside: a start that fails still stops its client
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

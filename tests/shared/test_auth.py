@@ -387,8 +387,9 @@ async def test_protected_metrics_are_documented() -> None:
 
 
 async def test_scoring_s_model_needs_leads_read() -> None:
-    # The lifespan (the worker) is not started: the model route does not need it.
-    app = create_scoring(ScoringSettings(api_keys=KEYS))
+    # The lifespan (the worker) is not started: the model route does not need it, and with
+    # no broker to read publications from it answers the workers' model file.
+    app = create_scoring(ScoringSettings(api_keys=KEYS, kafka_bootstrap_servers="127.0.0.1:1"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://scoring") as client:
         assert (await client.get("/v1/model")).status_code == 401

@@ -237,7 +237,7 @@ async def test_the_access_log_and_metrics_see_what_authentication_decided(
 ) -> None:
     key = "lf_reader-key-value"
     keys = format_line("reader", ["leads:read"], key_digest(key.encode()))
-    app = create_scoring(ScoringSettings(api_keys=keys))
+    app = create_scoring(ScoringSettings(api_keys=keys, kafka_bootstrap_servers="127.0.0.1:1"))
     transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 5555))
     before = sample("/v1/model", "GET", "401")
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
