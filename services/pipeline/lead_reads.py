@@ -155,6 +155,11 @@ async def list_leads(
         at, total, lead_id = decode_cursor(cursor)
         after = (total, lead_id)
     listing = Listing(at, stage, min_score, after)
+    if session.get_bind().dialect.name == "postgresql":
+        # Planned for the values at hand: a generic plan of a prepared statement (asyncpg
+        # prepares them, PostgreSQL switches to one after five runs) cannot know that
+        # `as_of > now` selects almost nothing, and walks the whole total index instead.
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     ranges = [Range(None), *(Range(g) for g in await _groups(session, stage))]
     page: list[Lead] = []
     async for lead in _merge(session, listing, ranges, limit + 1):
