@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.pipeline.accounts_models import Account, AccountContact, AccountDetail
 from services.pipeline.tables import AccountContactRow, AccountRow
 from shared.account_events import AccountMember, AccountScore
+from shared.database import upsert_insert
 
 ACCOUNTS = cast(Table, AccountRow.__table__)
 CONTACTS = cast(Table, AccountContactRow.__table__)
@@ -163,17 +164,9 @@ def _unique(score: AccountScore) -> list[AccountMember]:
     return list(first.values())
 
 
-def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"pipeline supports SQLite and PostgreSQL, not {dialect}")
-
-
 @cache
 def _accounts(dialect: str) -> postgresql.Insert | sqlite.Insert:
-    insert = _insert(dialect, ACCOUNTS)
+    insert = upsert_insert(dialect, ACCOUNTS)
     new = insert.excluded
     return insert.on_conflict_do_update(
         index_elements=[ACCOUNTS.c.account_id],
@@ -185,7 +178,7 @@ def _accounts(dialect: str) -> postgresql.Insert | sqlite.Insert:
 @cache
 def _contacts(dialect: str) -> postgresql.Insert | sqlite.Insert:
     """A listed contact's score now; its claim keeps the position it was first listed at."""
-    insert = _insert(dialect, CONTACTS)
+    insert = upsert_insert(dialect, CONTACTS)
     new = insert.excluded
     return insert.on_conflict_do_update(
         index_elements=[CONTACTS.c.account_id, CONTACTS.c.lead_id],

@@ -45,7 +45,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline.analytics import STAY_BUCKET_BOUNDS
@@ -60,6 +59,7 @@ from services.pipeline.tables import (
     StageChangeRow,
     StayDayRow,
 )
+from shared.database import upsert_insert
 
 CHANGES = typed(Table, StageChangeRow.__table__)
 JOURNEYS = typed(Table, LeadJourneyRow.__table__)
@@ -173,10 +173,6 @@ def span_rows(dialect: str, lead_ids: Iterable[str] | None) -> Any:
     return select(*spans.c, bucket_of(spans.c.seconds).label("bucket"))
 
 
-def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 async def refresh_spans(session: AsyncSession, dialect: str, lead_ids: Sequence[str]) -> None:
     """Rewrite the spans of ``lead_ids`` from their (already refreshed) journeys."""
     for start in range(0, len(lead_ids), CHUNK):
@@ -187,7 +183,7 @@ async def refresh_spans(session: AsyncSession, dialect: str, lead_ids: Sequence[
 
 def insert_spans(dialect: str, lead_ids: Iterable[str] | None) -> Any:
     columns = ["lead_id", "span", "entered_at", "seconds", "bucket"]
-    return _insert(dialect, SPAN_ROWS).from_select(columns, span_rows(dialect, lead_ids))
+    return upsert_insert(dialect, SPAN_ROWS).from_select(columns, span_rows(dialect, lead_ids))
 
 
 # --- the summaries ----------------------------------------------------------------------
@@ -262,7 +258,7 @@ def contribute(dialect: str, summary: Summary, lead_ids: Iterable[str] | None, s
         .where(true())  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
         .group_by(*(keyed.c[k] for k in keys))
     )
-    statement = _insert(dialect, summary.table).from_select([*keys, "count"], grouped)
+    statement = upsert_insert(dialect, summary.table).from_select([*keys, "count"], grouped)
     return statement.on_conflict_do_update(
         index_elements=[summary.table.c[k] for k in keys],
         set_={"count": summary.table.c["count"] + statement.excluded["count"]},

@@ -32,11 +32,11 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from services.pipeline.tables import LeadJourneyRow, LeadRow, StageChangeRow
+from shared.database import upsert_insert
 from shared.events import Stage
 
 FORWARD_RANKS = {Stage.LEAD: 0, Stage.PROSPECT: 1, Stage.OPPORTUNITY: 2, Stage.CUSTOMER: 3}
@@ -145,7 +145,7 @@ JOURNEY_COLUMNS = (
 
 def upsert_journeys(dialect: str, lead_ids: Iterable[str] | None) -> Any:
     """INSERT ... SELECT the journeys of ``lead_ids``, rewriting only rows that differ."""
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(JOURNEYS)
+    insert = upsert_insert(dialect, JOURNEYS)
     statement = insert.from_select(list(JOURNEY_COLUMNS), journey_rows(lead_ids))
     new = statement.excluded
     derived = [name for name in JOURNEY_COLUMNS if name != "lead_id"]

@@ -89,6 +89,7 @@ from services.pipeline.tables import (
     StageChangeRow,
 )
 from shared.account_events import AccountScore
+from shared.database import upsert_insert
 from shared.erasure_signals import ErasureSignal
 from shared.events import ScoreUpdate, Stage, StageChange
 
@@ -321,7 +322,7 @@ async def _forget_stale(session: AsyncSession, signal: ErasureSignal) -> None:
 @cache
 def _erasure_signal(dialect: str, topic: str) -> postgresql.Insert | sqlite.Insert:
     """Record one topic's signal on its request; complete it once the other's is there."""
-    insert = _insert(dialect, ERASURES)
+    insert = upsert_insert(dialect, ERASURES)
     mine = f"{topic}_erased_at"
     other = ERASURES.c["stage_changes_erased_at" if topic == "scores" else "scores_erased_at"]
     recorded = func.coalesce(ERASURES.c[mine], insert.excluded[mine])
@@ -343,7 +344,7 @@ async def request_erasure(
     async with session_factory() as session, session.begin():
         dialect = session.get_bind().dialect.name
         row = {"erase_id": erase_id, "lead_hash": lead_hash(lead_id), "requested_at": requested_at}
-        await session.execute(_insert(dialect, ERASURES).on_conflict_do_nothing(), row)
+        await session.execute(upsert_insert(dialect, ERASURES).on_conflict_do_nothing(), row)
 
 
 async def withdraw_erasure(session_factory: SessionFactory, erase_id: str) -> None:
@@ -456,19 +457,10 @@ def _newest_per_lead(records: Iterable[Keyed]) -> list[Keyed]:
     return [newest[lead_id] for lead_id in sorted(newest)]
 
 
-def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """INSERT with ON CONFLICT: both dialects spell it alike, each in its own module."""
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"pipeline supports SQLite and PostgreSQL, not {dialect}")
-
-
 @cache
 def _leads_from_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
     """Create the lead, or move it to a newer stage change while it has no score update."""
-    insert = _insert(dialect, LEADS)
+    insert = upsert_insert(dialect, LEADS)
     new = insert.excluded
     no_score_yet = LEADS.c.score_sequence.is_(None)
 
@@ -493,7 +485,7 @@ def _leads_from_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
 @cache
 def _leads_from_scores(dialect: str) -> postgresql.Insert | sqlite.Insert:
     """Create the lead, or take a newer score update's stage and score."""
-    insert = _insert(dialect, LEADS)
+    insert = upsert_insert(dialect, LEADS)
     new = insert.excluded
     columns = (
         "stage", "fit", "engagement", "total", "as_of", "model_version", "score_sequence", *DECAY,
@@ -512,12 +504,12 @@ def _leads_from_scores(dialect: str) -> postgresql.Insert | sqlite.Insert:
 @cache
 def _stage_changes(dialect: str) -> postgresql.Insert | sqlite.Insert:
     """Record a stage change once: redelivered, it changes nothing."""
-    return _insert(dialect, STAGE_CHANGES).on_conflict_do_nothing()
+    return upsert_insert(dialect, STAGE_CHANGES).on_conflict_do_nothing()
 
 
 @cache
 def _breakdowns(dialect: str) -> postgresql.Insert | sqlite.Insert:
-    insert = _insert(dialect, SCORE_BREAKDOWNS)
+    insert = upsert_insert(dialect, SCORE_BREAKDOWNS)
     new = insert.excluded
     columns = ("sequence", "fit", "engagement", "total", "as_of", "model_version", "breakdown")
     return insert.on_conflict_do_update(

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from sqlalchemy import Table, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.webhooks import metrics
@@ -25,6 +24,7 @@ from services.webhooks.tables import (
     MessageRow,
     ScoreNoticeRow,
 )
+from shared.database import upsert_insert
 from shared.events import ScoreUpdate, StageChange
 from shared.sql_types import UtcDateTime
 
@@ -34,14 +34,6 @@ Status = Literal["pending", "delivered", "failed"]
 MESSAGES: Table = MessageRow.__table__  # type: ignore[assignment]
 LEAD_TOTALS: Table = LeadTotalRow.__table__  # type: ignore[assignment]
 SCORE_NOTICES: Table = ScoreNoticeRow.__table__  # type: ignore[assignment]
-
-
-def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"webhooks supports SQLite and PostgreSQL, not {dialect}")
 
 
 def subscription(row: EndpointRow) -> Subscription:
@@ -130,7 +122,7 @@ async def _write(
             }
             for m in fanout.messages
         ]
-        await session.execute(_insert(dialect, MESSAGES).on_conflict_do_nothing(), rows)
+        await session.execute(upsert_insert(dialect, MESSAGES).on_conflict_do_nothing(), rows)
     totals = [
         {
             "lead_id": lead,
@@ -142,7 +134,7 @@ async def _write(
         if lead in leads
     ]
     if totals:
-        insert = _insert(dialect, LEAD_TOTALS)
+        insert = upsert_insert(dialect, LEAD_TOTALS)
         columns = ("sequence", "total", "previous_total")
         await session.execute(
             insert.on_conflict_do_update(
@@ -154,7 +146,7 @@ async def _write(
         {"endpoint_id": e, "lead_id": lead, "total": t} for (e, lead), t in fanout.notices.items()
     ]
     if notices:
-        insert = _insert(dialect, SCORE_NOTICES)
+        insert = upsert_insert(dialect, SCORE_NOTICES)
         await session.execute(
             insert.on_conflict_do_update(
                 index_elements=["endpoint_id", "lead_id"], set_={"total": insert.excluded.total}
