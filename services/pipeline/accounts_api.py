@@ -17,6 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import accounts_store, store
 from services.pipeline.accounts_models import AccountDetail, AccountPage
+from services.pipeline.listing_params import (
+    SCORE_ORDER_CURSOR,
+    page_limit,
+    refuse_cursor_beside_updated_after,
+    updated_after_query,
+)
 from services.pipeline.settings import PipelineSettings
 from shared.api_models import Problem
 from shared.errors import invalid_query
@@ -66,14 +72,7 @@ def install_accounts(
     dependencies: Sequence[Any],
 ) -> None:
     Session = Annotated[AsyncSession, Depends(get_session)]
-    Limit = Annotated[
-        int,
-        Query(
-            ge=1,
-            le=settings.page_size_max,
-            description=f"Items per page, 1 to {settings.page_size_max}.",
-        ),
-    ]
+    Limit = Annotated[int, page_limit(settings)]
 
     @app.get(
         "/v1/accounts",
@@ -89,33 +88,14 @@ def install_accounts(
             Query(allow_inf_nan=False, description="Only accounts with total >= this."),
         ] = None,
         limit: Limit = settings.page_size_default,
-        cursor: Annotated[
-            str | None,
-            Query(
-                max_length=2048,
-                description="next_cursor of the previous page (score order only).",
-            ),
-        ] = None,
+        cursor: Annotated[str | None, SCORE_ORDER_CURSOR] = None,
         updated_after: Annotated[
             str | None,
-            Query(
-                max_length=2048,
-                pattern=r"^[A-Za-z0-9_-]+$",
-                description=(
-                    "Change order: `0` for every account, else the next_cursor of the "
-                    "previous page; accounts whose roll-up was written since."
-                ),
-            ),
+            updated_after_query("account", "accounts whose roll-up was written"),
         ] = None,
     ) -> AccountPage:
         if updated_after is not None:
-            if cursor is not None:
-                raise invalid_query(
-                    "cursor",
-                    cursor,
-                    "cursor cannot be combined with updated_after: pass the previous "
-                    "page's next_cursor as updated_after",
-                )
+            refuse_cursor_beside_updated_after(cursor)
             return await _changed(session, updated_after, min_score, limit)
         try:
             after = None if cursor is None else store.decode_cursor(cursor)

@@ -36,6 +36,12 @@ from services.pipeline.api_models import (
 from services.pipeline.consumer import PipelineConsumer
 from services.pipeline.dashboard import install_dashboard
 from services.pipeline.erasures import install_erasures
+from services.pipeline.listing_params import (
+    SCORE_ORDER_CURSOR,
+    page_limit,
+    refuse_cursor_beside_updated_after,
+    updated_after_query,
+)
 from services.pipeline.migrate import migrate
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.stream import install_stream
@@ -198,14 +204,7 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     install_probes(app, readiness, alive)
     install_http_edge(app, settings)
 
-    Limit = Annotated[
-        int,
-        Query(
-            ge=1,
-            le=settings.page_size_max,
-            description=f"Items per page, 1 to {settings.page_size_max}.",
-        ),
-    ]
+    Limit = Annotated[int, page_limit(settings)]
 
     @app.get(
         "/v1/leads",
@@ -223,35 +222,14 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         ] = None,
         as_of: AsOf = None,
         limit: Limit = settings.page_size_default,
-        cursor: Annotated[
-            str | None,
-            Query(
-                max_length=2048,
-                description="next_cursor of the previous page (score order only).",
-            ),
-        ] = None,
+        cursor: Annotated[str | None, SCORE_ORDER_CURSOR] = None,
         updated_after: Annotated[
             str | None,
-            Query(
-                max_length=2048,
-                # URL-safe base64, as issued: also keeps the request line within the
-                # server's header limit beside a long `cursor`.
-                pattern=r"^[A-Za-z0-9_-]+$",
-                description=(
-                    "Change order: `0` for every lead, else the next_cursor of the previous "
-                    "page; leads whose score or stage was written since."
-                ),
-            ),
+            updated_after_query("lead", "leads whose score or stage was written"),
         ] = None,
     ) -> LeadPage:
         if updated_after is not None:
-            if cursor is not None:
-                raise _invalid_query(
-                    "cursor",
-                    cursor,
-                    "cursor cannot be combined with updated_after: pass the previous "
-                    "page's next_cursor as updated_after",
-                )
+            refuse_cursor_beside_updated_after(cursor)
             try:
                 return await lead_reads.changed_leads(
                     session,
