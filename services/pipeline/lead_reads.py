@@ -357,33 +357,34 @@ def _log2_bounds(listing: Listing, group: Group) -> tuple[float | None, float | 
     """
     low: float | None = None
     high: float | None = None
-    fit, rate, sign = group.fit, group.rate, group.sign
     for bound, is_floor in ((listing.min_score, True), (_cursor_total(listing), False)):
         if bound is None:
             continue
-        room = bound - fit  # the engagement the bound asks for
-        if sign == 0:
-            if (is_floor and fit < bound) or (not is_floor and fit > bound):
-                return None
-            continue
-        if sign > 0:
-            if is_floor and room > 0:
-                low = _max(low, log2_at_least(room, rate, listing.at))
-            elif not is_floor:
-                if room < 0:
-                    return None
-                if room > 0:
-                    high = _min(high, log2_at_least(room, rate, listing.at))
-                else:
-                    return None  # every row is above fit, so above the cursor's total
-        else:
-            if is_floor:
-                if room >= 0:
-                    return None
-                high = _min(high, log2_at_least(-room, rate, listing.at))
-            elif room < 0:
-                low = _max(low, log2_at_least(-room, rate, listing.at))
+        narrowed = _log2_range(bound - group.fit, is_floor, group, listing.at)
+        if narrowed is None:
+            return None
+        bound_low, bound_high = narrowed
+        low = low if bound_low is None else _max(low, bound_low)
+        high = high if bound_high is None else _min(high, bound_high)
     return low, high
+
+
+def _log2_range(
+    room: float, is_floor: bool, group: Group, at: datetime
+) -> tuple[float | None, float | None] | None:
+    """The ``decay_log2`` range of the rows whose engagement is at least (a floor) or at
+    most (the cursor) ``room``, the distance of the bound from the group's fit; ``None``
+    when no row of the group can be in it."""
+    if group.sign == 0:  # no engagement: every row's total is its fit
+        return (None, None) if (room <= 0 if is_floor else room >= 0) else None
+    if group.sign > 0:
+        if is_floor:
+            return (log2_at_least(room, group.rate, at), None) if room > 0 else (None, None)
+        # every row is above its fit, so above a cursor's total at or below it
+        return (None, log2_at_least(room, group.rate, at)) if room > 0 else None
+    if is_floor:
+        return (None, log2_at_least(-room, group.rate, at)) if room < 0 else None
+    return (log2_at_least(-room, group.rate, at), None) if room < 0 else (None, None)
 
 
 def _cursor_total(listing: Listing) -> float | None:
