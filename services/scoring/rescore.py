@@ -122,8 +122,12 @@ async def replay_all(
     processes: int | None = None,
 ) -> list[PartitionReplay]:
     """Every partition up to its end offset now, in ``processes`` processes (default: one
-    per partition, at most one per core; 1 replays here, in this process)."""
-    workers = processes or min(len(spans), os.cpu_count() or 1)
+    per partition, up to twice the cores; 1 replays here, in this process).
+
+    More processes than cores on purpose: three partitions on two cores in two processes
+    leave one core idle for the last third, while three processes share both to the end.
+    """
+    workers = processes or min(len(spans), 2 * (os.cpu_count() or 1))
     jobs = [(span.partition, span.end) for span in spans]
     if workers <= 1:
         return [await replay_partition(settings, model, p, end) for p, end in jobs]

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--processes",
         type=int,
         default=None,
-        help="replay processes (default: one per partition, at most one per core)",
+        help="replay processes (default: one per partition, up to twice the cores)",
     )
     parser.add_argument(
         "--no-wait", action="store_true", help="with --publish: do not wait for the switch"
