@@ -6,7 +6,7 @@ A range is cut into the whole hours or days inside it, counted from a summary, a
 partial ones at its edges, counted from the rows (:func:`~services.pipeline.analytics.
 split_window`); percentiles come from bucket counts and one ranking query
 (:mod:`~services.pipeline.analytics_ranks`). The same statements run on both databases.
-An answer takes several statements; on PostgreSQL they read one snapshot.
+An answer takes a few statements (its ranks in one); on PostgreSQL they read one snapshot.
 """
 
 from __future__ import annotations
@@ -142,10 +142,10 @@ async def time_in_stage(session: AsyncSession, window: TimeRange, as_of: datetim
         ).items()
     }
     open_days = await ranks.open_day_counts(session, window)
-    for stage in stages:
-        spreads[stage, True] = await ranks.open_spread(
-            session, window, stage, open_days.get(stage, {}), as_of
-        )
+    for stage, found in (
+        await ranks.open_spreads(session, window, open_days, stages, as_of)
+    ).items():
+        spreads[stage, True] = found
 
     def spread(stage: Stage, still_open: bool) -> DurationSpread:
         found = spreads.get((stage.value, still_open), Spread(0, None, None))

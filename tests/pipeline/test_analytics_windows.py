@@ -20,6 +20,7 @@ from services.pipeline.analytics import (
     split_window,
     stay_bucket,
 )
+from services.pipeline.analytics_ranks import places
 
 T = datetime(2026, 11, 3, 10, 20, 30, 250000, tzinfo=UTC)
 
@@ -126,3 +127,17 @@ def test_change_buckets_are_oldest_first_most_first_and_skip_zeros() -> None:
             "transitions": [{"from_stage": "lead", "to_stage": "prospect", "count": 1}],
         },
     ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_place_finds_the_nearest_rank_from_the_nearer_end_of_its_bucket(seed: int) -> None:
+    rng = random.Random(seed)
+    values = sorted(stay_bucket(rng.lognormvariate(10, 3)) * 1.0 + rng.random() for _ in range(99))
+    per_bucket: dict[int, list[float]] = {}
+    for value in values:
+        per_bucket.setdefault(int(value), []).append(value)
+    counts = sorted((bucket, len(found)) for bucket, found in per_bucket.items())
+    for place, fraction in zip(places(counts, len(values)), (0.5, 0.9), strict=True):
+        inside = sorted(per_bucket[place.bucket], reverse=place.descending)
+        assert inside[place.offset] == nearest_rank(values, fraction)
+        assert place.offset <= len(inside) // 2
