@@ -8,6 +8,8 @@ statement migration 0005 backfills with
 (:func:`services.pipeline.journeys.upsert_journeys`), and the spans and summaries by
 those of migration 0006
 (:func:`services.pipeline.analytics_summaries.rebuild_statements`), each timed apart.
+The loaded database is kept for the next run with the same parameters
+(:mod:`bench.datasets`); the routes' ranges are taken from the moment it was built.
 Pipeline serves it as a process with its consumer off. Each run sends every route's
 requests one after another (latency, not throughput): unbounded, and over the last 30
 days, the ranges a dashboard asks for.
