@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="end_to_end: the latency runs at this events/s (skips the burst and the ladder)",
     )
+    parser.add_argument(
+        "--fresh-data",
+        action="store_true",
+        help="build cached datasets (the analytics case's) anew rather than reuse them",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of the JSON")
     parser.add_argument(
         "--profile",
@@ -73,6 +78,7 @@ async def run_cases(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         scale=args.scale,
         single_rate=args.single_rate,
         e2e_rate=args.e2e_rate,
+        fresh_data=args.fresh_data,
     )
     profile_dir = args.out / f"{stamp}-profiles" if args.profile else None
     env = BenchEnv(profile_dir=profile_dir)

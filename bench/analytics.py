@@ -8,6 +8,8 @@ statement migration 0005 backfills with
 (:func:`services.pipeline.journeys.upsert_journeys`), and the spans and summaries by
 those of migration 0006
 (:func:`services.pipeline.analytics_summaries.rebuild_statements`), each timed apart.
+The loaded database is kept for the next run with the same parameters
+(:mod:`bench.datasets`); the routes' ranges are taken from the moment it was built.
 Pipeline serves it as a process with its consumer off. Each run sends every route's
 requests one after another (latency, not throughput): unbounded, and over the last 30
 days, the ranges a dashboard asks for.
@@ -25,8 +27,9 @@ from urllib.parse import quote
 import asyncpg
 
 from bench.common import http_session, repeat
+from bench.datasets import Dataset
 from bench.env import BenchEnv, Config
-from bench.stats import Row, Summary, Target, percentile
+from bench.stats import Row, Summary, Target, percentile, write
 from services.pipeline import analytics_summaries, journeys
 from services.pipeline.analytics import stay_bucket, stay_seconds
 from services.pipeline.migrate import migrate
@@ -46,6 +49,7 @@ CHANGES_PER_LEAD = [1] * 25 + [2] * 20 + [3] * 15 + [4] * 20 + [5] * 12 + [6] * 
 """About three on average."""
 FORWARD = ["lead", "prospect", "opportunity", "customer"]
 SPAN = timedelta(days=365)
+SEED = 17
 
 
 def next_stage(rng: random.Random, stage: str) -> str:
@@ -59,7 +63,7 @@ def next_stage(rng: random.Random, stage: str) -> str:
 
 
 def histories(
-    count: int, now: datetime, seed: int = 17
+    count: int, now: datetime, seed: int = SEED
 ) -> Iterator[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
     """Each lead's row and its changes' rows, as the pipeline would have recorded them."""
     rng = random.Random(seed)
@@ -119,9 +123,9 @@ async def load(libpq_url: str, url: str, count: int, now: datetime) -> dict[str,
         finally:
             await engine.dispose()
         summarised = time.perf_counter()
-        await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
+    await analyse(libpq_url)
     return {
         "stage_changes": changes,
         "copy_seconds": copied - started,
@@ -129,6 +133,14 @@ async def load(libpq_url: str, url: str, count: int, now: datetime) -> dict[str,
         "summaries_seconds": summarised - derived,
         "analyse_seconds": time.perf_counter() - summarised,
     }
+
+
+async def analyse(libpq_url: str) -> None:
+    connection = await asyncpg.connect(libpq_url)
+    try:
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
 
 
 def routes(now: datetime) -> dict[str, str]:
@@ -147,13 +159,59 @@ def routes(now: datetime) -> dict[str, str]:
     }
 
 
+DATASET_VERSION = 1
+"""Raise it when :func:`histories` or :func:`load` changes the rows they make."""
+
+
+async def revision(libpq_url: str) -> str:
+    connection = await asyncpg.connect(libpq_url)
+    try:
+        return str(await connection.fetchval("SELECT version_num FROM alembic_version"))
+    finally:
+        await connection.close()
+
+
+async def built_dataset(env: BenchEnv, config: Config, count: int) -> tuple[Dataset, datetime]:
+    """The loaded database, from the cache when an earlier run built it with these
+    parameters; its schema upgraded to head either way. Returns it and its ``now``."""
+    parameters = {"leads": count, "seed": SEED, "version": DATASET_VERSION}
+    dataset = await env.dataset("analytics", parameters, fresh=config.fresh_data)
+    if (cached := dataset.meta) is not None:
+        before = await revision(dataset.libpq_url)
+        started = time.perf_counter()
+        try:
+            await migrate(dataset.url)
+        except Exception as error:  # a revision this code does not know: build anew
+            write(f"  the cached dataset cannot be upgraded ({error!r}): building it anew")
+            dataset.stop()
+            dataset = await env.dataset("analytics", parameters, fresh=True)
+        else:
+            after = await revision(dataset.libpq_url)
+            if after != before:
+                await analyse(dataset.libpq_url)
+                meta = dict(cached)
+                meta["upgrades"] = [
+                    *cached.get("upgrades", []),
+                    {"from": before, "to": after, "seconds": time.perf_counter() - started},
+                ]
+                dataset.save(meta)
+    if dataset.meta is None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        await migrate(dataset.url)
+        loaded = await load(dataset.libpq_url, dataset.url, count, now)
+        dataset.save({**parameters, "now": now.isoformat(), "loaded": loaded,
+                      "revision": await revision(dataset.libpq_url)})  # fmt: skip
+    assert dataset.meta is not None
+    return dataset, datetime.fromisoformat(dataset.meta["now"])
+
+
 async def run(env: BenchEnv, config: Config) -> list[Row]:
     count = config.size(quick=100_000, full=1_000_000)
     requests = config.size(quick=10, full=20)
-    now = datetime.now(UTC).replace(microsecond=0)
-    libpq_url, url = await env.new_database("analytics")
-    await migrate(url)
-    loaded = await load(libpq_url, url, count, now)
+    dataset, now = await built_dataset(env, config, count)
+    assert dataset.meta is not None
+    loaded = dataset.meta["loaded"]
+    url = dataset.url
     pipeline = env.start_service(
         "pipeline",
         {
@@ -189,7 +247,14 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
         await client.close()
         await env.stop(pipeline)
     measured = samples[config.warmups :]
-    extra = {"leads": count, "requests_per_route": requests, **loaded}
+    extra = {
+        "leads": count,
+        "requests_per_route": requests,
+        "dataset": str(dataset.folder),
+        "dataset_now": now.isoformat(),
+        "upgrades": dataset.meta.get("upgrades", []),
+        **loaded,
+    }
     rows: list[Row] = []
     for name in paths:
         for index, key in ((0, "p50"), (1, "p99")):

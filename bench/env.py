@@ -32,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from sqlalchemy import make_url
 
+from bench.datasets import Dataset, open_dataset
 from devtools.broker import LocalKafka, free_port, resolve_jars
 from devtools.processes import ServiceProcess
 from shared.settings import LeadflowSettings
@@ -54,6 +55,8 @@ class Config:
     """Offered rate of ingest_single's open loop; 0: half of the measured capacity."""
     e2e_rate: float = 0.0
     """Events/s of end_to_end's latency runs; 0: half of the measured sustainable rate."""
+    fresh_data: bool = False
+    """Build cached datasets (bench/datasets.py) anew rather than reuse them."""
 
     def size(self, quick: int, full: int) -> int:
         return max(1, int((quick if self.quick else full) * self.scale))
@@ -125,6 +128,7 @@ class BenchEnv:
         self._pg_root: Path | None = None
         self._pg_server: Any = None
         self._pg_url: str | None = None
+        self._datasets: list[Dataset] = []
         self._processes: list[ServiceProcess] = []
         self._profilers: list[subprocess.Popen[bytes]] = []
         self._names = 0
@@ -222,8 +226,16 @@ class BenchEnv:
             sqlalchemy.render_as_string(hide_password=False),
         )
 
+    async def dataset(self, name: str, parameters: Mapping[str, Any], *, fresh: bool) -> Dataset:
+        """A database kept between runs (bench/datasets.py), on a server of its own that
+        :meth:`close` stops and leaves in place."""
+        dataset = await open_dataset(name, parameters, fresh=fresh)
+        self._datasets.append(dataset)
+        return dataset
+
     async def postgres_version(self) -> str:
-        connection = await asyncpg.connect(self.postgres_url)
+        url = self._datasets[0].libpq_url if self._datasets else self.postgres_url
+        connection = await asyncpg.connect(url)
         try:
             return str(await connection.fetchval("SHOW server_version"))
         finally:
@@ -297,6 +309,8 @@ class BenchEnv:
         if self._pg_server is not None:
             with contextlib.suppress(Exception):
                 self._pg_server.cleanup()
+        for dataset in self._datasets:
+            dataset.stop()
         if self._pg_root is not None:
             shutil.rmtree(self._pg_root, ignore_errors=True)
         if not keep:
@@ -308,16 +322,17 @@ class BenchEnv:
         """Processes of this run outside the bench's own process tree: PostgreSQL (pg_ctl
         daemonises it). The broker and the services are the bench's children."""
         roots = []
-        if self._pg_server is not None:
-            with contextlib.suppress(Exception):
-                pid = self._pg_server.get_pid()
-                if pid is not None:
-                    roots.append(int(pid))
+        for server in (self._pg_server, *(d.server for d in self._datasets)):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    pid = server.get_pid()
+                    if pid is not None:
+                        roots.append(int(pid))
         return roots
 
     @property
     def has_postgres(self) -> bool:
-        return self._pg_url is not None
+        return self._pg_url is not None or bool(self._datasets)
 
     def machine(self) -> dict[str, Any]:
         """What the numbers were measured on (blocking: call it in a thread)."""

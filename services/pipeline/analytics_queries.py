@@ -6,7 +6,7 @@ A range is cut into the whole hours or days inside it, counted from a summary, a
 partial ones at its edges, counted from the rows (:func:`~services.pipeline.analytics.
 split_window`); percentiles come from bucket counts and one ranking query
 (:mod:`~services.pipeline.analytics_ranks`). The same statements run on both databases.
-An answer takes several statements; on PostgreSQL they read one snapshot.
+An answer takes a few statements (its ranks in one); on PostgreSQL they read one snapshot.
 """
 
 from __future__ import annotations
@@ -16,32 +16,31 @@ from datetime import UTC, date, datetime
 from itertools import pairwise
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, func, select
+from sqlalchemy import ColumnElement, DateTime, Select, Table, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import analytics_ranks as ranks
 from services.pipeline.analytics import (
     FORWARD_STAGES,
     LATER_STAGES,
+    ChangeKey,
     Interval,
     LeadCount,
     Period,
     Spread,
     TimeRange,
+    change_buckets,
     funnel_of,
     split_window,
 )
 from services.pipeline.analytics_models import (
-    ChangeBucket,
     Cohort,
     Cohorts,
     DurationSpread,
     Journey,
     Reached,
-    StageChangeCounts,
     StageTime,
     TimeInStage,
-    Transition,
     Velocity,
     VelocityStep,
 )
@@ -49,7 +48,7 @@ from services.pipeline.analytics_summaries import DAYS, FUNNEL_DAYS, HOURS, SPAN
 from services.pipeline.api_models import Funnel
 from services.pipeline.journeys import FORWARD_RANKS
 from services.pipeline.tables import LeadJourneyRow, StageChangeRow
-from shared.events import Stage
+from shared.events import Stage, format_time
 
 JOURNEYS = cast(Table, LeadJourneyRow.__table__)
 CHANGES = cast(Table, StageChangeRow.__table__)
@@ -91,9 +90,10 @@ def _start_of(dialect: str, column: Any, unit: Period | Interval) -> ColumnEleme
 
 
 def _as_utc(value: datetime | str) -> datetime:
-    """A start read back: PostgreSQL gives a naive UTC datetime, SQLite text."""
+    """A start read back: PostgreSQL gives a UTC datetime (naive from ``date_trunc``),
+    SQLite text or a naive datetime."""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # --- the funnel ------------------------------------------------------------------------
@@ -142,10 +142,10 @@ async def time_in_stage(session: AsyncSession, window: TimeRange, as_of: datetim
         ).items()
     }
     open_days = await ranks.open_day_counts(session, window)
-    for stage in stages:
-        spreads[stage, True] = await ranks.open_spread(
-            session, window, stage, open_days.get(stage, {}), as_of
-        )
+    for stage, found in (
+        await ranks.open_spreads(session, window, open_days, stages, as_of)
+    ).items():
+        spreads[stage, True] = found
 
     def spread(stage: Stage, still_open: bool) -> DurationSpread:
         found = spreads.get((stage.value, still_open), Spread(0, None, None))
@@ -245,18 +245,11 @@ async def cohorts(session: AsyncSession, window: TimeRange, period: Period) -> C
 # --- stage changes over time -----------------------------------------------------------
 
 
-_FUNNEL_ORDER = {stage.value: index for index, stage in enumerate(Stage)}
-
-
-def _stage_order(stage: Stage | None) -> int:
-    """Funnel order, the creating change (no from_stage) first."""
-    return -1 if stage is None else _FUNNEL_ORDER[stage.value]
-
-
 async def stage_changes(
     session: AsyncSession, window: TimeRange, interval: Interval
-) -> StageChangeCounts:
-    """Stage changes that happened in ``window``, per interval and per (from, to)."""
+) -> dict[str, Any]:
+    """Stage changes that happened in ``window``, per interval and per (from, to): the JSON
+    document :class:`~services.pipeline.analytics_models.StageChangeCounts` describes."""
     await _snapshot(session)
     dialect = _dialect(session)
     # hours for hourly counts, days for the rest: the fewest summary rows
@@ -266,12 +259,18 @@ async def stage_changes(
     if whole is not None:
         h = summary.c
         key = h[unit.value]
-        start = _start_of(dialect, key, interval).label("start")
-        parts.append(
-            select(start, h.from_stage, h.to_stage, func.sum(h["count"]))
-            .where(h["count"] != 0, *_in_range(key, whole))
-            .group_by(start, h.from_stage, h.to_stage)
-        )
+        conditions = (h["count"] != 0, *_in_range(key, whole))
+        if interval == unit:  # one summary row per answer's row: read them as they are
+            # (the plain type: each distinct start is made UTC once below, not each row)
+            raw = type_coerce(key, DateTime()).label("start")
+            parts.append(select(raw, h.from_stage, h.to_stage, h["count"]).where(*conditions))
+        else:
+            start = _start_of(dialect, key, interval).label("start")
+            parts.append(
+                select(start, h.from_stage, h.to_stage, func.sum(h["count"]))
+                .where(*conditions)
+                .group_by(start, h.from_stage, h.to_stage)
+            )
     c = CHANGES.c
     for edge in edges:
         start = _start_of(dialect, c.occurred_at, interval).label("start")
@@ -280,30 +279,15 @@ async def stage_changes(
             .where(*_in_range(c.occurred_at, edge))
             .group_by(start, c.from_stage, c.to_stage)
         )
-    counts: Counter[tuple[datetime, str | None, str]] = Counter()
+    counts: Counter[ChangeKey] = Counter()
+    starts: dict[Any, datetime] = {}
     for part in parts:
         for began, from_stage, to_stage, count in (await session.execute(part)).all():
-            counts[_as_utc(began), from_stage or None, to_stage] += int(count)
-    # model_construct: thousands of rows read from our own tables, typed here already;
-    # validating each one again is most of the time of an hourly answer
-    buckets: dict[datetime, list[Transition]] = defaultdict(list)
-    for (moment, from_stage, to_stage), count in counts.items():
-        buckets[moment].append(
-            Transition.model_construct(
-                from_stage=None if from_stage is None else Stage(from_stage),
-                to_stage=Stage(to_stage),
-                count=count,
-            )
-        )
-    answer = []
-    for moment in sorted(buckets):
-        transitions = sorted(
-            buckets[moment],
-            key=lambda t: (-t.count, _stage_order(t.from_stage), _stage_order(t.to_stage)),
-        )
-        answer.append(
-            ChangeBucket.model_construct(
-                start=moment, total=sum(t.count for t in transitions), transitions=transitions
-            )
-        )
-    return StageChangeCounts(from_=window.start, to=window.end, interval=interval, buckets=answer)
+            moment = starts.get(began) or starts.setdefault(began, _as_utc(began))
+            counts[moment, from_stage or None, to_stage] += count
+    return {
+        "from": None if window.start is None else format_time(window.start),
+        "to": None if window.end is None else format_time(window.end),
+        "interval": interval.value,
+        "buckets": change_buckets(counts.items()),
+    }

@@ -3,7 +3,8 @@ query inside one bucket (the summaries of :mod:`services.pipeline.analytics_summ
 
 A percentile of ``n`` durations is the ``k``-th smallest: the bucket counts of the whole
 days of the range (summary) and of its partial edge days (rows) say which bucket holds
-rank ``k``, and one indexed query ranks inside that bucket: ``ORDER BY seconds OFFSET``.
+rank ``k``, and one indexed query ranks inside that bucket: ``ORDER BY seconds OFFSET``
+from whichever end of the bucket is nearer (every rank of an answer in one statement).
 Buckets are monotone in the duration, so this is the value a sort of all ``n`` finds.
 An open stay lasts until the measuring time, so the shortest open stays are those that
 began last: there the days themselves are the buckets, ranked by ``occurred_at``.
@@ -12,12 +13,12 @@ began last: there the days themselves are the buckets, ranked by ``occurred_at``
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, select
+from sqlalchemy import ColumnElement, Select, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline.analytics import (
@@ -98,41 +99,76 @@ async def bucket_counts(session: AsyncSession, ranked: Ranked, window: TimeRange
     return counts
 
 
-async def spread(
-    session: AsyncSession, ranked: Ranked, window: TimeRange, group: Any, counts: dict[int, int]
-) -> Spread:
-    """Count, median and p90 of the durations of ``group`` in ``window``."""
-    total = sum(counts.values())
-    if not total:
-        return Spread(0, None, None)
-    ordered = sorted(counts.items())
-    r = ranked.rows.c
-    found: list[float | None] = []
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a percentile lies: its bucket, and the offset to it in the bucket's values
+    sorted ascending, or descending when that is shorter (``OFFSET`` walks the index)."""
+
+    bucket: Any
+    offset: int
+    descending: bool
+
+
+def places(counts: Sequence[tuple[Any, int]], total: int) -> list[Place]:
+    """Where the median and the p90 of ``total`` values counted per bucket lie."""
+    found = []
+    per_bucket = dict(counts)
     for fraction in (MEDIAN, P90):
-        place = rank_in(ordered, percentile_rank(total, fraction))
+        place = rank_in(counts, percentile_rank(total, fraction))
         assert place is not None  # a rank of at most the total always falls in a bucket
         bucket, rank = place
-        query = (
-            select(r[ranked.value])
-            .where(
-                r[ranked.group] == group,
-                r[ranked.bucket] == bucket,
-                *in_range(r[ranked.time], window),
-            )
-            .order_by(r[ranked.value])
-            .offset(rank - 1)
-            .limit(1)
-        )
-        value = await session.scalar(query)
-        found.append(None if value is None else float(value))
-    return Spread(total, found[0], found[1])
+        from_top = per_bucket[bucket] - rank
+        if from_top < rank - 1:
+            found.append(Place(bucket, from_top, descending=True))
+        else:
+            found.append(Place(bucket, rank - 1, descending=False))
+    return found
+
+
+def _ordered(query: Select[Any], column: Any, place: Place) -> Select[Any]:
+    order = column.desc() if place.descending else column
+    return query.order_by(order).offset(place.offset).limit(1)
+
+
+async def _values(session: AsyncSession, queries: Sequence[Select[Any]]) -> list[Any]:
+    """Each query's one value (None when it finds no row), all in one round trip: one
+    SELECT of scalar subqueries. An answer ranks in up to ten buckets; one statement each
+    cost more in round trips than the ranking itself."""
+    if not queries:
+        return []
+    return list((await session.execute(select(*(q.scalar_subquery() for q in queries)))).one())
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 async def spreads(
     session: AsyncSession, ranked: Ranked, window: TimeRange, groups: Iterable[Any]
 ) -> dict[Any, Spread]:
+    """Count, median and p90 of the durations of each group in ``window``."""
     counts = await bucket_counts(session, ranked, window)
-    return {g: await spread(session, ranked, window, g, counts.get(g, {})) for g in groups}
+    r = ranked.rows.c
+    totals: dict[Any, int] = {}
+    queries = []
+    for group in groups:
+        totals[group] = total = sum(counts.get(group, {}).values())
+        if not total:
+            continue
+        for place in places(sorted(counts[group].items()), total):
+            query = select(r[ranked.value]).where(
+                r[ranked.group] == group,
+                r[ranked.bucket] == place.bucket,
+                *in_range(r[ranked.time], window),
+            )
+            queries.append(_ordered(query, r[ranked.value], place))
+    found = iter(await _values(session, queries))
+    return {
+        group: Spread(total, _seconds(next(found)), _seconds(next(found)))
+        if total
+        else Spread(0, None, None)
+        for group, total in totals.items()
+    }
 
 
 # --- open stays ---------------------------------------------------------------------------
@@ -163,38 +199,42 @@ async def open_day_counts(session: AsyncSession, window: TimeRange) -> DayCounts
     return counts
 
 
-async def open_spread(
+async def open_spreads(
     session: AsyncSession,
     window: TimeRange,
-    stage: str,
-    per_day: dict[datetime, int],
+    per_stage: DayCounts,
+    stages: Iterable[str],
     as_of: datetime,
-) -> Spread:
-    """Count, median and p90 of the open stays of ``stage`` that began in ``window``: the
-    k-th shortest is the k-th latest to begin."""
-    total = sum(per_day.values())
-    if not total:
-        return Spread(0, None, None)
-    latest_first = sorted(per_day.items(), reverse=True)
+) -> dict[str, Spread]:
+    """Count, median and p90 of the open stays of each stage that began in ``window``
+    (``per_stage``: their counts per day): the k-th shortest is the k-th latest to begin."""
     c = CHANGES.c
-    found: list[float | None] = []
-    for fraction in (MEDIAN, P90):
-        place = rank_in(latest_first, percentile_rank(total, fraction))
-        assert place is not None
-        day, rank = place
-        day_range = TimeRange(day, day + UNIT_LENGTH[Interval.DAY])
-        query = (
-            select(c.occurred_at)
-            .where(
+    totals: dict[str, int] = {}
+    queries = []
+    for stage in stages:
+        per_day = per_stage.get(stage, {})
+        totals[stage] = total = sum(per_day.values())
+        if not total:
+            continue
+        for place in places(sorted(per_day.items(), reverse=True), total):
+            day_range = TimeRange(place.bucket, place.bucket + UNIT_LENGTH[Interval.DAY])
+            query = select(c.occurred_at).where(
                 c.to_stage == stage,
                 c.left_at.is_(None),
                 *in_range(c.occurred_at, window),
                 *in_range(c.occurred_at, day_range),
             )
-            .order_by(c.occurred_at.desc())
-            .offset(rank - 1)
-            .limit(1)
-        )
-        began = await session.scalar(query)
-        found.append(None if began is None else stay_seconds(began, as_of))
-    return Spread(total, found[0], found[1])
+            # latest first: a place "descending" in that order is the earliest first
+            latest = Place(place.bucket, place.offset, descending=not place.descending)
+            queries.append(_ordered(query, c.occurred_at, latest))
+    found = iter(await _values(session, queries))
+
+    def seconds(began: datetime | None) -> float | None:
+        return None if began is None else stay_seconds(began, as_of)
+
+    return {
+        stage: Spread(total, seconds(next(found)), seconds(next(found)))
+        if total
+        else Spread(0, None, None)
+        for stage, total in totals.items()
+    }

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from typing import cast as typed
 
@@ -48,7 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline.analytics import STAY_BUCKET_BOUNDS
-from services.pipeline.journeys import CHUNK
+from services.pipeline.journeys import BATCH, BATCH_LEADS, CHUNK, Leads, among
 from services.pipeline.tables import (
     FunnelDayRow,
     JourneySpanRow,
@@ -140,7 +141,7 @@ def bucket_of(seconds: ColumnElement[float]) -> ColumnElement[int]:
 # --- derived columns and rows -----------------------------------------------------------
 
 
-def set_stays(dialect: str, lead_ids: Iterable[str] | None) -> Any:
+def set_stays(dialect: str, lead_ids: Leads) -> Any:
     """UPDATE each stay's seconds and bucket from its ``left_at`` (NULL while open), where
     they differ: one statement, the bucket computed from the same seconds expression."""
     c = CHANGES.c
@@ -152,10 +153,10 @@ def set_stays(dialect: str, lead_ids: Iterable[str] | None) -> Any:
     differs = c.stay_seconds.is_distinct_from(finished) | (c.stay_bucket.is_(None) != open_)
     if lead_ids is None:
         return statement.where(differs)
-    return statement.where(c.lead_id.in_(list(lead_ids)), differs)
+    return statement.where(among(c.lead_id, lead_ids), differs)
 
 
-def span_rows(dialect: str, lead_ids: Iterable[str] | None) -> Any:
+def span_rows(dialect: str, lead_ids: Leads) -> Any:
     """SELECT of the spans of ``lead_ids`` (every lead when ``None``) from their journeys."""
     j = JOURNEYS.c
     parts = []
@@ -167,7 +168,7 @@ def span_rows(dialect: str, lead_ids: Iterable[str] | None) -> Any:
             seconds_between(dialect, j[earlier], j[later]).label("seconds"),
         ).where(j[later].is_not(None), j[earlier].is_not(None), j.entered_at.is_not(None))
         if lead_ids is not None:
-            part = part.where(j.lead_id.in_(list(lead_ids)))
+            part = part.where(among(j.lead_id, lead_ids))
         parts.append(part)
     spans = union_all(*parts).subquery("spans")
     return select(*spans.c, bucket_of(spans.c.seconds).label("bucket"))
@@ -176,12 +177,32 @@ def span_rows(dialect: str, lead_ids: Iterable[str] | None) -> Any:
 async def refresh_spans(session: AsyncSession, dialect: str, lead_ids: Sequence[str]) -> None:
     """Rewrite the spans of ``lead_ids`` from their (already refreshed) journeys."""
     for start in range(0, len(lead_ids), CHUNK):
-        chunk = lead_ids[start : start + CHUNK]
-        await session.execute(delete(SPAN_ROWS).where(SPAN_ROWS.c.lead_id.in_(chunk)))
-        await session.execute(insert_spans(dialect, chunk))
+        chunk = {BATCH_LEADS: lead_ids[start : start + CHUNK]}
+        await session.execute(_batch_delete_spans(dialect), chunk)
+        await session.execute(_batch_insert_spans(dialect), chunk)
 
 
-def insert_spans(dialect: str, lead_ids: Iterable[str] | None) -> Any:
+@cache
+def _batch_delete_spans(dialect: str) -> Any:
+    return delete(SPAN_ROWS).where(among(SPAN_ROWS.c.lead_id, BATCH))
+
+
+@cache
+def _batch_insert_spans(dialect: str) -> Any:
+    return insert_spans(dialect, BATCH)
+
+
+@cache
+def _batch_set_stays(dialect: str) -> Any:
+    return set_stays(dialect, BATCH)
+
+
+@cache
+def _batch_contribute(dialect: str, summary: Summary, sign: int) -> Any:
+    return contribute(dialect, summary, BATCH, sign)
+
+
+def insert_spans(dialect: str, lead_ids: Leads) -> Any:
     columns = ["lead_id", "span", "entered_at", "seconds", "bucket"]
     return upsert_insert(dialect, SPAN_ROWS).from_select(columns, span_rows(dialect, lead_ids))
 
@@ -245,12 +266,12 @@ SUMMARIES = (
 )
 
 
-def contribute(dialect: str, summary: Summary, lead_ids: Iterable[str] | None, sign: int) -> Any:
+def contribute(dialect: str, summary: Summary, lead_ids: Leads, sign: int) -> Any:
     """Add (``sign`` 1) or subtract (-1) what the rows of ``lead_ids`` (every lead when
     ``None``) count in ``summary``: one INSERT ... SELECT ... GROUP BY ... ON CONFLICT."""
     rows = summary.rows(dialect)
     if lead_ids is not None:
-        rows = rows.where(summary.source.c.lead_id.in_(list(lead_ids)))
+        rows = rows.where(among(summary.source.c.lead_id, lead_ids))
     keyed = rows.subquery("counted")
     keys = [column.name for column in summary.table.primary_key.columns]
     grouped = (
@@ -273,8 +294,9 @@ async def _apply(
     grown = sorted(set(changed))
     for summary in SUMMARIES:
         ids = grown if summary.follows_changes else everyone
+        statement = _batch_contribute(dialect, summary, sign)
         for start in range(0, len(ids), CHUNK):
-            await session.execute(contribute(dialect, summary, ids[start : start + CHUNK], sign))
+            await session.execute(statement, {BATCH_LEADS: ids[start : start + CHUNK]})
 
 
 async def withdraw(session: AsyncSession, leads: Iterable[str], changed: Iterable[str]) -> None:
@@ -289,7 +311,8 @@ async def restore(session: AsyncSession, leads: Iterable[str], changed: Iterable
     dialect = session.get_bind().dialect.name
     grown = sorted(set(changed))
     for start in range(0, len(grown), CHUNK):
-        await session.execute(set_stays(dialect, grown[start : start + CHUNK]))
+        chunk = {BATCH_LEADS: grown[start : start + CHUNK]}
+        await session.execute(_batch_set_stays(dialect), chunk)
     await refresh_spans(session, dialect, grown)
     await _apply(session, leads, changed, 1)
 

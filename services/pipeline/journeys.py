@@ -18,12 +18,14 @@ erasures too: a lead whose rows were deleted has nothing left to derive. Migrati
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Table,
     and_,
+    bindparam,
     case,
     func,
     literal,
@@ -52,6 +54,33 @@ REACHED_COLUMNS = {
 CHUNK = 500
 """Leads per statement: far below SQLite's limit on bound parameters."""
 
+BATCH_LEADS = "lead_ids"
+"""The bound parameter naming a batch's leads in the statements built once (:class:`Batch`)."""
+
+
+class Batch:
+    """In place of a list of lead ids: the statement names a batch's leads by the bound
+    parameter ``lead_ids`` (an expanding ``IN``), given at execution, so it is built once
+    and executed per batch; building the summaries' statements anew for each batch took
+    more time than running them.
+
+    Not an array with ``= ANY``: its text would be the same for every batch, and
+    PostgreSQL's generic plan for it, used after a few executions, is a slow one."""
+
+
+BATCH = Batch()
+
+
+Leads = Iterable[str] | Batch | None
+"""Which leads a statement covers: these, a batch's (bound at execution), or all of them."""
+
+
+def among(column: Any, lead_ids: Iterable[str] | Batch) -> ColumnElement[bool]:
+    if not isinstance(lead_ids, Batch):
+        return cast(ColumnElement[bool], column.in_(list(lead_ids)))
+    return cast(ColumnElement[bool], column.in_(bindparam(BATCH_LEADS, expanding=True)))
+
+
 LEADS = cast(Table, LeadRow.__table__)
 CHANGES = cast(Table, StageChangeRow.__table__)
 JOURNEYS = cast(Table, LeadJourneyRow.__table__)
@@ -67,7 +96,7 @@ def _greater(left: ColumnElement[int], right: ColumnElement[int]) -> ColumnEleme
     return case((left >= right, left), else_=right)
 
 
-def journey_rows(lead_ids: Iterable[str] | None) -> Any:
+def journey_rows(lead_ids: Leads) -> Any:
     """SELECT of the journey row of each lead in ``lead_ids`` (every lead when ``None``).
 
     A lead without stage changes still has a row (entered_at NULL), so the funnel counts
@@ -98,7 +127,7 @@ def journey_rows(lead_ids: Iterable[str] | None) -> Any:
         ),
     ).group_by(c.lead_id)
     if lead_ids is not None:
-        per_lead = per_lead.where(c.lead_id.in_(list(lead_ids)))
+        per_lead = per_lead.where(among(c.lead_id, lead_ids))
     history = per_lead.subquery("history")
     first = CHANGES.alias("first_change")
     source = (
@@ -126,7 +155,7 @@ def journey_rows(lead_ids: Iterable[str] | None) -> Any:
         *(history.c[name] for name in REACHED_COLUMNS.values()),
     ).select_from(LEADS.outerjoin(history, history.c.lead_id == LEADS.c.lead_id))
     if lead_ids is not None:
-        query = query.where(LEADS.c.lead_id.in_(list(lead_ids)))
+        query = query.where(among(LEADS.c.lead_id, lead_ids))
     else:
         query = query.where(true())  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
     return query
@@ -143,7 +172,7 @@ JOURNEY_COLUMNS = (
 )
 
 
-def upsert_journeys(dialect: str, lead_ids: Iterable[str] | None) -> Any:
+def upsert_journeys(dialect: str, lead_ids: Leads) -> Any:
     """INSERT ... SELECT the journeys of ``lead_ids``, rewriting only rows that differ."""
     insert = upsert_insert(dialect, JOURNEYS)
     statement = insert.from_select(list(JOURNEY_COLUMNS), journey_rows(lead_ids))
@@ -156,7 +185,7 @@ def upsert_journeys(dialect: str, lead_ids: Iterable[str] | None) -> Any:
     )
 
 
-def set_left_at(lead_ids: Iterable[str] | None) -> Any:
+def set_left_at(lead_ids: Leads) -> Any:
     """UPDATE each change's ``left_at`` to the next change's time, where it differs."""
     following = CHANGES.alias("following")
     next_time: KeyedColumnElement[Any] | Any = (
@@ -175,7 +204,17 @@ def set_left_at(lead_ids: Iterable[str] | None) -> Any:
     differs = CHANGES.c.left_at.is_distinct_from(next_time)
     if lead_ids is None:
         return statement.where(differs)
-    return statement.where(CHANGES.c.lead_id.in_(list(lead_ids)), differs)
+    return statement.where(among(CHANGES.c.lead_id, lead_ids), differs)
+
+
+@cache
+def _batch_left_at(dialect: str) -> Any:
+    return set_left_at(BATCH)
+
+
+@cache
+def _batch_journeys(dialect: str) -> Any:
+    return upsert_journeys(dialect, BATCH)
 
 
 async def refresh(
@@ -191,9 +230,9 @@ async def refresh(
     leads = sorted(set(lead_ids))
     grown = sorted(set(changed))
     for start in range(0, len(grown), CHUNK):
-        await session.execute(set_left_at(grown[start : start + CHUNK]))
+        await session.execute(_batch_left_at(dialect), {BATCH_LEADS: grown[start : start + CHUNK]})
     for start in range(0, len(leads), CHUNK):
-        await session.execute(upsert_journeys(dialect, leads[start : start + CHUNK]))
+        await session.execute(_batch_journeys(dialect), {BATCH_LEADS: leads[start : start + CHUNK]})
 
 
 async def rebuild(session: AsyncSession) -> None:

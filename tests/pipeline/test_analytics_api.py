@@ -12,6 +12,7 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import store
+from services.pipeline.analytics_models import StageChangeCounts
 from services.pipeline.app import create_app
 from services.pipeline.settings import PipelineSettings
 from shared.events import Stage
@@ -100,6 +101,7 @@ async def test_each_analytics_route_answers_its_documented_shape(
 
     daily = (await client.get("/v1/analytics/stage-changes?interval=day")).json()
     assert daily["interval"] == "day"
+    StageChangeCounts.model_validate(daily)  # served as built: still the documented shape
     assert [(b["start"], b["total"]) for b in daily["buckets"]] == [
         ("2026-11-01T00:00:00Z", 2),
         ("2026-11-04T00:00:00Z", 1),

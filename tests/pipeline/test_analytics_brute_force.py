@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.pipeline import analytics_queries as queries
 from services.pipeline import analytics_summaries, journeys, store
 from services.pipeline.analytics import Interval, Period, TimeRange, stay_bucket
+from services.pipeline.analytics_models import StageChangeCounts
 from shared.erasure_signals import ErasureSignal
 from shared.events import Score, ScoreUpdate, Stage, StageChange
 from tests.pipeline.records import score_update
@@ -335,7 +336,7 @@ async def check_stage_changes(
             if in_window(c.occurred_at, w.start, w.end):
                 key = (None if c.from_stage is None else c.from_stage.value, c.to_stage.value)
                 buckets[period_start(c.occurred_at, interval.value)][key] += 1
-    answer = await queries.stage_changes(session, w, interval)
+    answer = StageChangeCounts.model_validate(await queries.stage_changes(session, w, interval))
     got = {
         b.start: Counter(
             {
@@ -348,6 +349,13 @@ async def check_stage_changes(
     assert got == dict(buckets)
     assert [b.start for b in answer.buckets] == sorted(buckets)
     assert all(b.total == sum(t.count for t in b.transitions) for b in answer.buckets)
+    for b in answer.buckets:  # most first, then in funnel order
+        order = [(-t.count, rank_of(t.from_stage), rank_of(t.to_stage)) for t in b.transitions]
+        assert order == sorted(order)
+
+
+def rank_of(stage: Stage | None) -> int:
+    return -1 if stage is None else list(Stage).index(stage)
 
 
 async def test_a_rebuild_derives_what_the_batches_kept(sessions: Sessions) -> None:

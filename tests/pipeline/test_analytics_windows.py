@@ -12,6 +12,7 @@ from services.pipeline.analytics import (
     STAY_BUCKET_BOUNDS,
     Interval,
     TimeRange,
+    change_buckets,
     nearest_rank,
     percentile_rank,
     period_start,
@@ -19,6 +20,7 @@ from services.pipeline.analytics import (
     split_window,
     stay_bucket,
 )
+from services.pipeline.analytics_ranks import places
 
 T = datetime(2026, 11, 3, 10, 20, 30, 250000, tzinfo=UTC)
 
@@ -96,3 +98,46 @@ def test_a_window_is_cut_into_whole_units_and_edges(
         assert edge.start is not None
         assert edge.end is not None
         assert period_start(edge.start, unit) == period_start(edge.end - timedelta.resolution, unit)
+
+
+def test_change_buckets_are_oldest_first_most_first_and_skip_zeros() -> None:
+    later = T + timedelta(hours=1)
+    buckets = change_buckets(
+        [
+            ((later, "lead", "prospect"), 1),
+            ((T, "prospect", "opportunity"), 2),
+            ((T, None, "lead"), 2),
+            ((T, "lead", "prospect"), 5),
+            ((T, "lead", "disqualified"), 0),
+        ]
+    )
+    assert buckets == [
+        {
+            "start": "2026-11-03T10:20:30.250000Z",
+            "total": 9,
+            "transitions": [
+                {"from_stage": "lead", "to_stage": "prospect", "count": 5},
+                {"from_stage": None, "to_stage": "lead", "count": 2},
+                {"from_stage": "prospect", "to_stage": "opportunity", "count": 2},
+            ],
+        },
+        {
+            "start": "2026-11-03T11:20:30.250000Z",
+            "total": 1,
+            "transitions": [{"from_stage": "lead", "to_stage": "prospect", "count": 1}],
+        },
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_place_finds_the_nearest_rank_from_the_nearer_end_of_its_bucket(seed: int) -> None:
+    rng = random.Random(seed)
+    values = sorted(stay_bucket(rng.lognormvariate(10, 3)) * 1.0 + rng.random() for _ in range(99))
+    per_bucket: dict[int, list[float]] = {}
+    for value in values:
+        per_bucket.setdefault(int(value), []).append(value)
+    counts = sorted((bucket, len(found)) for bucket, found in per_bucket.items())
+    for place, fraction in zip(places(counts, len(values)), (0.5, 0.9), strict=True):
+        inside = sorted(per_bucket[place.bucket], reverse=place.descending)
+        assert inside[place.offset] == nearest_rank(values, fraction)
+        assert place.offset <= len(inside) // 2
