@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--e2e-rate",
         type=float,
         default=0.0,
-        help="end_to_end: the latency runs at this events/s (skips the burst and the ladder)",
+        help="end_to_end: the latency runs at this events/s and at twice it "
+        "(skips the burst and the ladder)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of the JSON")
     parser.add_argument(
