@@ -27,6 +27,7 @@ CASES = (
     "scaling",
     "webhooks",
     "rescore",
+    "memory",
 )
 """Every case, one module each (``bench/<case>.py`` with ``async def run(env, config)``)."""
 
