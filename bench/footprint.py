@@ -28,7 +28,9 @@ class Share:
 
 
 Footprint = dict[tuple[str, str], Share]
-"""By (label: the root's, or the field's of a ``by_field`` instance; type name)."""
+"""By (label, type name). The label is the root's; a ``by_field`` instance and its
+attribute dict are labelled by its class, what its attributes hold by their names
+(private ones by the class)."""
 
 
 def footprint(
@@ -47,16 +49,17 @@ def footprint(
             if id(obj) in seen or isinstance(obj, NOT_DATA):
                 continue
             seen.add(id(obj))
+            if isinstance(obj, by_field):
+                holder = type(obj).__name__
             share = result.setdefault((holder, type(obj).__name__), Share())
             share.objects += 1
             share.bytes += sys.getsizeof(obj)
             if isinstance(obj, by_field):
-                own = type(obj).__name__
-                stack.extend((own if name.startswith("_") else name, value)
+                stack.extend((holder if name.startswith("_") else name, value)
                              for name, value in _attributes(obj))  # fmt: skip
                 if hasattr(obj, "__dict__"):
                     seen.add(id(obj.__dict__))
-                    dict_share = result.setdefault((own, "dict"), Share())
+                    dict_share = result.setdefault((holder, "dict"), Share())
                     dict_share.objects += 1
                     dict_share.bytes += sys.getsizeof(obj.__dict__)
                 continue
