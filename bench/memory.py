@@ -10,7 +10,10 @@ states alone, the collector running as it does in the worker's restore) until it
 100,000 or 1,000,000 leads, and reports its resident memory per lead (RSS delta / leads)
 and leads restored per second. One more process, not timed, counts the same 100,000 leads
 with tracemalloc and walks 20,000 of them object by object (:mod:`bench.footprint`):
-where the bytes go, per field and type.
+where the bytes go, per field and type. Last, the same 100,000 leads are written to a
+changelog partition on the bench broker and restored by the worker's
+:func:`~services.scoring.changelog.restore` itself, in the bench process: the time with
+the broker's fetch and aiokafka's decoding of the records.
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ from __future__ import annotations
 import asyncio
 import pickle
 import sys
+import time
 from typing import Any
 
 import orjson
 
+from bench.common import started_producer
 from bench.env import BenchEnv, Config
+from bench.lead_memory import Sample, renamed
 from bench.payload import bench_events, record_values
 from bench.stats import Row, Summary, Target, write
 from bench.worker_records import written_batches
+from services.scoring import changelog
 from services.scoring.state_records import APPLIED_OFFSET_KEY
+from shared.kafka import send_as_batches
 
 SAMPLE_EVENTS = 60_000
 RUN = "sample"
@@ -58,6 +66,30 @@ async def measured(path: str, leads: int, *flags: str) -> dict[str, Any]:
     return result
 
 
+async def broker_restore(env: BenchEnv, sample: Sample, leads: int) -> float:
+    """Leads/s of :func:`changelog.restore` reading ``leads`` leads from the broker."""
+    settings = await env.namespace("memory", 1)
+    topic = settings.topics.scoring_state
+    producer = await started_producer(settings, "bench-changelog")
+    try:
+        sent, copy = 0, 0
+        while sent < leads:
+            chunk = renamed(sample, copy, leads - sent)
+            await asyncio.gather(*await send_as_batches(producer, topic, 0, chunk))
+            sent, copy = sent + len(chunk), copy + 1
+    finally:
+        await producer.stop()
+    try:
+        started = time.perf_counter()
+        state = await changelog.restore(settings, 0, timeout=900)
+        seconds = time.perf_counter() - started
+    finally:
+        await env.drop_namespace(settings)
+    if len(state.leads) != leads:
+        raise RuntimeError(f"restored {len(state.leads)} of {leads} leads")
+    return leads / seconds
+
+
 async def run(env: BenchEnv, config: Config) -> list[Row]:
     write(f"  memory: the changelog of {SAMPLE_EVENTS:,} events (in process)")
     records = record_values(bench_events(SAMPLE_EVENTS, run_id=RUN))
@@ -83,6 +115,9 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
             )
     detail = await measured(str(path), sizes[0], "--trace", "--footprint", "20000")
     without_gc = await measured(str(path), sizes[-1], "--no-gc")
+    through_broker = [
+        await broker_restore(env, (RUN.encode(), sample), sizes[0]) for _ in range(config.runs)
+    ]
     write(
         f"  memory: traced {detail['traced_bytes_per_lead']:,.0f} bytes/lead, walked "
         f"{detail['footprint']['bytes_per_lead']:,.0f}; without the collector "
@@ -116,4 +151,13 @@ async def run(env: BenchEnv, config: Config) -> list[Row]:
                 target=Target("value_min", LEADS_PER_S_MIN),
             ),
         ]
+    rows.append(
+        Row(
+            "memory",
+            f"restore, {sizes[0]:,} leads (changelog.restore from the broker)",
+            "leads/s",
+            Summary(through_broker),
+            target=Target("value_min", LEADS_PER_S_MIN),
+        )
+    )
     return rows
