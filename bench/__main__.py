@@ -27,6 +27,7 @@ CASES = (
     "scaling",
     "webhooks",
     "rescore",
+    "memory",
 )
 """Every case, one module each (``bench/<case>.py`` with ``async def run(env, config)``)."""
 
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--e2e-rate",
         type=float,
         default=0.0,
-        help="end_to_end: the latency runs at this events/s (skips the burst and the ladder)",
+        help="end_to_end: the latency runs at this events/s and at twice it "
+        "(skips the burst and the ladder)",
     )
     parser.add_argument(
         "--fresh-data",

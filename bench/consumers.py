@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from bench.common import produce_all, started_producer
@@ -26,7 +27,8 @@ from bench.env import BenchEnv, CpuMeter, GroupOffsets, OwnershipTail, wait_sett
 from devtools.processes import ServiceProcess
 from shared.settings import LeadflowSettings
 
-Kind = Literal["scoring", "passthrough"]
+Kind = Literal["scoring", "passthrough", "same-records"]
+"""The worker, the one-record passthrough, the passthrough writing what the worker writes."""
 
 
 @dataclass
@@ -51,11 +53,13 @@ async def time_group(
     partitions: int = 3,
     batch_records: int = 500,
     timeout: float = 900.0,
+    written: Path | None = None,
 ) -> GroupRun:
+    """``written``: what the worker writes per input (for the same-records passthrough)."""
     settings = await env.namespace(kind, partitions)
     topic = settings.topics.events
     group = env.unique(f"bench-{kind}")
-    processes = _start_workers(env, kind, settings, group, workers, batch_records)
+    processes = _start_workers(env, kind, settings, group, workers, batch_records, written)
     try:
         tails = [OwnershipTail(p.log_file) for p in processes if p.log_file is not None]
         async with GroupOffsets(env.bootstrap_servers) as offsets:
@@ -114,6 +118,7 @@ def _start_workers(
     group: str,
     workers: int,
     batch_records: int,
+    written: Path | None,
 ) -> list[ServiceProcess]:
     process_env = env.service_env(
         settings,
@@ -124,6 +129,10 @@ def _start_workers(
         return [env.start_service("scoring", process_env) for _ in range(workers)]
     # the raw limit: uncompressed, its fastest (its 300-byte records gain little)
     raw_env = {**process_env, "LEADFLOW_KAFKA_COMPRESSION": "none"}
+    if kind == "same-records":
+        if written is None:
+            raise ValueError("the same-records passthrough needs what the worker writes")
+        raw_env["BENCH_WRITTEN"] = str(written)
     return [env.start_module("bench.passthrough", raw_env) for _ in range(workers)]
 
 

@@ -54,14 +54,17 @@ class Summary:
 
 @dataclass
 class Target:
-    """``ratio_min``: at least this fraction of the raw limit; ``value_max``: at most this."""
+    """``ratio_min``: at least this fraction of the raw limit; ``value_max``: under this;
+    ``value_min``: at least this."""
 
-    kind: Literal["ratio_min", "value_max"]
+    kind: Literal["ratio_min", "value_max", "value_min"]
     value: float
 
     def text(self, unit: str) -> str:
         if self.kind == "ratio_min":
             return f">= {self.value:g}x raw"
+        if self.kind == "value_min":
+            return f">= {self.value:g} {unit}"
         return f"< {self.value:g} {unit}"
 
 
@@ -100,6 +103,8 @@ class Row:
             return None
         if self.target.kind == "ratio_min":
             return None if self.ratio is None else self.ratio >= self.target.value
+        if self.target.kind == "value_min":
+            return self.leadflow.median >= self.target.value
         return self.leadflow.median < self.target.value
 
     def to_dict(self) -> dict[str, Any]:

@@ -104,3 +104,10 @@ def test_the_tables_say_which_targets_are_missed() -> None:
 def test_figures_keep_three_or_four_significant_digits(value: float, text: str) -> None:
     assert fmt(value) == text
     assert fmt(math.nan) == "-"
+
+
+def test_a_minimum_target_is_met_at_the_value_itself() -> None:
+    target = Target("value_min", 100.0)
+    assert target.text("leads/s") == ">= 100 leads/s"
+    assert Row("memory", "restore", "leads/s", Summary([100.0]), target=target).passed
+    assert not Row("memory", "restore", "leads/s", Summary([99.0]), target=target).passed
