@@ -184,7 +184,7 @@ class Follow:
 @dataclass
 class MergeOutcome:
     """What folding one merge record gave; ``score`` is ``None`` when nothing changed (a
-    merge met again, or one that carries nothing into a lead not seen yet)."""
+    merge met again, or one whose events were all duplicates or none at all)."""
 
     state: LeadState | None
     score: NewScore | None = None
@@ -222,8 +222,8 @@ def fold_merge(state: LeadState | None, merge: Merge, model: ScoringModel) -> Me
         outcome.applied.append(event)
         if applied.stage_change is not None:
             why = applied.stage_change.reason
-    if lead is None:
-        return outcome
+    if lead is None or not outcome.applied:
+        return outcome  # nothing carried changed the lead: no update to send
     lead.remember(merge.merge_id, merge.at)
     lead.score_sequence = before_scores + 1
     lead.change_sequence = before_changes

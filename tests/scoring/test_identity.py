@@ -193,15 +193,20 @@ def test_a_merge_carrying_nothing_into_an_unknown_lead_changes_nothing(
     assert outcome.score is None
 
 
-def test_a_merge_into_a_known_lead_with_nothing_carried_is_one_update(
+def test_a_merge_carrying_nothing_new_sends_no_update(
     model: ScoringModel, make_event: MakeEvent
 ) -> None:
-    known = apply_event(None, make_event("email.opened"), model).state
-    outcome = fold_merge(known, Merge("m-1", KNOWN, ANON, T0), model)
-    assert outcome.score is not None
-    assert outcome.score.sequence == 2
-    assert outcome.score.merged_from == ANON
-    assert outcome.stage_change is None
+    opened = make_event("email.opened")
+    known = apply_event(None, opened, model).state
+    retried = opened.model_copy(update={"lead_id": ANON})  # the same event, seen by both ids
+    for merge in (
+        Merge("m-1", KNOWN, ANON, T0),
+        Merge("m-2", KNOWN, ANON, T0, (retried.to_json(),)),
+    ):
+        outcome = fold_merge(known, merge, model)
+        assert outcome.score is None
+        assert outcome.stage_change is None
+    assert known.score_sequence == 1
 
 
 def test_identified_again_is_one_merge_and_another_lead_is_refused(
