@@ -156,6 +156,34 @@ def _crm_reason(event_type: str, properties: Mapping[str, JsonValue]) -> str:
     return f"{event_type}: {reason.strip()}" if reason and reason.strip() else event_type
 
 
+ANONYMOUS_PREFIX = "anon:"
+"""The lead id of a visitor known only by a device or cookie id (Segment's ``anonymousId``):
+the only kind of lead an identity merge retires (docs/architecture.md §5.12)."""
+
+IDENTITY_MERGE = "identity.merge"
+"""The request that merges its lead, an anonymous visitor, into ``properties.into``: keyed
+by the anonymous id, so it reaches the partition that owns the anonymous state."""
+
+
+def merge_target(event_type: str, lead_id: str, properties: Mapping[str, JsonValue]) -> str | None:
+    """The lead an ``identity.merge`` merges its anonymous lead into; ``None`` for other
+    types. Raises ``ValueError`` naming the bad property: one rule for ingest and scoring."""
+    if event_type != IDENTITY_MERGE:
+        return None
+    into = properties.get("into")
+    if not isinstance(into, str) or not into.strip() or len(into) > 256:
+        raise ValueError(f"{IDENTITY_MERGE}: properties.into must be a lead id, got {into!r}")
+    no_control_chars(into)
+    if not lead_id.startswith(ANONYMOUS_PREFIX):
+        raise ValueError(
+            f"{IDENTITY_MERGE}: only an anonymous lead ({ANONYMOUS_PREFIX}...) is merged,"
+            f" not {lead_id!r}"
+        )
+    if into.startswith(ANONYMOUS_PREFIX) or into.strip() == lead_id:
+        raise ValueError(f"{IDENTITY_MERGE}: properties.into must be a known lead, got {into!r}")
+    return into.strip()
+
+
 ERASE_ID_HEADER = "leadflow-erase-id"
 """Header of the erasure signals (null-valued records keyed by the lead id on
 ``leadflow.scores`` and ``leadflow.stage-changes``): the erase request they complete."""
@@ -235,6 +263,11 @@ class Event(BaseModel):
     @model_validator(mode="after")
     def _applicable_crm_move(self) -> Event:
         crm_move(self.type, self.properties)
+        return self
+
+    @model_validator(mode="after")
+    def _applicable_merge(self) -> Event:
+        merge_target(self.type, self.lead_id, self.properties)
         return self
 
     @model_validator(mode="after")
@@ -325,6 +358,9 @@ class ScoreUpdate(BaseModel):
     half_life_seconds: float | None = None
     """The model's engagement half-life: what a reader decays ``engagement`` with to value
     the lead at a later time (``None`` from producers that predate it: no decay)."""
+    merged_from: str | None = None
+    """On the update an identity merge gives the known lead: the anonymous lead merged in
+    (docs/architecture.md §5.12), which is an alias of this lead from then on."""
 
 
 def parse_json(raw: bytes | str) -> Any:

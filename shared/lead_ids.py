@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from shared.events import EventIn
+from shared.events import IDENTITY_MERGE, EventIn
 
 LeadIdRule = Literal["email", "none"]
 
@@ -42,11 +42,18 @@ def normalize(lead_id: str, rule: LeadIdRule) -> str:
 
 
 def normalized(events: Sequence[EventIn], rule: LeadIdRule) -> list[EventIn]:
-    """``events`` with their lead ids normalised; the unchanged ones are the same objects."""
+    """``events`` with their lead ids normalised, the lead an ``identity.merge`` merges into
+    too; the unchanged ones are the same objects."""
     out = []
     for event in events:
+        update: dict[str, object] = {}
         lead_id = normalize(event.lead_id, rule)
-        out.append(
-            event if lead_id == event.lead_id else event.model_copy(update={"lead_id": lead_id})
-        )
+        if lead_id != event.lead_id:
+            update["lead_id"] = lead_id
+        into = event.properties.get("into")
+        if event.type == IDENTITY_MERGE and isinstance(into, str):
+            target = normalize(into, rule)
+            if target != into:
+                update["properties"] = {**event.properties, "into": target}
+        out.append(event.model_copy(update=update) if update else event)
     return out

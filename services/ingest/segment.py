@@ -8,7 +8,11 @@ One call becomes one event (docs/architecture.md, "Segment ingest"):
 - ``screen``: ``screen.viewed``, the screen's ``name`` in the properties;
 - ``group`` and ``alias``: ``segment.group`` and ``segment.alias``, stored with what
   they say (``properties.group_id`` and the group's traits, ``properties.previous_id``)
-  and scored 0: account membership and identity merge come later.
+  and scored 0 (the account membership reads the group call).
+
+An ``identify`` with both ``userId`` and ``anonymousId``, and an ``alias``, also ask for an
+identity merge (:func:`with_merge_requests`): an ``identity.merge`` keyed by the anonymous
+lead, into the known one (docs/architecture.md §5.12).
 
 The lead is ``userId``, else ``anon:<anonymousId>``; ``messageId`` is the event_id (a
 retried call is the same event). The time is Segment's: the call's ``originalTimestamp``
@@ -20,6 +24,7 @@ a batch and the Segment field.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,15 +35,13 @@ from pydantic import ValidationError
 
 from services.ingest.segment_events import EventMap
 from shared.errors import MAX_REPORTED_ERRORS
-from shared.events import EventIn, parse_json
+from shared.events import ANONYMOUS_PREFIX, IDENTITY_MERGE, EventIn, parse_json
 
 MAX_CALL_BYTES = 32 * 1024
 """Segment's limit on one call, and on the body of a single-call endpoint."""
 
 MAX_BATCH_BYTES = 500 * 1024
 """Segment's limit on the (decompressed) body of ``/v1/batch``."""
-
-ANONYMOUS_PREFIX = "anon:"
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 
@@ -61,6 +64,9 @@ _FIELD_NAMES = {
 }
 
 ErrorItem = dict[str, Any]
+
+_MERGE_NAMESPACE = uuid.UUID("0d6f1f4e-8a4b-4c55-9f0e-3f6a2b7c9d41")
+"""Fixed forever: a retried call must ask for the same merge (same event id)."""
 
 
 class CallRefused(Exception):
@@ -276,6 +282,38 @@ def _decode(body: bytes) -> Any:
             "the body is not valid JSON",
             [_error([], f"body is not valid JSON: {exc}", "json_invalid")],
         ) from exc
+
+
+def with_merge_requests(events: Sequence[EventIn]) -> list[EventIn]:
+    """``events`` and, after each identify naming an anonymous id and each alias, the
+    ``identity.merge`` of ``anon:<id>`` into the call's lead. Its event id derives from the
+    call's, so a retried call asks for the same merge; a call whose lead is the anonymous
+    id itself asks for nothing."""
+    out: list[EventIn] = []
+    for event in events:
+        out.append(event)
+        if event.type == FIXED_TYPES["identify"]:
+            previous = event.properties.get("anonymous_id")
+        elif event.type == SEGMENT_ALIAS:
+            previous = event.properties.get("previous_id")
+        else:
+            continue
+        if not isinstance(previous, str) or event.lead_id.startswith(ANONYMOUS_PREFIX):
+            continue
+        anonymous = (ANONYMOUS_PREFIX + previous).strip()
+        if anonymous == event.lead_id or len(anonymous) > 256:
+            continue
+        out.append(
+            EventIn(
+                event_id=f"merge-{uuid.uuid5(_MERGE_NAMESPACE, event.event_id)}",
+                type=IDENTITY_MERGE,
+                lead_id=anonymous,
+                occurred_at=event.occurred_at,
+                source=event.source,
+                properties={"into": event.lead_id},
+            )
+        )
+    return out
 
 
 def decode_call(body: bytes, kind: str, received_at: datetime, events: EventMap) -> EventIn:

@@ -32,6 +32,7 @@ from services.ingest.segment import (
     decode_call,
     now,
     too_large,
+    with_merge_requests,
 )
 from services.ingest.segment_events import EventMap
 from services.ingest.settings import IngestSettings
@@ -157,8 +158,10 @@ class SegmentEndpoints:
         except NotGzip as exc:
             raise CallRefused("invalid_gzip", str(exc)) from None
         if kind == "batch":
-            return decode_batch(body, received_at, self.events, self.settings.max_batch_events)
-        return [decode_call(body, kind, received_at, self.events)]
+            calls = decode_batch(body, received_at, self.events, self.settings.max_batch_events)
+        else:
+            calls = [decode_call(body, kind, received_at, self.events)]
+        return with_merge_requests(calls)
 
 
 _DESCRIPTION = (

@@ -8,7 +8,8 @@ and the score it was counted with:
 - in no account before, in one now: ``joined`` that account, with its score;
 - in another account now: ``left`` the old one, then ``joined`` the new one;
 - same account, another score: ``changed``;
-- in none now: ``left``; an erased lead likewise leaves its account.
+- in none now: ``left``; an erased lead likewise leaves its account, and so does an
+  anonymous lead merged into a known one (the known lead joins with its own score).
 
 Group calls add a ``traits`` contribution for the account they name. Each contribution
 is keyed by account id; the worker writes them, and the memberships' changelog records,
@@ -108,7 +109,8 @@ def contribute(
     out = AccountOutputs()
     stored = set()  # leads whose membership record exists before this batch
     touched: dict[str, None] = {}  # in order: the changelog's records are deterministic
-    for event in result.erased:  # first: what the batch scores afterwards is a new lead
+    # first: what the batch scores afterwards is a new lead (or, merged, the known one)
+    for event in [*result.erased, *result.retired]:
         lead_id = event.lead_id
         old = memberships.pop(lead_id, None)
         if old is None:

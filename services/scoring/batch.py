@@ -9,6 +9,11 @@ the erasures, and the leads whose state changed. Writing any of it is the caller
 States change in place, as the worker wants (a copy per event would cost more than the
 scoring): a caller that cannot commit what a batch produced must throw ``known`` away.
 
+Identity merges (:mod:`services.scoring.identity`) go through here too: an
+``identity.merge`` request retires its anonymous lead and says what to send the known lead
+(``outgoing``), a later event of a merged id is forwarded the same way, and a merge
+record is folded into its known lead.
+
 An erase record (``lead.erased``) drops its lead's state, and the lead's outputs scored
 earlier in the batch (written after the erasure's tombstones they would bring it back);
 what the batch scores for that id afterwards is a new lead. Refused records stay: dead
@@ -24,10 +29,19 @@ from datetime import timedelta
 
 from pydantic import ValidationError
 
+from services.scoring.identity import (
+    MERGE_PREFIX,
+    Follow,
+    Merge,
+    fold_merge,
+    is_anonymous,
+    keep_history,
+    merge_of,
+)
 from services.scoring.lead import DEFAULT_HORIZON, LeadState, SkipKind
 from services.scoring.model import ScoringModel
 from services.scoring.scoring import DomainError, NewScore, apply_event
-from shared.events import LEAD_ERASED, Event, StageChange
+from shared.events import IDENTITY_MERGE, LEAD_ERASED, Event, StageChange, merge_target
 from shared.kafka import ConsumedRecord, encode_key
 
 
@@ -74,6 +88,14 @@ class BatchResult:
     """Applied events of the model's group event types, in order, without those of leads
     erased later in the batch: what the lead's account membership reads of the batch
     (:mod:`services.scoring.account_contributions`)."""
+    outgoing: list[Merge | Follow] = field(default_factory=list)
+    """Records for other leads' partitions, in order: merge records and forwarded events."""
+    retired: list[Event] = field(default_factory=list)
+    """The merge requests applied: their anonymous leads' states are gone (tombstones)."""
+    aliases: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """New alias markers: anonymous id -> (known lead, merge id)."""
+    unaliased: list[str] = field(default_factory=list)
+    """Alias markers dropped (the anonymous id was erased)."""
     duplicates: int = 0
     replayed: int = 0
     """Records at or below the offset already scored, ignored."""
@@ -91,9 +113,12 @@ class BatchScoring:
         applied_offset: int = -1,
         horizon: timedelta = DEFAULT_HORIZON,
         rewrite: Iterable[str] = (),
+        aliases: dict[str, str] | None = None,
     ) -> None:
         self.model = model
         self.known = known
+        self.aliases = {} if aliases is None else aliases
+        """The partition's alias markers (anonymous id -> known lead), changed in place."""
         self.horizon = horizon
         self.result = BatchResult(applied_offset=applied_offset)
         self._rewrite = tuple(rewrite)
@@ -108,6 +133,9 @@ class BatchScoring:
         try:
             if record.value is None:
                 raise ValueError("a record without a value is not an event")
+            if record.value.startswith(MERGE_PREFIX):
+                self._fold(record, Merge.read(record.value))
+                return
             event = Event.model_validate_json(record.value)
         except (ValidationError, ValueError, TypeError) as exc:
             self._refuse(record, Refusal.INVALID, exc)
@@ -116,6 +144,9 @@ class BatchScoring:
             self._erase(event)
             return
         lead_id = event.lead_id
+        if lead_id in self.aliases or event.type == IDENTITY_MERGE:
+            self._identity(record, event)
+            return
         state = result.leads.get(lead_id) or self.known.get(lead_id)
         try:
             outcome = apply_event(state, event, self.model, self.horizon, in_place=True)
@@ -130,6 +161,8 @@ class BatchScoring:
             return
         assert outcome.score is not None  # applied: always scored
         result.leads[lead_id] = outcome.state
+        if is_anonymous(lead_id) and record.value is not None:
+            keep_history(outcome.state, record.value)
         result.scored.append(
             Scored(lead_id, encode_key(lead_id), outcome.score, outcome.stage_change)
         )
@@ -145,6 +178,48 @@ class BatchScoring:
         self.known.update(result.leads)
         return result
 
+    def _identity(self, record: ConsumedRecord, event: Event) -> None:
+        """A merge request, or any event of an id merged already (forwarded)."""
+        result, lead_id = self.result, event.lead_id
+        into = self.aliases.get(lead_id)
+        if event.type == IDENTITY_MERGE:
+            asked = merge_target(event.type, lead_id, event.properties)
+            assert asked is not None  # validated with the event
+            if into == asked:
+                result.duplicates += 1  # identified again: one merge
+            elif into is not None:
+                why = f"{lead_id!r} was merged into {into!r} already, not into {asked!r}"
+                result.refused.append(Refused(record, Refusal.INAPPLICABLE, why))
+            else:
+                self._retire(event, asked)
+            return
+        assert into is not None
+        result.outgoing.append(Follow(event.model_copy(update={"lead_id": into}), lead_id))
+
+    def _retire(self, request: Event, into: str) -> None:
+        result, lead_id = self.result, request.lead_id
+        state = result.leads.pop(lead_id, None) or self.known.get(lead_id)
+        self.known.pop(lead_id, None)
+        self._rewrite = tuple(r for r in self._rewrite if r != lead_id)
+        result.outgoing.append(merge_of(request, into, state))
+        result.retired.append(request)
+        self.aliases[lead_id] = into
+        result.aliases[lead_id] = (into, request.event_id)
+
+    def _fold(self, record: ConsumedRecord, merge: Merge) -> None:
+        result, lead_id = self.result, merge.lead_id
+        state = result.leads.get(lead_id) or self.known.get(lead_id)
+        outcome = fold_merge(state, merge, self.model)
+        if outcome.duplicate:
+            result.duplicates += 1
+        if outcome.score is None or outcome.state is None:
+            return
+        result.leads[lead_id] = outcome.state
+        result.scored.append(
+            Scored(lead_id, encode_key(lead_id), outcome.score, outcome.stage_change)
+        )
+        result.group_calls.extend(e for e in outcome.applied if e.type in self._group_events)
+
     def _refuse(self, record: ConsumedRecord, refusal: Refusal, exc: Exception) -> None:
         self.result.refused.append(Refused(record, refusal, f"{type(exc).__name__}: {exc}"))
 
@@ -157,6 +232,9 @@ class BatchScoring:
         if any(e.lead_id == lead_id for e in result.group_calls):
             result.group_calls = [e for e in result.group_calls if e.lead_id != lead_id]
         self._rewrite = tuple(r for r in self._rewrite if r != lead_id)
+        if self.aliases.pop(lead_id, None) is not None:  # erased: the id means nobody now
+            result.aliases.pop(lead_id, None)
+            result.unaliased.append(lead_id)
         result.erased.append(event)
 
 
@@ -167,9 +245,12 @@ def score_batch(
     *,
     applied_offset: int = -1,
     horizon: timedelta = DEFAULT_HORIZON,
+    aliases: dict[str, str] | None = None,
 ) -> BatchResult:
     """Score ``records`` (of one partition, in offset order) on top of ``known``, in place."""
-    scoring = BatchScoring(model, known, applied_offset=applied_offset, horizon=horizon)
+    scoring = BatchScoring(
+        model, known, applied_offset=applied_offset, horizon=horizon, aliases=aliases
+    )
     for record in records:
         scoring.add(record)
     return scoring.finish()

@@ -6,8 +6,10 @@ worker restores exactly the partitions it is assigned. Besides one record per
 lead, each partition holds one marker record: the last input offset applied.
 Both are written in the same transaction as the outputs and the consumer
 offsets, so state, outputs and progress never disagree. An erased lead's key gets a
-tombstone (a null value): restoring drops the lead, and compaction removes the key. The
-records' layout is :mod:`services.scoring.state_records`.
+tombstone (a null value): restoring drops the lead, and compaction removes the key; so
+does an anonymous lead merged into a known one, whose alias marker (``\x00alias\x00<id>``,
+:mod:`services.scoring.identity`) then says where its later events go. The records'
+layout is :mod:`services.scoring.state_records`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import TopicPartition
 
+from services.scoring.identity import ALIAS_PREFIX, alias_of_key, read_alias
 from services.scoring.lead import LeadState
 from services.scoring.membership import (
     MEMBERSHIP_PREFIX,
@@ -51,6 +54,8 @@ class PartitionState:
     yet, the workers' model file."""
     memberships: dict[str, Membership] = field(default_factory=dict)
     """Each lead's account membership (:mod:`services.scoring.membership`), by lead id."""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Anonymous ids merged into a known lead, and that lead (its events follow it)."""
 
 
 def apply_record(
@@ -69,6 +74,11 @@ def apply_record(
             state.memberships.pop(lead_of_key(key), None)
         else:
             state.memberships[lead_of_key(key)] = read_membership(value)
+    elif key.startswith(ALIAS_PREFIX):
+        if value is None:
+            state.aliases.pop(alias_of_key(key), None)
+        else:
+            state.aliases[alias_of_key(key)] = read_alias(value)
     elif value is None:
         lead_id = key.decode()
         state.leads.pop(lead_id, None)

@@ -114,6 +114,13 @@ class LeadState:
     """Events applied so far; the sequence of the latest score update."""
     change_sequence: int = 0
     """Stage changes emitted so far; the sequence of the latest stage change (gapless)."""
+    history: list[bytes] | None = field(default=None, compare=False)
+    """An anonymous lead's applied events as they were read (JSON), in the order applied:
+    what an identity merge carries to the known lead (:mod:`services.scoring.identity`);
+    ``None`` for other leads."""
+    history_lost: int = field(default=0, compare=False)
+    """Applied events of the lead that ``history`` does not hold (over its bound, or
+    applied before leads kept one)."""
     # Derived, never serialised or compared; maintained by the methods below.
     derived_fit: DerivedFit | None = field(default=None, init=False, compare=False, repr=False)
     """The fit under the model last scored with, valid while :meth:`fit_holds`."""
@@ -132,7 +139,11 @@ class LeadState:
     def copy(self) -> LeadState:
         """A copy that can be changed without touching this state (engagement is immutable)."""
         copied = dataclasses.replace(
-            self, traits=dict(self.traits), caps=dict(self.caps), seen=dict(self.seen)
+            self,
+            traits=dict(self.traits),
+            caps=dict(self.caps),
+            seen=dict(self.seen),
+            history=None if self.history is None else list(self.history),
         )
         copied.derived_fit = self.derived_fit  # immutable, and checked against the traits
         copied.fit_basis = self.fit_basis
@@ -192,6 +203,14 @@ class LeadState:
         if self._caps_floor is not None and day < self._caps_floor:
             self._caps_floor = day
         return True
+
+    def remember(self, event_id: str, at: datetime) -> None:
+        """Hold ``event_id`` for de-duplication without making ``at`` the lead's latest
+        event time (an identity merge is not an event of the lead)."""
+        at_us = micros(at)
+        self.seen[event_id] = at_us
+        if self._seen_floor is not None and at_us < self._seen_floor:
+            self._seen_floor = at_us
 
     def record(self, event_id: str, at: datetime, horizon: timedelta) -> datetime:
         """Remember an applied event, advance ``as_of``, forget what fell out of the horizon.

@@ -40,6 +40,10 @@ class Replayed:
     refused: int = 0
     """Records the batch code refused (they went to dead letters when they were live)."""
     last_offset: int = -1
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Anonymous ids merged into known leads (:mod:`services.scoring.identity`): their
+    later events are forwarded, not scored here; what was forwarded and merged is in the
+    known leads' partitions, which a replay of those folds under the same model."""
 
 
 class Replay:
@@ -72,7 +76,9 @@ class Replay:
         if not self._chunk:
             return
         replayed = self.replayed
-        scoring = BatchScoring(self.model, replayed.leads, horizon=self.horizon)
+        scoring = BatchScoring(
+            self.model, replayed.leads, horizon=self.horizon, aliases=replayed.aliases
+        )
         for record in self._chunk:
             scoring.add(record)
         result = scoring.finish()
@@ -85,6 +91,10 @@ class Replay:
             replayed.scores[scored.lead_id] = scored.score
             if scored.stage_change is not None:
                 replayed.reasons[scored.lead_id] = scored.stage_change.reason
+        for retired in result.retired:  # merged: no lead of its own any more
+            if retired.lead_id not in replayed.leads:
+                replayed.scores.pop(retired.lead_id, None)
+                replayed.reasons.pop(retired.lead_id, None)
 
 
 def replay(

@@ -52,6 +52,9 @@ class PartitionReplay:
     scores: dict[str, LeadScore]
     records: int
     refused: int
+    merged: frozenset[str] = frozenset()
+    """Anonymous ids merged into known leads: no leads of their own, now or under the new
+    model (their last score stays in the compacted scores topic)."""
 
 
 # --- the dry run ------------------------------------------------------------------------
@@ -67,6 +70,9 @@ async def dry_run(
     now = await read_live_scores(settings)
     replayed = await replays
     new = {lead: score for part in replayed for lead, score in part.scores.items()}
+    for part in replayed:
+        for merged in part.merged:
+            now.pop(merged, None)
     partitions = [span.partition for span in spans]
     report = build_report(
         now,
@@ -151,7 +157,9 @@ async def replay_partition(
             replay.add_all(records)
     replayed = replay.finish()
     scores = {lead: LeadScore.of_score(score) for lead, score in replayed.scores.items()}
-    return PartitionReplay(partition, scores, replayed.records, replayed.refused)
+    return PartitionReplay(
+        partition, scores, replayed.records, replayed.refused, frozenset(replayed.aliases)
+    )
 
 
 def _replay_in_process(

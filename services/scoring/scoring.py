@@ -55,6 +55,8 @@ class NewScore:
     trigger_event_id: str
     breakdown: tuple[Contribution, ...]
     half_life_seconds: float | None = None
+    merged_from: str | None = None
+    """The anonymous lead this update merged in (an identity merge's update only)."""
 
     def to_json(self) -> bytes:
         # a dict: orjson encodes dicts several times faster than slotted dataclasses
@@ -71,6 +73,7 @@ class NewScore:
                 "trigger_event_id": self.trigger_event_id,
                 "breakdown": self.breakdown,
                 "half_life_seconds": self.half_life_seconds,
+                "merged_from": self.merged_from,
             },
             option=orjson.OPT_UTC_Z,
         )
@@ -174,6 +177,33 @@ def apply_event(
     if lead.stage is None:  # unreachable: a lead's first event always moves it
         raise DomainError(f"lead {lead.lead_id!r} has no stage after event {event.event_id!r}")
 
+    new_score = _new_score(lead, model, fits, fit, engagement, event.event_id)
+    return Outcome(lead, score=new_score, stage_change=change)
+
+
+def current_score(lead: LeadState, model: ScoringModel, trigger_event_id: str) -> NewScore:
+    """The lead's score as of its latest event, under ``model``, as its next update (the
+    sequence is the lead's): for a change to a lead that is not one event (a merge)."""
+    if lead.stage is None or lead.as_of is None:
+        raise DomainError(f"lead {lead.lead_id!r} has no score before its first event")
+    fits, fit = _fit(lead, model)
+    engagement = lead.engagement.value_at(lead.as_of.timestamp(), model.rulebook.half_life)
+    return _new_score(lead, model, fits, fit, engagement, trigger_event_id)
+
+
+def _new_score(
+    lead: LeadState,
+    model: ScoringModel,
+    fits: tuple[Contribution, ...],
+    fit: float,
+    engagement: float,
+    trigger_event_id: str,
+) -> NewScore:
+    book = model.rulebook
+    half_life = book.half_life
+    assert lead.as_of is not None  # scored: set
+    assert lead.stage is not None
+    now = lead.as_of.timestamp()
     engaged = tuple(
         Contribution(
             rule=book.engagement_label(rule_id),
@@ -183,20 +213,19 @@ def apply_event(
         )
         for rule_id, rule in book.in_model_order(lead.engagement.rules)
     )
-    new_score = NewScore(
+    return NewScore(
         lead.lead_id,
         lead.score_sequence,
         fit,
         engagement,
-        total,
-        as_of,
+        fit + engagement,
+        lead.as_of,
         lead.stage,
         model.version,
-        event.event_id,
+        trigger_event_id,
         fits + engaged,
         half_life,
     )
-    return Outcome(lead, score=new_score, stage_change=change)
 
 
 def _fresh(state: LeadState | None, lead_id: str) -> LeadState:

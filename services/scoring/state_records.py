@@ -73,7 +73,17 @@ def _layout(state: LeadState) -> dict[str, Any]:
         "seen": state.seen,
         "score_sequence": state.score_sequence,
         "change_sequence": state.change_sequence,
+        **_history(state),
     }
+
+
+def _history(state: LeadState) -> dict[str, Any]:
+    """An anonymous lead's history (absent for the others): its events as they were read,
+    embedded as they are."""
+    if state.history is None:
+        return {}
+    events = [orjson.Fragment(raw) for raw in state.history]
+    return {"history": {"events": events, "lost": state.history_lost}}
 
 
 def is_legacy(data: Mapping[str, Any]) -> bool:
@@ -106,6 +116,7 @@ def read_lead(data: Mapping[str, Any], legacy_ids: Sequence[str] = ()) -> LeadSt
 
     else:
         raise ValueError(f"unknown lead state format {layout!r}")
+    history = data.get("history")
     return LeadState(
         lead_id=data["lead_id"],
         stage=None if data["stage"] is None else Stage(data["stage"]),
@@ -117,6 +128,8 @@ def read_lead(data: Mapping[str, Any], legacy_ids: Sequence[str] = ()) -> LeadSt
         seen={event_id: time_of(at) for event_id, at in data["seen"].items()},
         score_sequence=int(data["score_sequence"]),
         change_sequence=int(data["change_sequence"]),
+        history=None if history is None else [orjson.dumps(e) for e in history["events"]],
+        history_lost=0 if history is None else int(history["lost"]),
     )
 
 

@@ -18,6 +18,10 @@ transaction, writes tombstones for the lead's key to the changelog, to the score
 to the stage changes (the last two carry the erase id: they tell the pipeline). They go
 first in the transaction, and the lead's records scored earlier in the batch are not sent
 at all, so what the batch scores for the same id after the erasure is a new lead.
+
+Identity merges (docs/architecture.md §5.12) write to ``leadflow.events`` itself, in the
+same transaction: the merge records and forwarded events a batch produces, keyed by the
+known lead, beside the anonymous lead's tombstone and alias marker in the changelog.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from services.scoring.batch import BatchResult, BatchScoring, Refused
 from services.scoring.changelog import PartitionState
 from services.scoring.event_history import read_until
 from services.scoring.heap import HeapFreezer
+from services.scoring.identity import FORWARDED_FROM_HEADER, Follow, alias_key, alias_record
 from services.scoring.membership import load_free_mail_domains
 from services.scoring.model import ScoringModel
 from services.scoring.model_topic import find_publication
@@ -345,6 +350,7 @@ class ScoringWorker:
             applied_offset=scorer.scored_offset,
             horizon=self.horizon,
             rewrite=legacy,  # restored from formats 1 and 2: written again in format 3
+            aliases=scorer.state.aliases,
         )
         for index, record in enumerate(records, 1):
             if index % YIELD_EVERY == 0:
@@ -378,8 +384,22 @@ class ScoringWorker:
                 batch.emit_change(topics.stage_changes, scored.key, scored.stage_change)
         for refused in result.refused:
             batch.emit(topics.dead_letters, self._dead_letter(refused))
+        for out in result.outgoing:  # in order: a merge before the events that follow it
+            if isinstance(out, Follow):
+                origin = [(FORWARDED_FROM_HEADER, out.merged_from.encode())]
+                key = encode_key(out.event.lead_id)
+                batch.emit(topics.events, (key, out.event.to_json(), origin))
+            else:
+                batch.emit(topics.events, (encode_key(out.lead_id), out.to_json()))
         batch.changelog = [
             *((encode_key(lead_id), lead_record(state)) for lead_id, state in result.leads.items()),
+            *(
+                (encode_key(event.lead_id), None)
+                for event in result.retired
+                if event.lead_id not in result.leads  # erased and seen anew since
+            ),
+            *((alias_key(a), alias_record(*target)) for a, target in result.aliases.items()),
+            *((alias_key(anonymous), None) for anonymous in result.unaliased),
             (APPLIED_OFFSET_KEY, applied_offset_record(result.applied_offset)),
         ]
         return batch
@@ -391,6 +411,8 @@ class ScoringWorker:
         events.labels("duplicate").inc(result.duplicates)
         events.labels("replayed").inc(result.replayed)
         events.labels("erased").inc(len(result.erased))
+        events.labels("merged").inc(len(result.retired))
+        events.labels("forwarded").inc(sum(isinstance(o, Follow) for o in result.outgoing))
         events.labels("dead_letter").inc(len(result.refused))
         metrics.DEAD_LETTERS.inc(len(result.refused))
         for scored in result.scored:

@@ -21,6 +21,7 @@ from services.ingest.segment import (
     decode_batch,
     decode_call,
     to_event,
+    with_merge_requests,
 )
 from services.ingest.segment_events import (
     EventMapError,
@@ -30,7 +31,7 @@ from services.ingest.segment_events import (
 )
 from services.scoring.model import load_model
 from shared import lead_ids
-from shared.events import EventIn
+from shared.events import IDENTITY_MERGE, EventIn
 from shared.lead_ids import LeadIdRule
 
 RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -396,3 +397,18 @@ def test_any_call_is_an_event_or_a_refusal_never_an_error(
     except CallRefused as exc:
         errors = exc.errors  # every refusal names what is wrong
     assert errors
+
+
+def test_an_identify_naming_an_anonymous_id_and_an_alias_ask_for_a_merge() -> None:
+    identify = one(call("identify", anonymousId="v-1"), "identify")
+    alias = one(call("alias", previousId="v-2", userId="Ada@Example.com"), "alias")
+    events = lead_ids.normalized(with_merge_requests([identify, alias]), "email")
+    merges = [e for e in events if e.type == IDENTITY_MERGE]
+    assert [(e.lead_id, e.properties["into"]) for e in merges] == [
+        ("anon:v-1", "ada@example.com"),
+        ("anon:v-2", "ada@example.com"),
+    ]
+    again = with_merge_requests([one(call("identify", anonymousId="v-1"), "identify")])
+    assert again[1].event_id == merges[0].event_id  # a retried call asks for the same merge
+    anonymous_only = one({"type": "identify", "messageId": "m", "anonymousId": "v-3"}, "identify")
+    assert with_merge_requests([anonymous_only]) == [anonymous_only]
