@@ -14,7 +14,9 @@ from services.webhooks.filters import Filters
 from services.webhooks.payloads import EventType
 from shared.api_models import Timestamp
 
-Subscribable = Literal["lead.stage_changed", "lead.score_changed", "lead.created"]
+Subscribable = Literal[
+    "lead.stage_changed", "lead.score_changed", "lead.created", "account.score_changed"
+]
 STAGE_CHANGED: Subscribable = "lead.stage_changed"
 Url = Annotated[AnyHttpUrl, Field(description="Where to POST; https unless http is allowed.")]
 Description = Annotated[str, Field(max_length=1024)]
@@ -167,6 +169,27 @@ class CreatedData(BaseModel):
     model_version: str
 
 
+class AccountScoreChangedData(BaseModel):
+    account_id: str
+    sequence: int = Field(description="Orders an account's score updates.")
+    total: float = Field(description="The account's fit plus the sum of its contacts' totals.")
+    previous_total: float | None = Field(description="The total of the previous update.")
+    delta: float | None
+    fit: float = Field(description="The account fit rules' points, on the account's traits.")
+    contacts: int
+    engaged_contacts: int
+    contact_total_sum: float
+    contact_total_max: float | None = Field(description="null while the account has no contact.")
+    as_of: str = Field(description="The latest event time that went into the account.")
+    model_version: str
+    breakdown: list[dict[str, JsonValue]] = Field(description="The account fit rules that match.")
+    breakdown_truncated: bool = Field(description="True when cut to keep the body under 20 KB.")
+    traits: dict[str, JsonValue] = Field(description="The account's traits (group calls).")
+    traits_truncated: bool = Field(
+        description="True when the biggest traits were left out to keep the body under 20 KB."
+    )
+
+
 class StageChangedWebhook(BaseModel):
     type: Literal["lead.stage_changed"]
     timestamp: str
@@ -185,8 +208,18 @@ class CreatedWebhook(BaseModel):
     data: CreatedData
 
 
+class AccountScoreChangedWebhook(BaseModel):
+    """The contacts are counted, not listed (the pipeline's GET /v1/accounts/{id} lists
+    them): an account's webhook names no lead."""
+
+    type: Literal["account.score_changed"]
+    timestamp: str
+    data: AccountScoreChangedData
+
+
 WEBHOOK_BODIES: dict[EventType, type[BaseModel]] = {
     EventType.STAGE_CHANGED: StageChangedWebhook,
     EventType.SCORE_CHANGED: ScoreChangedWebhook,
     EventType.CREATED: CreatedWebhook,
+    EventType.ACCOUNT_SCORE_CHANGED: AccountScoreChangedWebhook,
 }

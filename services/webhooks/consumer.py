@@ -1,4 +1,5 @@
-"""The webhooks service's Kafka loop: stage changes and scores into messages, then offsets.
+"""The webhooks service's Kafka loop: stage changes, lead and account scores into messages,
+then offsets.
 
 Read with read_committed, so only what scoring committed becomes a webhook. A
 batch's messages are stored in one database transaction and the offsets are
@@ -24,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.webhooks import metrics
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.store import record_batch
+from shared.account_events import AccountScore
 from shared.consumer_lag import LagGauge, fetched_positions, position
 from shared.database import Database
 from shared.erasure_signals import Topic, after_erasures, decode_signal
@@ -52,6 +54,7 @@ class WebhooksConsumer:
             settings,
             self.topics.stage_changes,
             self.topics.scores,
+            self.topics.account_scores,
             name="webhooks",
             group_id=settings.webhooks_group,
         )
@@ -92,13 +95,15 @@ class WebhooksConsumer:
 
     async def _persist(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> bool:
         """True once stored; False when stopping first (the batch comes back next start)."""
-        changes, updates, erased = self._decode(batches)
+        changes, updates, erased, accounts = self._decode(batches)
 
         def failed() -> None:
             self.database_ok = False
 
         count = await until_written(
-            lambda: record_batch(self.database.sessions, changes, updates, self.clock(), erased),
+            lambda: record_batch(
+                self.database.sessions, changes, updates, self.clock(), erased, accounts
+            ),
             retry_on=(SQLAlchemyError, OSError),
             stopping=self._stopping,
             what="storing messages",
@@ -122,13 +127,18 @@ class WebhooksConsumer:
 
     def _decode(
         self, batches: Mapping[TopicPartition, Sequence[Any]]
-    ) -> tuple[list[StageChange], list[ScoreUpdate], set[str]]:
+    ) -> tuple[list[StageChange], list[ScoreUpdate], set[str], list[AccountScore]]:
         """The records, and the leads erased (null-valued records: scoring's erasure
-        signals). Records a later signal of their lead supersedes are dropped unread."""
+        signals). Records a later signal of their lead supersedes are dropped unread.
+        Account scores have no erasure signals (scoring writes no account tombstone)."""
         changes: list[StageChange] = []
         updates: list[ScoreUpdate] = []
         erased: set[str] = set()
+        accounts: list[AccountScore] = []
         for tp, records in batches.items():
+            if tp.topic == self.topics.account_scores:
+                accounts.extend(self._accounts(tp, records))
+                continue
             kind: Topic = "stage_changes" if tp.topic == self.topics.stage_changes else "scores"
             for record in after_erasures(records):
                 try:
@@ -141,7 +151,20 @@ class WebhooksConsumer:
                 except (ValidationError, TypeError, ValueError) as exc:
                     metrics.INVALID.inc()
                     log.error("skipping invalid record %s@%d: %s", tp, record.offset, exc)
-        return changes, updates, erased
+        return changes, updates, erased, accounts
+
+    @staticmethod
+    def _accounts(tp: TopicPartition, records: Sequence[Any]) -> list[AccountScore]:
+        scores = []
+        for record in records:
+            try:
+                if record.value is None:
+                    raise ValueError("an account score without a value")
+                scores.append(AccountScore.model_validate_json(record.value))
+            except (ValidationError, TypeError, ValueError) as exc:
+                metrics.INVALID.inc()
+                log.error("skipping invalid record %s@%d: %s", tp, record.offset, exc)
+        return scores
 
     async def kafka_reachable(self) -> bool:
         return await reachable(self.consumer)

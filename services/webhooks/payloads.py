@@ -1,9 +1,10 @@
 """What a receiver gets: ``{type, timestamp, data}`` per Standard Webhooks, and its id.
 
-A webhook id is derived from what the event is (a stage change's id, a lead's
-score sequence), never drawn at random, so every retry and every replay of one
+A webhook id is derived from what the event is (a stage change's id, a lead's or an
+account's score sequence), never drawn at random, so every retry and every replay of one
 event carries the same ``webhook-id`` and a receiver can drop the duplicates.
-``sequence`` is in every payload so a receiver can order the events of a lead.
+``sequence`` is in every payload so a receiver can order the events of a lead (of an
+account, for account events).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from shared.account_events import AccountScore
 from shared.events import ScoreUpdate, StageChange, format_time
 
 MAX_PAYLOAD_BYTES = 20 * 1024
@@ -25,10 +27,16 @@ class EventType(StrEnum):
     STAGE_CHANGED = "lead.stage_changed"
     SCORE_CHANGED = "lead.score_changed"
     CREATED = "lead.created"
+    ACCOUNT_SCORE_CHANGED = "account.score_changed"
     PING = "webhook.test"
 
 
-SUBSCRIBABLE = (EventType.STAGE_CHANGED, EventType.SCORE_CHANGED, EventType.CREATED)
+SUBSCRIBABLE = (
+    EventType.STAGE_CHANGED,
+    EventType.SCORE_CHANGED,
+    EventType.CREATED,
+    EventType.ACCOUNT_SCORE_CHANGED,
+)
 
 
 def webhook_id(kind: EventType, key: str) -> str:
@@ -102,6 +110,59 @@ def created(update: ScoreUpdate) -> tuple[str, bytes]:
     }
     body = envelope(EventType.CREATED, update.as_of, data)
     return webhook_id(EventType.CREATED, update.lead_id), body
+
+
+def account_score_changed(score: AccountScore) -> tuple[str, bytes]:
+    """The id and body of an ``account.score_changed`` webhook: the roll-up's figures.
+
+    The contacts are counted, not listed: an account's webhook names no lead, so erasing a
+    lead leaves nothing of it in the messages of its account (``GET /v1/accounts/{id}``
+    on the pipeline lists them). Traits come from group calls and can be large: the
+    biggest go first when the body would pass the limit, then the tail of the breakdown.
+    """
+    data: dict[str, Any] = {
+        "account_id": score.account_id,
+        "sequence": score.sequence,
+        "total": score.total,
+        "previous_total": score.previous_total,
+        "delta": None if score.previous_total is None else score.total - score.previous_total,
+        "fit": score.fit,
+        "contacts": score.contacts,
+        "engaged_contacts": score.engaged_contacts,
+        "contact_total_sum": score.contact_total_sum,
+        "contact_total_max": score.contact_total_max,
+        "as_of": format_time(score.as_of),
+        "model_version": score.model_version,
+        "breakdown": [rule.model_dump() for rule in score.breakdown],
+        "breakdown_truncated": False,
+        "traits": dict(score.traits),
+        "traits_truncated": False,
+    }
+    body = envelope(EventType.ACCOUNT_SCORE_CHANGED, score.as_of, data)
+    while len(body) > MAX_PAYLOAD_BYTES and (data["traits"] or data["breakdown"]):
+        if data["traits"]:
+            data["traits"] = _without_biggest(data["traits"], len(body) - MAX_PAYLOAD_BYTES)
+            data["traits_truncated"] = True
+        else:
+            data["breakdown"] = sorted(data["breakdown"], key=lambda r: -abs(r["points"]))
+            data["breakdown"] = data["breakdown"][: len(data["breakdown"]) // 2]
+            data["breakdown_truncated"] = True
+        body = envelope(EventType.ACCOUNT_SCORE_CHANGED, score.as_of, data)
+    key = f"{score.account_id}\x00{score.sequence}"
+    return webhook_id(EventType.ACCOUNT_SCORE_CHANGED, key), body
+
+
+def _without_biggest(traits: dict[str, Any], excess: int) -> dict[str, Any]:
+    """``traits`` less the biggest ones, at least ``excess`` bytes of them (or all)."""
+    sizes = {name: len(orjson.dumps({name: value})) for name, value in traits.items()}
+    dropped = 0
+    kept = dict(traits)
+    for name in sorted(sizes, key=lambda name: (-sizes[name], name)):
+        if dropped >= excess:
+            break
+        del kept[name]
+        dropped += sizes[name]
+    return kept
 
 
 def ping(now: datetime, nonce: str) -> tuple[str, bytes]:

@@ -18,12 +18,15 @@ from services.webhooks import metrics
 from services.webhooks.fanout import Fanout, LeadTotal, Subscription
 from services.webhooks.filters import Filters
 from services.webhooks.tables import (
+    AccountNoticeRow,
+    AccountSequenceRow,
     AttemptRow,
     EndpointRow,
     LeadTotalRow,
     MessageRow,
     ScoreNoticeRow,
 )
+from shared.account_events import AccountScore
 from shared.database import upsert_insert
 from shared.events import ScoreUpdate, StageChange
 from shared.sql_types import UtcDateTime
@@ -34,6 +37,8 @@ Status = Literal["pending", "delivered", "failed"]
 MESSAGES: Table = MessageRow.__table__  # type: ignore[assignment]
 LEAD_TOTALS: Table = LeadTotalRow.__table__  # type: ignore[assignment]
 SCORE_NOTICES: Table = ScoreNoticeRow.__table__  # type: ignore[assignment]
+ACCOUNT_SEQUENCES: Table = AccountSequenceRow.__table__  # type: ignore[assignment]
+ACCOUNT_NOTICES: Table = AccountNoticeRow.__table__  # type: ignore[assignment]
 
 
 def subscription(row: EndpointRow) -> Subscription:
@@ -48,12 +53,14 @@ async def record_batch(
     updates: Sequence[ScoreUpdate],
     now: datetime,
     erased: Iterable[str] = (),
+    account_scores: Sequence[AccountScore] = (),
 ) -> int:
     """Turn records into messages for the enabled endpoints, in one transaction; the count.
 
     Endpoints created after a record was read do not get it: a subscription starts
     from the moment it exists. ``erased`` leads lose every message, attempt and total
     first (the records of the batch that came after their erasure are a new lead).
+    Account messages name no lead, so an erasure leaves them be.
     """
     async with sessions() as session, session.begin():
         await _erase(session, set(erased))
@@ -66,9 +73,14 @@ async def record_batch(
         subs = [subscription(row) for row in enabled]
         leads = {u.lead_id for u in updates}
         fanout = Fanout(await _totals(session, leads), await _notices(session, subs, leads))
+        accounts = {a.account_id for a in account_scores}
+        fanout.accounts = await _account_sequences(session, accounts)
+        fanout.account_notices = await _account_notices(session, subs, accounts)
         fanout.stage_changes(subs, changes)
         fanout.score_updates(subs, updates)
+        fanout.account_scores(subs, account_scores)
         await _write(session, dialect, fanout, leads, now)
+        await _write_accounts(session, dialect, fanout, accounts)
     for message in fanout.messages:
         metrics.MESSAGES.labels(message.event_type.value).inc()
     return len(fanout.messages)
@@ -102,6 +114,55 @@ async def _notices(
         ScoreNoticeRow.endpoint_id.in_([s.endpoint_id for s in subs]),
     )
     return {(r.endpoint_id, r.lead_id): r.total for r in await session.scalars(query)}
+
+
+async def _account_sequences(session: AsyncSession, accounts: set[str]) -> dict[str, int]:
+    if not accounts:
+        return {}
+    query = select(AccountSequenceRow).where(AccountSequenceRow.account_id.in_(accounts))
+    return {r.account_id: r.sequence for r in await session.scalars(query)}
+
+
+async def _account_notices(
+    session: AsyncSession, subs: list[Subscription], accounts: set[str]
+) -> dict[tuple[str, str], float]:
+    if not accounts or not subs:
+        return {}
+    query = select(AccountNoticeRow).where(
+        AccountNoticeRow.account_id.in_(accounts),
+        AccountNoticeRow.endpoint_id.in_([s.endpoint_id for s in subs]),
+    )
+    return {(r.endpoint_id, r.account_id): r.total for r in await session.scalars(query)}
+
+
+async def _write_accounts(
+    session: AsyncSession, dialect: str, fanout: Fanout, accounts: set[str]
+) -> None:
+    sequences = [
+        {"account_id": a, "sequence": n} for a, n in fanout.accounts.items() if a in accounts
+    ]
+    if sequences:
+        insert = upsert_insert(dialect, ACCOUNT_SEQUENCES)
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["account_id"], set_={"sequence": insert.excluded.sequence}
+            ),
+            sequences,
+        )
+    notices = [
+        {"endpoint_id": e, "account_id": a, "total": t}
+        for (e, a), t in fanout.account_notices.items()
+        if a in accounts
+    ]
+    if notices:
+        insert = upsert_insert(dialect, ACCOUNT_NOTICES)
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["endpoint_id", "account_id"],
+                set_={"total": insert.excluded.total},
+            ),
+            notices,
+        )
 
 
 async def _write(
@@ -397,14 +458,18 @@ async def attempts(session: AsyncSession, message_id: int) -> list[AttemptRow]:
 
 
 async def delete_endpoint(session: AsyncSession, endpoint_id: str) -> bool:
-    """The endpoint and its messages, attempts and notices (deleted here, not by cascade:
-    SQLite cascades only with foreign keys on, and PostgreSQL bulk paths differ)."""
+    """The endpoint and its messages, attempts and notices, of leads and accounts (deleted
+    here, not by cascade: SQLite cascades only with foreign keys on, and PostgreSQL bulk
+    paths differ)."""
     if await session.get(EndpointRow, endpoint_id) is None:
         return False
     ids = select(MessageRow.message_id).where(MessageRow.endpoint_id == endpoint_id)
     await session.execute(delete(AttemptRow).where(AttemptRow.message_id.in_(ids)))
     await session.execute(delete(MessageRow).where(MessageRow.endpoint_id == endpoint_id))
     await session.execute(delete(ScoreNoticeRow).where(ScoreNoticeRow.endpoint_id == endpoint_id))
+    await session.execute(
+        delete(AccountNoticeRow).where(AccountNoticeRow.endpoint_id == endpoint_id)
+    )
     await session.execute(delete(EndpointRow).where(EndpointRow.endpoint_id == endpoint_id))
     await session.commit()
     return True

@@ -4,7 +4,8 @@ A message is one event for one endpoint, written in the same transaction as
 the Kafka records it comes from are acknowledged for (offsets commit after it),
 and unique per ``(endpoint_id, webhook_id)``: a record read twice after a crash
 makes no second message. ``lead_totals`` and ``score_notices`` remember what the
-score filters need across records.
+score filters need across records; ``account_sequences`` and ``account_notices`` the same
+for accounts.
 """
 
 from __future__ import annotations
@@ -115,4 +116,25 @@ class ScoreNoticeRow(Base):
         ForeignKey("endpoints.endpoint_id", ondelete="CASCADE"), primary_key=True
     )
     lead_id: Mapped[str] = mapped_column(primary_key=True)
+    total: Mapped[float] = mapped_column(Float)
+
+
+class AccountSequenceRow(Base):
+    """An account's newest record read: a redelivered or older one makes no message."""
+
+    __tablename__ = "account_sequences"
+
+    account_id: Mapped[str] = mapped_column(primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+
+
+class AccountNoticeRow(Base):
+    """The last account total an endpoint was sent: ``account_score_min_delta``'s reference."""
+
+    __tablename__ = "account_notices"
+
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoints.endpoint_id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(primary_key=True)
     total: Mapped[float] = mapped_column(Float)

@@ -17,6 +17,7 @@ import pytest
 from services.webhooks import store
 from services.webhooks.app import create_app
 from services.webhooks.settings import WebhooksSettings
+from shared.account_events import AccountScore
 from shared.database import Database
 from shared.events import ScoreUpdate, StageChange
 from tests.pipeline.conftest import (  # noqa: F401 (fixtures)
@@ -52,10 +53,15 @@ class Webhooks:
     settings: WebhooksSettings
 
     async def publish(
-        self, changes: Sequence[StageChange] = (), updates: Sequence[ScoreUpdate] = ()
+        self,
+        changes: Sequence[StageChange] = (),
+        updates: Sequence[ScoreUpdate] = (),
+        accounts: Sequence[AccountScore] = (),
     ) -> int:
         """What the consumer does with a batch of records."""
-        return await store.record_batch(self.database.sessions, changes, updates, self.clock())
+        return await store.record_batch(
+            self.database.sessions, changes, updates, self.clock(), account_scores=accounts
+        )
 
     async def endpoint(self, url: str, **fields: Any) -> dict[str, Any]:
         created = await self.api.post("/v1/endpoints", json={"url": url, **fields})

@@ -169,7 +169,12 @@ async def test_only_admin_keys_manage_endpoints(webhooks_database: str) -> None:
 async def test_the_openapi_document_describes_the_webhooks(webhooks: Webhooks) -> None:
     document = (await webhooks.api.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
-    assert set(document["webhooks"]) == {"lead.stage_changed", "lead.score_changed", "lead.created"}
+    assert set(document["webhooks"]) == {
+        "lead.stage_changed",
+        "lead.score_changed",
+        "lead.created",
+        "account.score_changed",
+    }
     stage = document["webhooks"]["lead.stage_changed"]["post"]
     headers = {p["name"] for p in stage["parameters"] if p["in"] == "header"}
     assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
@@ -177,6 +182,10 @@ async def test_the_openapi_document_describes_the_webhooks(webhooks: Webhooks) -
     assert {"change_id", "sequence", "from_stage", "to_stage", "score", "model_version"} <= set(
         data
     )
+    account = document["webhooks"]["account.score_changed"]["post"]
+    assert {p["name"] for p in account["parameters"] if p["in"] == "header"} == headers
+    data = document["components"]["schemas"]["AccountScoreChangedData"]["properties"]
+    assert {"account_id", "sequence", "total", "previous_total", "contacts"} <= set(data)
 
 
 async def test_metrics_count_deliveries_and_backlog(webhooks: Webhooks) -> None:

@@ -12,7 +12,7 @@ from shared.events import Stage
 from tests.waiting import eventually
 from tests.webhooks.conftest import Webhooks
 from tests.webhooks.receivers import Receiver, receiving
-from tests.webhooks.records import change
+from tests.webhooks.records import account, change
 
 
 def at(text: str) -> datetime:
@@ -258,3 +258,31 @@ async def test_an_endpoints_rate_limit_holds_its_messages_back_and_no_one_elses(
         waiting = await webhooks.messages(limited_id, status="pending")
         assert [m["attempts"] for m in waiting] == [0, 0, 0]  # two of the three, and late
         assert len(limited.deliveries) == 1
+
+
+async def test_account_scores_arrive_once_past_their_filters_and_a_record_read_again_is_no_message(
+    webhooks: Webhooks,
+) -> None:
+    with receiving(Receiver()) as receiver:
+        fields = {"filters": {"account_score_min_delta": 20}}
+        endpoint = await webhooks.endpoint(
+            receiver.url, event_types=["account.score_changed"], **fields
+        )
+        receiver.secrets = [endpoint["secret"]]
+        first = [account("initech", 1, 30), account("initech", 2, 40, 30)]
+        assert await webhooks.publish(accounts=first) == 1  # 40 is 10 from the 30 sent
+        # read again after a crash, with the next one: only the next is new
+        assert await webhooks.publish(accounts=[*first, account("initech", 3, 55, 40)]) == 1
+        assert await webhooks.publish(accounts=[account("initech", 2, 40, 30)]) == 0
+        messages = await eventually(
+            lambda: webhooks.messages(endpoint["endpoint_id"]),
+            lambda ms: len(ms) == 2 and all(m["delivered_at"] for m in ms),
+            timeout=20,
+        )
+    assert sorted(receiver.ids()) == sorted(m["webhook_id"] for m in messages)
+    assert all(d.verified_by == {endpoint["secret"]} for d in receiver.deliveries)
+    sent = sorted(
+        (d.payload["data"]["sequence"], d.payload["data"]["total"]) for d in receiver.deliveries
+    )
+    assert sent == [(1, 30), (3, 55)]
+    assert {m["event_type"] for m in messages} == {"account.score_changed"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.webhooks.filters import Filters, wants_score, wants_stage
+from services.webhooks.filters import Filters, wants_account_score, wants_score, wants_stage
 from shared.events import Stage
 
 
@@ -49,3 +49,15 @@ def test_unknown_or_bad_filters_are_refused_naming_the_field() -> None:
         Filters.model_validate({"score_min_delta": -1})
     with pytest.raises(ValidationError, match="to_stages"):
         Filters.model_validate({"to_stages": ["won"]})
+
+
+def test_account_filters_apply_to_the_accounts_total_and_leave_lead_scores_alone() -> None:
+    filters = Filters(account_score_thresholds=[100], account_score_min_delta=25)
+    assert wants_account_score(filters, 90, 105, None)  # crosses 100
+    assert not wants_account_score(filters, 105, 120, 105)  # 15 since the last one sent
+    assert wants_account_score(filters, 120, 130, 105)  # 25 since the last one sent
+    assert wants_account_score(filters, None, 25, None)  # from nothing
+    assert wants_score(filters, 10, 11, 10)  # no lead filter: every lead update
+    assert wants_account_score(Filters(score_thresholds=[50]), 10, 11, 10)
+    with pytest.raises(ValidationError, match="account_score_min_delta"):
+        Filters.model_validate({"account_score_min_delta": 0})

@@ -44,6 +44,6 @@ async def test_upgrade_builds_the_models_schema_beside_the_pipelines(
     await migrate(webhooks_database)
     await migrate(webhooks_database)  # at head: nothing to do
     revision, differences, tables = await schema_state(webhooks_database)
-    assert revision == "0001"
+    assert revision == "0002"
     assert differences == []
     assert set(Base.metadata.tables) | {"leads", "alembic_version", SCHEMA.version_table} <= tables
