@@ -251,8 +251,9 @@ def change_buckets(counts: Iterable[tuple[ChangeKey, int]]) -> list[dict[str, An
     Plain values rather than models, sorted once: an hourly answer over a month holds
     thousands of transitions, and a model for each took most of its time."""
     order = _ORDER
+    # int(): PostgreSQL's SUM of integers is a numeric, which JSON encoders refuse
     ranked = sorted(
-        ((start, -count, order[a], order[b], a, b) for (start, a, b), count in counts if count),
+        (start, -int(count), order[a], order[b], a, b) for (start, a, b), count in counts if count
     )
     buckets: list[dict[str, Any]] = []
     current: datetime | None = None
