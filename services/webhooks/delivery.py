@@ -151,11 +151,14 @@ def next_state(
 
 
 PREFETCH_ROUNDS = 4
-"""An endpoint holds up to this many times its concurrency of claimed messages: claimed
-in one statement, started as its slots free, without a query per delivery."""
-REFILL_ROUNDS = 2
-"""An endpoint with fewer than this many times its concurrency queued claims more: the
-claim is back before its slots run dry."""
+"""An endpoint holds at first up to this many times its concurrency of claimed messages:
+claimed in one statement, started as its slots free, without a query per delivery. It
+claims more once fewer than half of its depth is queued."""
+MAX_PREFETCH_ROUNDS = 64
+"""How deep an endpoint's queue may grow: its depth doubles each time a full claim comes
+back to find its slots idle and its queue empty (the claim's round trips took longer
+than the queue lasted: a fast receiver with a backlog), and falls back to
+:data:`PREFETCH_ROUNDS` once a claim finds fewer due than it had room for."""
 
 
 class Deliverer:
@@ -192,8 +195,11 @@ class Deliverer:
         self._unsent: dict[str, int] = {}
         """By endpoint: claimed and queued or in flight (what its room is counted from; an
         outcome waiting to be written takes no room, so a slow write never idles it)."""
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        """The slots taken: each posts one message, then its endpoint's next (``_slot``)."""
         self._per_endpoint: dict[str, int] = {}
+        self._depth: dict[str, int] = {}
+        """By endpoint: how many rounds of its concurrency it may hold claimed."""
         self._outcomes: list[store.Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._rates: dict[str, tuple[float, RateLimiter]] = {}
@@ -238,9 +244,9 @@ class Deliverer:
         finally:
             if self._claiming is not None:  # not cancelled: what it claims is held
                 await asyncio.gather(self._claiming, return_exceptions=True)
-            for task in list(self._in_flight.values()):
+            for task in list(self._in_flight):
                 task.cancel()
-            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
             self._outcome_ready.set()
             await asyncio.gather(recording, return_exceptions=True)
             # what is still held (not sent, or its outcome not written) is due again now;
@@ -251,11 +257,31 @@ class Deliverer:
 
     def _wants_more(self, endpoint_id: str) -> bool:
         endpoint = self._endpoints.get(endpoint_id)
-        queued = self._queued.get(endpoint_id)
-        return endpoint is not None and len(queued or ()) < REFILL_ROUNDS * endpoint.concurrency
+        if endpoint is None:
+            return False
+        refill = self._depth.get(endpoint_id, PREFETCH_ROUNDS) * endpoint.concurrency // 2
+        return len(self._queued.get(endpoint_id) or ()) < refill
 
     def _room(self, endpoint: EndpointRow) -> int:
-        return PREFETCH_ROUNDS * endpoint.concurrency - self._unsent.get(endpoint.endpoint_id, 0)
+        depth = self._depth.get(endpoint.endpoint_id, PREFETCH_ROUNDS)
+        return depth * endpoint.concurrency - self._unsent.get(endpoint.endpoint_id, 0)
+
+    def _starved(self, endpoint_id: str) -> bool:
+        """Slots free and nothing queued: the endpoint is waiting for a claim."""
+        endpoint = self._endpoints.get(endpoint_id)
+        return (
+            endpoint is not None
+            and not self._queued.get(endpoint_id)
+            and self._per_endpoint.get(endpoint_id, 0) < endpoint.concurrency
+        )
+
+    def _deepen(self, rooms: dict[str, int], counts: dict[str, int]) -> None:
+        for endpoint_id, room in rooms.items():
+            depth = self._depth.get(endpoint_id, PREFETCH_ROUNDS)
+            if counts.get(endpoint_id, 0) < room:
+                self._depth.pop(endpoint_id, None)  # the backlog is drained
+            elif self._starved(endpoint_id) and depth < MAX_PREFETCH_ROUNDS:
+                self._depth[endpoint_id] = depth * 2
 
     def _may_claim(self, endpoint_id: str) -> bool:
         endpoint = self._endpoints.get(endpoint_id)
@@ -291,10 +317,13 @@ class Deliverer:
             for e in self._endpoints.values()
             if self._wants_more(e.endpoint_id)
         }
-        claimed = await store.claim(self.database.sessions, rooms, now, now + self.lease)
+        with metrics.CLAIM_SECONDS.time():
+            claimed = await store.claim(self.database.sessions, rooms, now, now + self.lease)
         counts: dict[str, int] = {}
         for message in claimed:
             counts[message.endpoint_id] = counts.get(message.endpoint_id, 0) + 1
+        self._deepen(rooms, counts)
+        for message in claimed:
             if message.message_id in self._held:
                 continue  # its lease had ended while held here: it is ours again
             self._held[message.message_id] = message
@@ -349,18 +378,50 @@ class Deliverer:
     def _launch(self, endpoint: EndpointRow, message: store.Claimed) -> None:
         key = endpoint.endpoint_id
         self._per_endpoint[key] = self._per_endpoint.get(key, 0) + 1
-        task = asyncio.create_task(self._deliver(endpoint, message))
-        self._in_flight[message.message_id] = task
+        task = asyncio.create_task(self._slot(endpoint, message))
+        self._in_flight.add(task)
 
         def done(_: asyncio.Task[None]) -> None:
-            self._in_flight.pop(message.message_id, None)
+            self._in_flight.discard(task)
             self._per_endpoint[key] -= 1
-            self._unsent[key] -= 1
             self._wake.set()
 
         task.add_done_callback(done)
 
-    async def _deliver(self, endpoint: EndpointRow, message: store.Claimed) -> None:
+    async def _slot(self, endpoint: EndpointRow, message: store.Claimed) -> None:
+        """One slot of an endpoint: its message, then the endpoint's next queued one while
+        no other endpoint can be waiting for a slot, without going back to the loop (a task
+        ended, the loop's turn, a task started: waits a post of a fast receiver would pay
+        each time)."""
+        key = endpoint.endpoint_id
+        following: tuple[EndpointRow, store.Claimed] | None = (endpoint, message)
+        while following is not None:
+            endpoint, message = following
+            try:
+                delivered = await self._deliver(endpoint, message)
+            finally:
+                self._unsent[key] -= 1
+            # after a failure the loop decides (a 410 disables the endpoint once written)
+            following = self._next_of(key) if delivered else None
+            if following is None or self._wants_more(key):
+                self._wake.set()  # the loop claims, or gives the slot to another endpoint
+
+    def _next_of(self, endpoint_id: str) -> tuple[EndpointRow, store.Claimed] | None:
+        """The endpoint's next queued message for a slot that just finished, if it may go."""
+        endpoint = self._endpoints.get(endpoint_id)  # None: disabled or deleted meanwhile
+        queue = self._queued.get(endpoint_id)
+        if endpoint is None or not queue or self._stopping.is_set():
+            return None
+        if len(self._in_flight) >= self.settings.webhooks_max_in_flight:
+            return None  # every slot is taken: the loop hands this one out in turn
+        if self._per_endpoint.get(endpoint_id, 0) > endpoint.concurrency:
+            return None  # its concurrency was lowered meanwhile
+        if not self._may_send(endpoint):
+            return None
+        return endpoint, queue.popleft()
+
+    async def _deliver(self, endpoint: EndpointRow, message: store.Claimed) -> bool:
+        """Whether the receiver took it (2xx)."""
         result, response = await self.delivery.attempt(endpoint, message.webhook_id, message.body)
         attempts_made = message.attempts + 1
         status, next_at = next_state(attempts_made, response, result.attempted_at)
@@ -373,6 +434,7 @@ class Deliverer:
         reason = "the endpoint answered 410 Gone" if gone else None
         self._outcomes.append(store.Outcome(message.message_id, result, status, next_at, reason))
         self._outcome_ready.set()
+        return status == store.DELIVERED
 
     async def _record(self) -> None:
         """Writes the outcomes that are waiting, all in one transaction, until stopped;
@@ -392,6 +454,7 @@ class Deliverer:
             self._outcome_ready.clear()
             batch, self._outcomes = self._outcomes, []
             if batch:
+                started = time.monotonic()
                 written = await until_written(
                     functools.partial(store.record_attempts, self.database.sessions, batch),
                     retry_on=(Exception,),
@@ -402,6 +465,7 @@ class Deliverer:
                 if written is STOPPED:
                     self._outcomes = batch + self._outcomes
                     return
+                metrics.RECORD_SECONDS.observe(time.monotonic() - started)
                 for outcome in batch:
                     self._held.pop(outcome.message_id, None)
                     if outcome.disable_reason is not None:

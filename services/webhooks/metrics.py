@@ -38,3 +38,13 @@ CONSUMER_LAG = Gauge(
     "Committed records of the partition the webhooks service has not read yet (0 at rest)",
     ["topic", "partition"],
 )
+CLAIM_SECONDS = Histogram(
+    "leadflow_webhooks_claim_seconds",
+    "One claim of due messages for the endpoints that want more: its database round trips",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+RECORD_SECONDS = Histogram(
+    "leadflow_webhooks_record_attempts_seconds",
+    "One write of the attempts that ended together (their outcomes, in one transaction)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
