@@ -7,11 +7,12 @@ replica that cannot do its job without restarting it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel, Field
 
 ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
@@ -69,9 +70,20 @@ def probes_router(
         },
     )
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def exposition() -> bytes:
+    """This process's metrics; with ``PROMETHEUS_MULTIPROC_DIR`` set, those of all the
+    service's processes (scoring's extra workers), summed or labelled by pid as each kind
+    of metric requires."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
 
 
 def install_probes(

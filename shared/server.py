@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 import gc
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
-from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from shared.auth import AuthConfigurationError
 from shared.http_limits import HttpLimits, bounded_protocol
 from shared.log import configure_logging
 from shared.settings import LeadflowSettings
-
-
-@contextmanager
-def refusing_to_start(service: str) -> Iterator[None]:
-    """Settings or an auth configuration that cannot work end the process with one line
-    saying why and exit status 2, not a traceback: what an orchestrator's log shows first
-    is then the reason, and the process is not restarted into the same mistake quietly."""
-    try:
-        yield
-    except ValidationError as exc:
-        sys.stderr.write(f"leadflow {service}: {settings_errors(exc)}\n")
-        raise SystemExit(2) from None
-    except AuthConfigurationError as exc:
-        sys.stderr.write(f"leadflow {service}: {exc}\n")
-        raise SystemExit(2) from None
-
-
-def settings_errors(exc: ValidationError) -> str:
-    """Each error by its variable and reason, never the values: pydantic's own message
-    quotes the input, which holds passwords and keys."""
-    reasons = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        variable = f"LEADFLOW_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
-        reasons.append(variable + error["msg"].removeprefix("Value error, "))
-    return "invalid settings: " + "; ".join(reasons)
 
 
 def serve(app: FastAPI, settings: LeadflowSettings, *, service: str, port: int) -> None:

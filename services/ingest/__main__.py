@@ -2,7 +2,8 @@
 
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from shared.server import refusing_to_start, serve
+from shared.server import serve
+from shared.start_refusal import refusing_to_start
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 from services.pipeline.app import create_app
 from services.pipeline.settings import PipelineSettings
-from shared.server import refusing_to_start, serve
+from shared.server import serve
+from shared.start_refusal import refusing_to_start
 
 
 def main() -> None:

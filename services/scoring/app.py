@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, HTTPException, status
 from services.scoring.account_worker import AccountWorker
 from services.scoring.live_model import PublishedModels
 from services.scoring.model import ScoringModel, load_model
+from services.scoring.processes import WorkerProcesses
 from services.scoring.publication import Publication, history
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import ScoringWorker
@@ -31,14 +32,17 @@ def create_app(
     accounts = BackgroundLoop(
         "account-worker", lambda: AccountWorker(settings, scoring_model), settings
     )
+    more_workers = WorkerProcesses(settings, scoring_model, settings.scoring_processes - 1)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.start()
+        more_workers.start()
         if settings.scoring_accounts:
             accounts.start()
         yield
         await accounts.stop()
+        await more_workers.stop()
         await worker.stop()
 
     app = FastAPI(
@@ -52,12 +56,15 @@ def create_app(
 
     async def readiness() -> Mapping[str, bool]:
         checks = {"worker": worker.consuming(), "kafka": await worker.kafka_ready()}
+        if settings.scoring_processes > 1:
+            checks["worker_processes"] = more_workers.consuming()
         if settings.scoring_accounts:
             checks["accounts"] = accounts.consuming()
         return checks
 
     def alive() -> bool:
-        return worker.alive() and (not settings.scoring_accounts or accounts.alive())
+        accounts_alive = not settings.scoring_accounts or accounts.alive()
+        return worker.alive() and more_workers.alive() and accounts_alive
 
     install_probes(app, readiness, alive)
     install_http_edge(app, settings)

@@ -17,6 +17,13 @@ class ScoringSettings(LeadflowSettings):
     scoring_group: str = Field(
         default="leadflow-scoring", description="Consumer group of the scoring workers."
     )
+    scoring_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Lead-stage worker processes in this service, one consumer group member"
+        " each (scoring uses one core per process); more than the input partitions idle.",
+    )
     scoring_batch_records: int = Field(
         default=500, ge=1, description="Most input records scored in one Kafka transaction."
     )

@@ -2,7 +2,8 @@
 
 from services.webhooks.app import create_app
 from services.webhooks.settings import WebhooksSettings
-from shared.server import refusing_to_start, serve
+from shared.server import serve
+from shared.start_refusal import refusing_to_start
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from services.ingest.settings import IngestSettings
-from shared.server import refusing_to_start
+from shared.start_refusal import refusing_to_start
 
 
 def test_settings_errors_name_the_variable_and_never_the_value(
