@@ -1,4 +1,4 @@
-"""analytics: the funnel analytics routes over 1,000,000 leads and ~3,000,000 stage changes.
+"""analytics: the funnel analytics routes over 1,000,000 leads and over 3,000,000 stage changes.
 
 The leads and their histories (a year of them, three changes a lead on average, with
 sources, skipped stages, disqualifications and recycled leads) are bulk-loaded with
