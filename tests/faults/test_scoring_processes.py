@@ -87,14 +87,13 @@ async def test_two_worker_processes_score_each_event_once_and_end_with_the_servi
         )
         assert scored(text) == len(platform.accepted)  # all processes, none twice
         pids = worker_pids(text)
-        assert scoring.process is not None and scoring.process.pid in pids
+        assert scoring.process is not None
+        assert scoring.process.pid in pids
         assert len(pids) == 2, pids  # the child owned partitions too
 
         scoring.kill()  # SIGKILL of the service: nothing runs its shutdown
         children = pids - {scoring.process.pid}
-        await eventually(
-            lambda: _still_running(children), lambda alive: not alive, timeout=60
-        )
+        await eventually(lambda: _still_running(children), lambda alive: not alive, timeout=60)
     finally:
         await platform.close()
         deployment.stop_all()
