@@ -16,11 +16,14 @@ while they were being written.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import psutil
 
 from bench.common import produce_all, started_producer
 from bench.env import BenchEnv, CpuMeter, GroupOffsets, OwnershipTail, wait_settled
@@ -54,16 +57,20 @@ async def time_group(
     batch_records: int = 500,
     timeout: float = 900.0,
     written: Path | None = None,
+    processes_each: int = 1,
 ) -> GroupRun:
-    """``written``: what the worker writes per input (for the same-records passthrough)."""
+    """``written``: what the worker writes per input (for the same-records passthrough);
+    ``processes_each``: scoring's ``LEADFLOW_SCORING_PROCESSES`` in each worker service."""
     settings = await env.namespace(kind, partitions)
     topic = settings.topics.events
     group = env.unique(f"bench-{kind}")
-    processes = _start_workers(env, kind, settings, group, workers, batch_records, written)
+    processes = _start_workers(
+        env, kind, settings, group, workers, batch_records, written, processes_each
+    )
     try:
-        tails = [OwnershipTail(p.log_file) for p in processes if p.log_file is not None]
+        tails = [OwnershipTail(p.log_file, topic) for p in processes if p.log_file is not None]
         async with GroupOffsets(env.bootstrap_servers) as offsets:
-            await wait_settled(tails, partitions, processes)
+            await wait_settled(tails, partitions, processes, members=workers * processes_each)
             await _fill_at_once(settings, topic, records, transactional_id=f"{group}-fill")
             meter = CpuMeter(_pids(env, kind, processes))
             started = time.monotonic()
@@ -119,11 +126,13 @@ def _start_workers(
     workers: int,
     batch_records: int,
     written: Path | None,
+    processes_each: int = 1,
 ) -> list[ServiceProcess]:
     process_env = env.service_env(
         settings,
         LEADFLOW_SCORING_GROUP=group,
         LEADFLOW_SCORING_BATCH_RECORDS=str(batch_records),
+        LEADFLOW_SCORING_PROCESSES=str(processes_each),
     )
     if kind == "scoring":
         return [env.start_service("scoring", process_env) for _ in range(workers)]
@@ -137,8 +146,14 @@ def _start_workers(
 
 
 def _pids(env: BenchEnv, kind: Kind, processes: Sequence[ServiceProcess]) -> dict[str, int | None]:
-    pids: dict[str, int | None] = {
-        f"{kind}-{i + 1}": p.process.pid if p.process else None for i, p in enumerate(processes)
-    }
+    pids: dict[str, int | None] = {}
+    for i, service in enumerate(processes):
+        if service.process is None:
+            continue
+        pids[f"{kind}-{i + 1}"] = service.process.pid
+        with contextlib.suppress(psutil.Error):  # LEADFLOW_SCORING_PROCESSES' children
+            children = psutil.Process(service.process.pid).children(recursive=True)
+            for n, child in enumerate(children, start=1):
+                pids[f"{kind}-{i + 1}.{n}"] = child.pid
     pids["broker"] = env.kafka.process.pid if env.kafka.process else None
     return pids

@@ -385,6 +385,9 @@ def _version(name: str) -> str:
 
 _TOOK = re.compile(r"took (\S+)\[(\d+)\]")
 _RELEASED = re.compile(r"released (\S+)\[(\d+)\]")
+_MEMBER = re.compile(r"^\S+ \S+ (\S+) ")
+"""The service name of a text log line (after the date and time): a scoring service's
+child processes log as ``scoring-worker-<n>``."""
 
 
 @dataclass
@@ -393,21 +396,29 @@ class OwnershipTail:
     logs, to know when a group's assignment has settled and every partition is restored."""
 
     log_file: Path
-    held: set[int] = field(default_factory=set)
+    topic: str
+    """The input topic followed: scoring's account stage logs its own partitions too."""
+    held: dict[str, set[int]] = field(default_factory=dict)
+    """Per process of the service (by the name its lines carry), the partitions it holds."""
     _offset: int = 0
 
-    def poll(self) -> set[int]:
+    def poll(self) -> list[set[int]]:
         with contextlib.suppress(FileNotFoundError), self.log_file.open("rb") as stream:
             stream.seek(self._offset)
             chunk = stream.read()
             complete = chunk.rfind(b"\n") + 1
             self._offset += complete
             for line in chunk[:complete].decode(errors="replace").splitlines():
-                if (took := _TOOK.search(line)) is not None:
-                    self.held.add(int(took.group(2)))
-                elif (released := _RELEASED.search(line)) is not None:
-                    self.held.discard(int(released.group(2)))
-        return self.held
+                self._read(line)
+        return [held for held in self.held.values() if held]
+
+    def _read(self, line: str) -> None:
+        member = _MEMBER.match(line)
+        held = self.held.setdefault(member[1] if member else "", set())
+        if (took := _TOOK.search(line)) is not None and took[1] == self.topic:
+            held.add(int(took[2]))
+        elif (released := _RELEASED.search(line)) is not None and released[1] == self.topic:
+            held.discard(int(released[2]))
 
 
 async def wait_settled(
@@ -415,14 +426,17 @@ async def wait_settled(
     partitions: int,
     processes: Sequence[ServiceProcess],
     timeout: float = 120.0,
+    members: int | None = None,
 ) -> float:
     """Until every partition is held by exactly one worker and every worker holds one
-    (when there are enough partitions); returns that moment (``time.monotonic``)."""
+    (when there are enough partitions); returns that moment (``time.monotonic``).
+    ``members``: the group's worker processes, when a service runs more than one."""
+    expected = len(tails) if members is None else members
     deadline = time.monotonic() + timeout
     while True:
-        held = [tail.poll() for tail in tails]
+        held = [h for tail in tails for h in tail.poll()]
         owned = [p for h in held for p in h]
-        everyone = all(held) or len(tails) > partitions
+        everyone = len(held) == min(expected, partitions)
         if len(owned) == partitions and len(set(owned)) == partitions and everyone:
             return time.monotonic()
         for process in processes:

@@ -67,7 +67,7 @@ class WorkerProcesses:
             ours, theirs = context.Pipe()
             child = context.Process(
                 target=run_child,
-                args=(self._settings, self._model, theirs),
+                args=(self._settings, self._model, theirs, number),
                 name=f"scoring-worker-{number}",
                 daemon=True,
             )
@@ -110,11 +110,16 @@ class WorkerProcesses:
         self._children.clear()
 
 
-def run_child(settings: ScoringSettings, model: ScoringModel, parent: Connection) -> None:
-    """A child's whole life: one worker until the parent closes the pipe or goes away."""
+def run_child(
+    settings: ScoringSettings, model: ScoringModel, parent: Connection, number: int
+) -> None:
+    """A child's whole life: one worker until the parent closes the pipe or goes away.
+
+    Its log lines name it (``scoring-worker-<n>``): the partitions each process took and
+    released are told apart in the service's one log."""
     from shared.log import configure_logging
 
-    configure_logging("scoring", settings.log_level, settings.log_format)
+    configure_logging(f"scoring-worker-{number}", settings.log_level, settings.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to act on
     asyncio.run(_serve_worker(settings, model, parent))
 
