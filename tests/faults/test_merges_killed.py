@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import operator
 import random
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from functools import partial
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
 
 from devtools.processes import ServiceProcess
 from services.scoring.identity import (
@@ -35,12 +33,12 @@ from services.scoring.identity import (
 )
 from services.scoring.model import load_model
 from shared.events import IDENTITY_MERGE, Event, ScoreUpdate, StageChange, format_time
-from shared.kafka import PARTITIONER, encode_key, make_admin, make_consumer, make_producer
+from shared.kafka import PARTITIONER, encode_key, make_admin, make_producer
 from shared.settings import LeadflowSettings
-from shared.topic_admin import partitions_of
 from tests.faults.deployment import Deployment, Platform
 from tests.merge_reference import MergedExpected, MergeStep, applied_events, fold_partition
 from tests.reference import change_sequence_problems
+from tests.topics import read_to_end
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -121,26 +119,6 @@ def make_pairs(partitions: int, t0: datetime) -> list[Pair]:
         ]
         pairs.append(pair)
     return pairs
-
-
-async def read_to_end(settings: LeadflowSettings, topic: str) -> list[Any]:
-    """Every committed record of ``topic``, up to its end offsets now (read_committed)."""
-    tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
-    consumer = make_consumer(settings, name="test-read-all", group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + 60
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            assert time.monotonic() < deadline, f"{topic}: not read to its end in 60 s"
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def committed(deployment: Deployment) -> dict[int, int]:
