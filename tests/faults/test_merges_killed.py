@@ -1,12 +1,13 @@
 """Identity merges while scoring is SIGKILLed: no merged event lost, none counted twice.
 
-Anonymous visitors browse, then identify as known leads that live on other partitions;
-both ids go on sending. Scoring (a real process) is killed mid-stream, once with a merge
-held between its two transactions (docs/architecture.md §5.12: the visitor's partition
-has retired it and written the merge record, the known lead's partition has not folded
-it), and restarted each time. Each known lead must end as the reference folded over what
-its partition holds, the merge taken as one step of the visitor's events; every output
-once; nothing left of the visitors but their alias markers.
+Anonymous visitors browse, then become known leads that live on other partitions (a
+Segment identify naming both ids, or an alias, through ingest); both ids go on sending.
+Scoring (a real process) is killed mid-stream, once with a merge held between its two
+transactions (docs/architecture.md §5.12: the visitor's partition has retired it and
+written the merge record, the known lead's partition has not folded it), and restarted
+each time. Each known lead must end as the reference folded over what its partition
+holds, the merge taken as one step of the visitor's events; every output once; nothing
+left of the visitors but their alias markers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+import httpx
 import pytest
 
 from devtools.processes import ServiceProcess
@@ -32,7 +35,14 @@ from services.scoring.identity import (
     read_alias,
 )
 from services.scoring.model import load_model
-from shared.events import IDENTITY_MERGE, Event, ScoreUpdate, StageChange, format_time
+from shared.events import (
+    ANONYMOUS_PREFIX,
+    IDENTITY_MERGE,
+    Event,
+    ScoreUpdate,
+    StageChange,
+    format_time,
+)
 from shared.kafka import PARTITIONER, encode_key, make_admin, make_producer
 from shared.settings import LeadflowSettings
 from tests.faults.deployment import Deployment, Platform
@@ -58,6 +68,7 @@ class Pair:
     """The visitor's events before the merge."""
     own: list[dict[str, Any]] = field(default_factory=list)
     merge: dict[str, Any] = field(default_factory=dict)
+    """The Segment call that merges them: an identify naming both ids, or an alias."""
     visitor_later: list[dict[str, Any]] = field(default_factory=list)
     own_later: list[dict[str, Any]] = field(default_factory=list)
 
@@ -70,6 +81,33 @@ def event(lead: str, kind: str, at: datetime, number: int, **fields: Any) -> dic
         "occurred_at": format_time(at),
         **fields,
     }
+
+
+def segment_merge(n: int, known: str, visitor: str, at: datetime) -> dict[str, Any]:
+    """An identify with both ids (its traits the known lead's, so they win over the
+    visitor's on conflict) for even ``n``, an alias for odd ``n``."""
+    anonymous = visitor.removeprefix(ANONYMOUS_PREFIX)
+    call: dict[str, Any] = {"userId": known, "messageId": f"call-{n}", "timestamp": format_time(at)}
+    if n % 2 == 0:
+        return {**call, "type": "identify", "anonymousId": anonymous, "traits": {"country": "GB"}}
+    return {**call, "type": "alias", "previousId": anonymous}
+
+
+async def post_segment(url: str, calls: Sequence[dict[str, Any]], retry_for: float = 120) -> None:
+    """``POST /v1/batch`` as the SDKs do: 5xx and a failed connection retried, same calls."""
+    deadline = time.monotonic() + retry_for
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        while True:
+            try:
+                response = await client.post("/v1/batch", json={"batch": list(calls)})
+            except httpx.TransportError:
+                response = None
+            if response is not None and response.status_code == 200:
+                return
+            if response is not None and response.status_code < 500:
+                raise AssertionError(f"ingest refused the calls: {response.text}")
+            assert time.monotonic() < deadline, f"ingest kept failing for {retry_for}s"
+            await asyncio.sleep(0.2)
 
 
 def partition_of(lead_id: str, partitions: int) -> int:
@@ -107,8 +145,7 @@ def make_pairs(partitions: int, t0: datetime) -> list[Pair]:
             event(known, "email.clicked", at + timedelta(minutes=12), 3),
         ]
         merged_at = at + timedelta(hours=1)
-        pair.merge = event(visitor, IDENTITY_MERGE, merged_at, 0, properties={"into": known})
-        pair.merge["event_id"] = f"merge-{n}"
+        pair.merge = segment_merge(n, known, visitor, merged_at)
         pair.visitor_later = [
             event(visitor, "page.viewed", merged_at + timedelta(minutes=5), 6, **pricing),
             event(visitor, "page.viewed", merged_at + timedelta(minutes=6), 7, **pricing),
@@ -150,7 +187,7 @@ async def alias_markers(settings: LeadflowSettings) -> dict[str, str]:
 
 
 async def hold_a_merge_between_its_transactions(
-    deployment: Deployment, scoring: ServiceProcess, platform: Platform, pairs: Sequence[Pair]
+    deployment: Deployment, scoring: ServiceProcess, platform_url: str, pairs: Sequence[Pair]
 ) -> dict[str, Any]:
     """Post every merge while a transaction of the test's own holds the first known lead's
     partition (read_committed readers stop at an open transaction); once the visitor's
@@ -162,7 +199,7 @@ async def hold_a_merge_between_its_transactions(
     holder = make_producer(
         settings, name="test-holder", transactional_id=f"{deployment.namespace}-holder"
     )
-    merged_at = datetime.fromisoformat(pair.merge["occurred_at"])
+    merged_at = datetime.fromisoformat(pair.merge["timestamp"])
     extra = event(pair.known, "email.opened", merged_at + timedelta(seconds=30), 9)
     await holder.start()
     try:
@@ -170,7 +207,8 @@ async def hold_a_merge_between_its_transactions(
         value = Event.model_validate(extra).to_json()
         sent = await holder.send(settings.topics.events, value, key=encode_key(pair.known))
         held_at = (await sent).offset
-        await platform.post_all([p.merge for p in pairs], batch_size=15)
+        for start in range(0, len(pairs), 15):
+            await post_segment(platform_url, [p.merge for p in pairs[start : start + 15]])
         await eventually(partial(alias_markers, settings), lambda m: pair.visitor in m, timeout=120)
         scoring.kill()
         # the known partition cannot have gone past the open transaction, so not folded
@@ -230,7 +268,7 @@ async def test_merges_count_once_while_scoring_is_killed_around_them(
         share = rng.uniform(0.3, 0.7)
         await kill_when(deployment, scoring, partial(operator.le, start + int(share * len(first))))
         await posting
-        extra = await hold_a_merge_between_its_transactions(deployment, scoring, platform, pairs)
+        extra = await hold_a_merge_between_its_transactions(deployment, scoring, ingest.url, pairs)
         # a kill at a random point of what follows, the visitors' forwarded events among it
         start = await deployment.scored()
         posting = asyncio.create_task(platform.post_all(later, batch_size=30, pause=0.02))
@@ -291,12 +329,15 @@ def partition_steps(pair: Pair, events: Sequence[Any], partitions: int) -> list[
     record of the visitor after its merge forwarded once."""
     visitor_partition = partition_of(pair.visitor, partitions)
     visitor_key, known_key = encode_key(pair.visitor), encode_key(pair.known)
-    ids = [
-        Event.model_validate_json(r.value).event_id
+    mine = [
+        Event.model_validate_json(r.value)
         for r in events
         if r.partition == visitor_partition and r.key == visitor_key
     ]
-    after = ids[ids.index(pair.merge["event_id"]) + 1 :]
+    requests = [e for e in mine if e.type == IDENTITY_MERGE]
+    assert requests, f"{pair.visitor}: no merge request"
+    merge_id = requests[0].event_id
+    after = [e.event_id for e in mine[mine.index(requests[0]) + 1 :] if e.type != IDENTITY_MERGE]
     steps: list[Event | MergeStep] = []
     merges: list[Merge] = []
     forwarded: list[str] = []
@@ -317,13 +358,13 @@ def partition_steps(pair: Pair, events: Sequence[Any], partitions: int) -> list[
     assert len(merges) == 1, f"{pair.known}: {len(merges)} merge records"
     [merge] = merges
     assert (merge.merge_id, merge.merged_from, merge.lost) == (
-        pair.merge["event_id"],
+        merge_id,
         pair.visitor,
         0,
     )
     carried = [Event.model_validate_json(raw).event_id for raw in merge.events]
     assert carried == [e.event_id for e in applied_events(sent_before, MODEL)]
-    assert Counter(forwarded) == Counter(i for i in after if i != pair.merge["event_id"])
+    assert Counter(forwarded) == Counter(after)
     assert set(forwarded) == {e["event_id"] for e in pair.visitor_later}
     return steps
 
@@ -340,7 +381,7 @@ def assert_lead(
     updates = sorted(scores, key=lambda u: u.sequence)
     assert [u.sequence for u in updates] == list(range(1, len(expected.triggers) + 1)), lead
     assert [u.trigger_event_id for u in updates] == expected.triggers, lead
-    [merged] = [u for u in updates if u.trigger_event_id == pair.merge["event_id"]]
+    [merged] = [u for u in updates if u.merged_from is not None]
     assert merged.merged_from == pair.visitor
     want, got = expected.last, updates[-1]
     assert want is not None, f"{lead}: the reference ends on its merge"
