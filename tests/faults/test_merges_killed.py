@@ -308,9 +308,12 @@ async def assert_merged_exactly_once(
     for change in changes:
         changes_of[change.lead_id].append(change)
     partitions = deployment.partitions
+    moved_by_merges = 0
     for pair in pairs:
         steps = partition_steps(pair, events, partitions)
         expected = fold_partition(pair.known, steps, MODEL)
+        merge_ids = {step.merge_id for step in steps if isinstance(step, MergeStep)}
+        moved_by_merges += sum(change[3] in merge_ids for change in expected.changes)
         assert_lead(expected, scores_of[pair.known], changes_of[pair.known], pair)
         visitor_applied = applied_events(map(Event.model_validate, pair.before), MODEL)
         assert_visitor(pair, scores_of[pair.visitor], visitor_applied)
@@ -319,6 +322,7 @@ async def assert_merged_exactly_once(
         marker = changelog[(visitor_partition, alias_key(pair.visitor))]
         assert marker is not None
         assert read_alias(marker) == pair.known
+    assert moved_by_merges >= PAIRS // 4  # the demo requests carried make opportunities
     held = [s for s in partition_steps(pairs[0], events, partitions) if isinstance(s, Event)]
     assert extra["event_id"] in {e.event_id for e in held}
 
