@@ -71,8 +71,12 @@ async def system(kafka_settings: LeadflowSettings, tmp_path: Path) -> AsyncItera
 
 
 def send_every_call(client: Any, user: str, visitor: str) -> None:
-    """Every call type; ``user`` written with capitals, as a form might."""
+    """Every call type; ``user`` written with capitals, as a form might. The visitor
+    browses before it identifies: the identify merges its engagement into ``user``."""
     shouted = user.upper()
+    pricing = {"path": "/pricing/enterprise"}
+    client.page(None, None, "Pricing", pricing, anonymous_id=visitor, timestamp=WHEN)
+    client.track(anonymous_id=visitor, event="Email Link Clicked", timestamp=WHEN)
     client.identify(shouted, QUALIFIED, anonymous_id=visitor, timestamp=WHEN)
     client.track(user, "Form Submitted", {"form": "contact"}, timestamp=WHEN)
     client.track(user, "Webinar Attended", timestamp=WHEN)
@@ -88,6 +92,10 @@ def send_every_call(client: Any, user: str, visitor: str) -> None:
 
 CALLS_OF_USER = 10
 """What :func:`send_every_call` sends about ``user``: each one event of the lead."""
+
+VISITOR_CALLS = 2
+"""What :func:`send_every_call` sends about the visitor before it identifies: a pricing
+view and an e-mail click, which the identify's merge carries to the user."""
 
 MERGE_REQUESTS = 2
 """The identity merges the identify (it names the visitor) and the alias ask for, each an
@@ -107,19 +115,22 @@ async def assert_scored(system: System, user: str, visitor: str) -> None:
     known = await eventually(await fetch(user), lambda r: r.status_code == 200, timeout=60)
     score = await eventually(
         lambda: system.pipeline.get(f"/v1/leads/{user}/score"),
-        applied(CALLS_OF_USER),
+        applied(CALLS_OF_USER + 1),  # and the merge of the visitor's calls, as one
         timeout=60,
         interval=0.2,
     )
     lead = (await system.pipeline.get(f"/v1/leads/{user}")).json()
     latest = {"as_of": lead["as_of"]}  # valued at its latest event: as scored, before decay
     lead = (await system.pipeline.get(f"/v1/leads/{user}", params=latest)).json()
-    # fit 20 + 15 + 20 + 20; engagement form 10, webinar 15, two pricing views 5 each, demo 30
+    # fit 20 + 15 + 20 + 20; engagement form 10, webinar 15, two pricing views 5 each, demo
+    # 30; and the visitor's, merged: its pricing view 5 (the third of the day) and click 3
     assert lead["fit"] == pytest.approx(75)
-    assert lead["engagement"] == pytest.approx(65, abs=1e-3)  # the calls' times may differ by ms
+    assert lead["engagement"] == pytest.approx(73, abs=1e-3)  # the calls' times may differ by ms
     assert lead["stage"] == "opportunity"
     rules = {r["rule"] for r in score.json()["breakdown"]}
     assert not any("segment" in rule or "product" in rule for rule in rules)
+    counts = {r["rule"].split(":")[0]: r["count"] for r in score.json()["breakdown"]}
+    assert (counts["pricing-view"], counts["email-click"]) == (3, 1)  # the visitor's counted
     assert known.json()["lead_id"] == user  # the capitals of the identify folded away
     anonymous = await eventually(
         await fetch(f"anon:{visitor}-2"), lambda r: r.status_code == 200, timeout=60
@@ -144,7 +155,7 @@ def batch_requests() -> tuple[float, float]:
 
 def assert_batched(before: tuple[float, float]) -> None:
     requests, events = (now - then for now, then in zip(batch_requests(), before, strict=True))
-    assert events == CALLS_OF_USER + 1 + MERGE_REQUESTS
+    assert events == VISITOR_CALLS + CALLS_OF_USER + 1 + MERGE_REQUESTS
     assert 1 <= requests < events  # batched: fewer requests than calls
 
 
