@@ -70,7 +70,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import accounts_store, analytics_summaries, journeys
+from services.pipeline import accounts_store, aliases, analytics_summaries, journeys
 from services.pipeline.api_models import (
     Funnel,
     FunnelStage,
@@ -172,6 +172,9 @@ async def record_batch(
     written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
     written += [signal.lead_id for signal in erasures]
     grown = [c.lead_id for c in newest_changes] + [signal.lead_id for signal in erasures]
+    merges = aliases.merges_in(score_updates)  # the merged ids' rows go, as erased ones'
+    written += [merge.alias_id for merge in merges]
+    grown += [merge.alias_id for merge in merges]
 
     async with session_factory() as session, session.begin():
         dialect = session.get_bind().dialect.name
@@ -202,6 +205,7 @@ async def record_batch(
         await accounts_store.record_account_scores(
             session, dialect, account_scores, now, position, execute
         )
+        await aliases.record(session, dialect, merges, written, now)
         # last, so the analytics' derived rows see every write of the batch
         await journeys.refresh(session, written, changed=grown)
         await analytics_summaries.restore(session, written, grown)
@@ -261,6 +265,7 @@ async def _erase(
             for table in (SCORE_BREAKDOWNS, STAGE_CHANGES, LEADS):  # children first
                 await session.execute(delete(table).where(table.c.lead_id == signal.lead_id))
             await accounts_store.forget_contacts(session, signal.lead_id)
+        await aliases.forget(session, signal, first=not second)
         if signal.erase_id is not None:
             row = {
                 "erase_id": signal.erase_id,

@@ -1,0 +1,174 @@
+"""Lead aliases: anonymous ids merged into a known lead, as the pipeline keeps them.
+
+Scoring merges an anonymous lead (``anon:<id>``) into a known one (docs/architecture.md
+§5.12) and gives the known lead one score update naming the anonymous id in
+``merged_from``. :func:`services.pipeline.store.record_batch` hands the batch here, in
+its transaction:
+
+- :func:`merges_in` (pure) finds the merges among the score updates, every one of them
+  and not only each lead's newest, so a merge followed in the same batch by a later
+  update of the known lead is not missed;
+- :func:`record` records each alias once (``lead_aliases``; a redelivered update finds it
+  there and changes nothing), then deletes every row of each aliased id the batch wrote
+  or merged: its lead row, stage changes, breakdown and account places (its journey and
+  spans follow by the foreign keys' cascade). The anonymous lead's events are the known
+  lead's now, counted in its score; its own stage changes would count a second person in
+  the funnel. A record of the aliased id read late (redelivered, or behind on the other
+  topic) is written and deleted in the same transaction, so it never brings the
+  anonymous lead back. The batch withdraws the merged ids from the analytics summaries
+  first and refreshes them last, as it does for an erased lead.
+- :func:`forget` deletes the aliases of an erased lead, and an erased alias.
+
+Reads resolve an alias (:func:`resolve`) and list a lead's merges (:func:`merges_into`).
+Only an ``anon:`` id can be an alias (``shared.events.merge_target``), so a batch or a
+read naming none costs no statement here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.pipeline import accounts_store
+from services.pipeline.api_models import LeadMerge
+from services.pipeline.journeys import BATCH, BATCH_LEADS, CHUNK, among
+from services.pipeline.tables import (
+    LeadAliasRow,
+    LeadRow,
+    ScoreBreakdownRow,
+    StageChangeRow,
+)
+from shared.database import upsert_insert
+from shared.erasure_signals import ErasureSignal
+from shared.events import ANONYMOUS_PREFIX, ScoreUpdate
+
+ALIASES = cast(Table, LeadAliasRow.__table__)
+OWN_ROWS = tuple(cast(Table, row.__table__) for row in (ScoreBreakdownRow, StageChangeRow, LeadRow))
+"""An aliased id's rows, children first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """One merge as the known lead's score update tells it."""
+
+    alias_id: str
+    lead_id: str
+    merge_id: str
+    merged_at: datetime
+
+
+def merges_in(score_updates: Iterable[ScoreUpdate]) -> list[Merge]:
+    """The merges the score updates carry, each alias once (the first seen)."""
+    found: dict[str, Merge] = {}
+    for update in score_updates:
+        if update.merged_from is not None and update.merged_from not in found:
+            found[update.merged_from] = Merge(
+                update.merged_from, update.lead_id, update.trigger_event_id, update.as_of
+            )
+    return [found[alias] for alias in sorted(found)]
+
+
+def anonymous(lead_ids: Iterable[str]) -> list[str]:
+    """The ids that can be aliases, once each, in order."""
+    return sorted({lead_id for lead_id in lead_ids if lead_id.startswith(ANONYMOUS_PREFIX)})
+
+
+async def record(
+    session: AsyncSession,
+    dialect: str,
+    merges: Sequence[Merge],
+    written: Iterable[str],
+    now: datetime,
+) -> None:
+    """Record ``merges``; delete the rows of every aliased id among ``written``.
+
+    After the batch's writes and before its analytics refresh (see the module).
+    """
+    if merges:
+        rows = [
+            {
+                "alias_id": merge.alias_id,
+                "lead_id": merge.lead_id,
+                "merge_id": merge.merge_id,
+                "merged_at": merge.merged_at,
+                "recorded_at": now,
+            }
+            for merge in merges
+        ]
+        await session.execute(upsert_insert(dialect, ALIASES).on_conflict_do_nothing(), rows)
+    candidates = anonymous([*written, *(merge.alias_id for merge in merges)])
+    for start in range(0, len(candidates), CHUNK):
+        chunk = {BATCH_LEADS: candidates[start : start + CHUNK]}
+        await session.execute(_aliased_contacts(), chunk)
+        for statement in _aliased_rows():
+            await session.execute(statement, chunk)
+
+
+def _aliased(column: Any) -> Any:
+    """``column`` names one of the batch's ids that is an alias."""
+    return column.in_(select(ALIASES.c.alias_id).where(among(ALIASES.c.alias_id, BATCH)))
+
+
+@cache
+def _aliased_rows() -> list[Any]:
+    return [delete(table).where(_aliased(table.c.lead_id)) for table in OWN_ROWS]
+
+
+@cache
+def _aliased_contacts() -> Any:
+    return delete(accounts_store.CONTACTS).where(_aliased(accounts_store.CONTACTS.c.lead_id))
+
+
+async def forget(session: AsyncSession, signal: ErasureSignal, *, first: bool) -> None:
+    """An erased lead's aliases, and the erased id's own alias, go (no table may keep the
+    id, §5.8). ``first``: the request's first signal. Aliases come from the scores topic,
+    so on a second signal only the scores topic's may be stale (its records between the
+    two signals are still the erased lead's); after a first scores signal, those of the
+    stage changes' second belong to a new lead of the same id and stay.
+    """
+    if not first and signal.topic != "scores":
+        return
+    lead = signal.lead_id
+    await session.execute(
+        delete(ALIASES).where(or_(ALIASES.c.lead_id == lead, ALIASES.c.alias_id == lead))
+    )
+
+
+async def resolve(session: AsyncSession, lead_id: str) -> str | None:
+    """The known lead ``lead_id`` is an alias of; ``None`` when it is none."""
+    if not lead_id.startswith(ANONYMOUS_PREFIX):
+        return None
+    found = await session.scalar(select(ALIASES.c.lead_id).where(ALIASES.c.alias_id == lead_id))
+    return None if found is None else str(found)
+
+
+async def aliases_of(session: AsyncSession, lead_id: str) -> list[str]:
+    """The anonymous ids merged into ``lead_id``."""
+    found = await session.scalars(
+        select(ALIASES.c.alias_id).where(ALIASES.c.lead_id == lead_id).order_by(ALIASES.c.alias_id)
+    )
+    return list(found)
+
+
+async def merges_into(session: AsyncSession, lead_id: str) -> list[LeadMerge]:
+    """The merges into ``lead_id``, oldest first (ties by the alias)."""
+    rows = await session.execute(
+        select(ALIASES)
+        .where(ALIASES.c.lead_id == lead_id)
+        .order_by(ALIASES.c.merged_at, ALIASES.c.alias_id)
+    )
+    return [
+        LeadMerge(
+            merged_from=row.alias_id,
+            merge_id=row.merge_id,
+            merged_at=row.merged_at,
+            recorded_at=row.recorded_at,
+        )
+        for row in rows
+    ]
