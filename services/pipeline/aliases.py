@@ -11,7 +11,8 @@ its transaction:
 - :func:`record` records each alias once (``lead_aliases``; a redelivered update finds it
   there and changes nothing), then deletes every row of each aliased id the batch wrote
   or merged: its lead row, stage changes, breakdown and account places (its journey and
-  spans follow by the foreign keys' cascade). The anonymous lead's events are the known
+  spans follow by the foreign keys' cascade), and its places in the accounts the batch
+  wrote. The anonymous lead's events are the known
   lead's now, counted in its score; its own stage changes would count a second person in
   the funnel. A record of the aliased id read late (redelivered, or behind on the other
   topic) is written and deleted in the same transaction, so it never brings the
@@ -44,6 +45,7 @@ from services.pipeline.tables import (
     ScoreBreakdownRow,
     StageChangeRow,
 )
+from shared.account_events import AccountScore
 from shared.database import upsert_insert
 from shared.erasure_signals import ErasureSignal
 from shared.events import ANONYMOUS_PREFIX, ScoreUpdate
@@ -84,9 +86,11 @@ async def record(
     dialect: str,
     merges: Sequence[Merge],
     written: Iterable[str],
+    account_scores: Iterable[AccountScore],
     now: datetime,
 ) -> None:
-    """Record ``merges``; delete the rows of every aliased id among ``written``.
+    """Record ``merges``; delete the rows of every aliased id among ``written`` and the
+    members of ``account_scores`` (an account's record from before the merge, read late).
 
     After the batch's writes and before its analytics refresh (see the module).
     """
@@ -102,7 +106,8 @@ async def record(
             for merge in merges
         ]
         await session.execute(upsert_insert(dialect, ALIASES).on_conflict_do_nothing(), rows)
-    candidates = anonymous([*written, *(merge.alias_id for merge in merges)])
+    members = (member.lead_id for account in account_scores for member in account.members)
+    candidates = anonymous([*written, *(merge.alias_id for merge in merges), *members])
     for start in range(0, len(candidates), CHUNK):
         chunk = {BATCH_LEADS: candidates[start : start + CHUNK]}
         await session.execute(_aliased_contacts(), chunk)

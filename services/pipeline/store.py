@@ -143,6 +143,9 @@ async def record_batch(
     - an account score is applied only when its ``sequence`` is greater than the stored
       one (:func:`services.pipeline.accounts_store.record_account_scores`);
 
+    - a score update naming ``merged_from`` records the alias, and every row of an aliased
+      id goes, late records of it too (:mod:`services.pipeline.aliases`);
+
     - last, the rows the analytics read are recomputed for every lead the batch wrote
       or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction,
       and so are their counts in the summaries, withdrawn first and added back last
@@ -173,7 +176,6 @@ async def record_batch(
     written += [signal.lead_id for signal in erasures]
     grown = [c.lead_id for c in newest_changes] + [signal.lead_id for signal in erasures]
     merges = aliases.merges_in(score_updates)  # the merged ids' rows go, as erased ones'
-    written += [merge.alias_id for merge in merges]
     grown += [merge.alias_id for merge in merges]
 
     async with session_factory() as session, session.begin():
@@ -205,7 +207,7 @@ async def record_batch(
         await accounts_store.record_account_scores(
             session, dialect, account_scores, now, position, execute
         )
-        await aliases.record(session, dialect, merges, written, now)
+        await aliases.record(session, dialect, merges, written, account_scores, now)
         # last, so the analytics' derived rows see every write of the batch
         await journeys.refresh(session, written, changed=grown)
         await analytics_summaries.restore(session, written, grown)
