@@ -110,24 +110,23 @@ async def record(
     candidates = anonymous([*written, *(merge.alias_id for merge in merges), *members])
     for start in range(0, len(candidates), CHUNK):
         chunk = {BATCH_LEADS: candidates[start : start + CHUNK]}
-        await session.execute(_aliased_contacts(), chunk)
-        for statement in _aliased_rows():
-            await session.execute(statement, chunk)
-
-
-def _aliased(column: Any) -> Any:
-    """``column`` names one of the batch's ids that is an alias."""
-    return column.in_(select(ALIASES.c.alias_id).where(among(ALIASES.c.alias_id, BATCH)))
+        aliased = list(await session.scalars(_aliased(), chunk))
+        if aliased:  # most batches name visitors not merged: one look-up, nothing to delete
+            for statement in _rows_of():
+                await session.execute(statement, {BATCH_LEADS: aliased})
 
 
 @cache
-def _aliased_rows() -> list[Any]:
-    return [delete(table).where(_aliased(table.c.lead_id)) for table in OWN_ROWS]
+def _aliased() -> Any:
+    """Which of a batch's ids are aliases."""
+    return select(ALIASES.c.alias_id).where(among(ALIASES.c.alias_id, BATCH))
 
 
 @cache
-def _aliased_contacts() -> Any:
-    return delete(accounts_store.CONTACTS).where(_aliased(accounts_store.CONTACTS.c.lead_id))
+def _rows_of() -> list[Any]:
+    """Every row of a batch's ids, children first (account places have no foreign key)."""
+    tables = (accounts_store.CONTACTS, *OWN_ROWS)
+    return [delete(table).where(among(table.c.lead_id, BATCH)) for table in tables]
 
 
 async def forget(session: AsyncSession, signal: ErasureSignal, *, first: bool) -> None:
