@@ -9,20 +9,20 @@ its transaction:
   and not only each lead's newest, so a merge followed in the same batch by a later
   update of the known lead is not missed;
 - :func:`record` records each alias once (``lead_aliases``; a redelivered update finds it
-  there and changes nothing), then deletes every row of each aliased id the batch wrote
-  or merged: its lead row, stage changes, breakdown and account places (its journey and
-  spans follow by the foreign keys' cascade), and its places in the accounts the batch
-  wrote. The anonymous lead's events are the known
-  lead's now, counted in its score; its own stage changes would count a second person in
-  the funnel. A record of the aliased id read late (redelivered, or behind on the other
-  topic) is written and deleted in the same transaction, so it never brings the
-  anonymous lead back. The batch withdraws the merged ids from the analytics summaries
-  first and refreshes them last, as it does for an erased lead.
+  there and changes nothing), then deletes every row of each aliased id the batch wrote,
+  merged or listed in an account: its lead row, stage changes, breakdown and account
+  places (its journey and spans follow by the foreign keys' cascade). The anonymous
+  lead's events are the known lead's now, counted in its score; its own stage changes
+  would count a second person in the funnel. A record of the aliased id read late
+  (redelivered, or behind on the other topic) is written and deleted in the same
+  transaction, so it never brings the anonymous lead back. The batch withdraws the
+  merged ids from the analytics summaries first and refreshes them last, as it does for
+  an erased lead.
 - :func:`forget` deletes the aliases of an erased lead, and an erased alias.
 
 Reads resolve an alias (:func:`resolve`) and list a lead's merges (:func:`merges_into`).
-Only an ``anon:`` id can be an alias (``shared.events.merge_target``), so a batch or a
-read naming none costs no statement here.
+Only an ``anon:`` id can be an alias (``shared.events.merge_target``), so a batch naming
+none costs no statement here, nor does resolving any other id.
 """
 
 from __future__ import annotations
@@ -130,11 +130,13 @@ def _rows_of() -> list[Any]:
 
 
 async def forget(session: AsyncSession, signal: ErasureSignal, *, first: bool) -> None:
-    """An erased lead's aliases, and the erased id's own alias, go (no table may keep the
-    id, §5.8). ``first``: the request's first signal. Aliases come from the scores topic,
-    so on a second signal only the scores topic's may be stale (its records between the
-    two signals are still the erased lead's); after a first scores signal, those of the
-    stage changes' second belong to a new lead of the same id and stay.
+    """The erased lead's aliases go, and the alias the erased id itself is (no table may
+    keep the id, §5.8). ``first``: the first signal of its request, which deletes them.
+
+    Aliases are written from the scores topic. A second signal on the scores topic means
+    the stage changes' came first, so what the scores wrote in between was still the
+    erased lead's: deleted too. A second signal on the stage changes follows the scores',
+    so the aliases written since belong to a new lead of the same id: kept.
     """
     if not first and signal.topic != "scores":
         return
@@ -150,14 +152,6 @@ async def resolve(session: AsyncSession, lead_id: str) -> str | None:
         return None
     found = await session.scalar(select(ALIASES.c.lead_id).where(ALIASES.c.alias_id == lead_id))
     return None if found is None else str(found)
-
-
-async def aliases_of(session: AsyncSession, lead_id: str) -> list[str]:
-    """The anonymous ids merged into ``lead_id``."""
-    found = await session.scalars(
-        select(ALIASES.c.alias_id).where(ALIASES.c.lead_id == lead_id).order_by(ALIASES.c.alias_id)
-    )
-    return list(found)
 
 
 async def merges_into(session: AsyncSession, lead_id: str) -> list[LeadMerge]:
