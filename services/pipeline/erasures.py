@@ -10,6 +10,12 @@ arrive and marks the request complete (see :mod:`services.pipeline.store`).
 An unknown lead id is erased all the same (``202``, never ``404``): its events may be on
 their way through ``leadflow.events``, and the answer must not depend on how far they
 got, nor tell a caller which ids leadflow knows.
+
+Erasing a lead deletes its aliases too (the anonymous ids merged into it). An alias is
+erased as the id it is, not as the lead it names: the alias goes, and later events of
+that id start a new visitor; the known lead keeps what was merged into it. To erase a
+person, erase each `merged_from` of its history's `merges` first, then the lead itself
+(erased alone, it leaves scoring forwarding the visitor's later events to its id).
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves the routes' annotations.
