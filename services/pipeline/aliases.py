@@ -154,6 +154,14 @@ async def resolve(session: AsyncSession, lead_id: str) -> str | None:
     return None if found is None else str(found)
 
 
+async def merged_into(session: AsyncSession, lead_id: str) -> list[str]:
+    """The anonymous ids merged into ``lead_id`` (what erasing it erases too)."""
+    found = await session.scalars(
+        select(ALIASES.c.alias_id).where(ALIASES.c.lead_id == lead_id).order_by(ALIASES.c.alias_id)
+    )
+    return list(found)
+
+
 async def merges_into(session: AsyncSession, lead_id: str) -> list[LeadMerge]:
     """The merges into ``lead_id``, oldest first (ties by the alias)."""
     rows = await session.execute(
