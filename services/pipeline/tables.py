@@ -1,5 +1,5 @@
 """The pipeline's tables: each lead's current state, stage history and breakdown; erasures;
-accounts and their contacts.
+accounts and their contacts; aliases (anonymous ids merged into a lead).
 
 Lead rows are written only by :func:`services.pipeline.store.record_batch`, which
 keeps them idempotent on the records' identities (``lead_id`` + ``sequence``), and
