@@ -36,6 +36,18 @@ class Lead(BaseModel):
     )
 
 
+class LeadAnswer(Lead):
+    """One lead, as ``GET /v1/leads/{lead_id}`` answers it: by its own id or an alias."""
+
+    requested_alias: str | None = Field(
+        default=None,
+        description=(
+            "The id the request named when it is an alias of this lead (an anonymous id "
+            "merged into it); null when the request named the lead's own id."
+        ),
+    )
+
+
 class LeadPage(BaseModel):
     items: list[Lead]
     next_cursor: str | None = Field(
@@ -50,9 +62,36 @@ class RecordedStageChange(StageChange):
     recorded_at: Timestamp
 
 
+class LeadMerge(BaseModel):
+    """An anonymous id merged into the lead: its events are the lead's since (§5.12)."""
+
+    merged_from: str = Field(description="The anonymous id, now an alias of the lead.")
+    merge_id: str = Field(
+        description="The merge request's event id: trigger_event_id of the merge's score update."
+    )
+    merged_at: Timestamp = Field(
+        description="as_of of the merge's score update: the lead's latest event time then."
+    )
+    recorded_at: Timestamp
+
+
 class StageHistory(BaseModel):
     lead_id: str
+    requested_alias: str | None = Field(
+        default=None,
+        description=(
+            "The id the request named when it is an alias of this lead (an anonymous id "
+            "merged into it); null when the request named the lead's own id."
+        ),
+    )
     items: list[RecordedStageChange] = Field(description="The lead's stage changes by sequence.")
+    merges: list[LeadMerge] = Field(
+        default_factory=list,
+        description=(
+            "The anonymous ids merged into the lead, oldest first; their own stage changes "
+            "are not kept, their events count in the lead's score."
+        ),
+    )
 
 
 class StageChangeFeed(BaseModel):
@@ -76,6 +115,13 @@ class ScoreBreakdown(BaseModel):
     model_version: str
     breakdown: list[RuleContribution]
     updated_at: Timestamp
+    requested_alias: str | None = Field(
+        default=None,
+        description=(
+            "The id the request named when it is an alias of this lead (an anonymous id "
+            "merged into it); null when the request named the lead's own id."
+        ),
+    )
 
 
 class FunnelStage(BaseModel):

@@ -10,6 +10,11 @@ id with slashes. Percent-encode anything else (``?``, ``#``, ``%``, spaces).
 The suffixes ``/history`` and ``/score`` are matched first, so the lead ids
 ``x/history`` and ``x/score`` cannot be fetched by the plain lead route; find
 them through the listing instead.
+
+An alias (an anonymous id merged into a known lead: :mod:`services.pipeline.aliases`)
+names that lead on the lead, history and score routes: the answer is the known lead's,
+``lead_id`` its own id, with ``requested_alias`` the id asked for (null otherwise), so a
+CRM holding the visitor's id finds the person without following a redirect.
 """
 
 # No ``from __future__ import annotations``: the routes' query types are built from the
@@ -23,11 +28,11 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, statu
 from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.pipeline import lead_reads, store
+from services.pipeline import aliases, lead_reads, store
 from services.pipeline.accounts_api import install_accounts
 from services.pipeline.analytics_api import Moment, install_analytics
 from services.pipeline.api_models import (
-    Lead,
+    LeadAnswer,
     LeadPage,
     ScoreBreakdown,
     StageChangeFeed,
@@ -274,10 +279,12 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     )
     async def lead_history(lead_id: LeadId, session: SessionDep) -> StageHistory:
         lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
-        found = await store.history(session, lead_id)
+        known = await aliases.resolve(session, lead_id)
+        found = await store.history(session, known or lead_id)
         if found is None:
             raise _unknown_lead(lead_id)
-        return found
+        merges = await aliases.merges_into(session, found.lead_id)
+        return found.model_copy(update={"requested_alias": known and lead_id, "merges": merges})
 
     @app.get(
         "/v1/leads/{lead_id:path}/score",
@@ -290,10 +297,11 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
     )
     async def lead_score(lead_id: LeadId, session: SessionDep) -> ScoreBreakdown:
         lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
-        found = await store.breakdown(session, lead_id)
+        known = await aliases.resolve(session, lead_id)
+        found = await store.breakdown(session, known or lead_id)
         if found is not None:
-            return found
-        if await store.lead_exists(session, lead_id):
+            return found.model_copy(update={"requested_alias": known and lead_id})
+        if await store.lead_exists(session, known or lead_id):
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND,
                 f"lead {lead_id!r} has no score breakdown yet: no score update was recorded",
@@ -307,12 +315,13 @@ def create_app(settings: PipelineSettings | None = None) -> FastAPI:
         responses=_UNKNOWN_LEAD,
         tags=["leads"],
     )
-    async def get_lead(lead_id: LeadId, session: SessionDep, as_of: AsOf = None) -> Lead:
+    async def get_lead(lead_id: LeadId, session: SessionDep, as_of: AsOf = None) -> LeadAnswer:
         lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
-        found = await lead_reads.get_lead(session, lead_id, _moment(as_of))
+        known = await aliases.resolve(session, lead_id)
+        found = await lead_reads.get_lead(session, known or lead_id, _moment(as_of))
         if found is None:
             raise _unknown_lead(lead_id)
-        return found
+        return LeadAnswer(**dict(found), requested_alias=known and lead_id)
 
     @app.get(
         "/v1/stage-changes",

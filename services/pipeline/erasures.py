@@ -10,6 +10,13 @@ arrive and marks the request complete (see :mod:`services.pipeline.store`).
 An unknown lead id is erased all the same (``202``, never ``404``): its events may be on
 their way through ``leadflow.events``, and the answer must not depend on how far they
 got, nor tell a caller which ids leadflow knows.
+
+Erasing a lead erases its aliases too (the anonymous ids merged into it): each by an
+erase request of its own, published before the lead's, so later events of those ids
+start new visitors rather than the erased lead again; the answer names the lead's
+request. An alias is erased as the id it is, not as the lead it names: the alias goes,
+and later events of that id start a new visitor; the known lead keeps what was merged
+into it.
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves the routes' annotations.
@@ -30,7 +37,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import Match, Route
 
-from services.pipeline import store
+from services.pipeline import aliases, store
 from services.pipeline.settings import PipelineSettings
 from shared import lead_ids
 from shared.api_models import Problem, Timestamp
@@ -231,7 +238,21 @@ def _add_routes(
         # the lead as ingest keyed it: another spelling would go to another partition
         lead_id = lead_ids.normalize(lead_id, settings.lead_id_normalization)
         event = erase_record(lead_id, str(uuid.uuid4()), now)
-        await store.request_erasure(db.sessions, event.event_id, event.lead_id, now)
+        async with db.sessions() as session:
+            merged = await aliases.merged_into(session, lead_id)
+        # the aliases first: a DELETE retried after a 503 still finds them
+        for alias in merged:
+            await _erase(db, erase_record(alias, str(uuid.uuid4()), now))
+        await _erase(db, event)
+        response.headers["Location"] = f"/v1/erasures/{event.event_id}"
+        return Erasure(
+            erase_id=event.event_id, status="pending", requested_at=now, completed_at=None
+        )
+
+    async def _erase(db: Database, event: Event) -> None:
+        """Record the request, then publish its erase record; a 503 when Kafka does not
+        confirm it (the request withdrawn)."""
+        await store.request_erasure(db.sessions, event.event_id, event.lead_id, event.occurred_at)
         try:
             await publisher.publish(event)
         except (KafkaError, TimeoutError, OSError) as exc:
@@ -242,10 +263,6 @@ def _add_routes(
                 "Kafka did not confirm the erase record; retry the DELETE",
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             ) from None
-        response.headers["Location"] = f"/v1/erasures/{event.event_id}"
-        return Erasure(
-            erase_id=event.event_id, status="pending", requested_at=now, completed_at=None
-        )
 
     @app.get(
         "/v1/erasures/{erase_id}",

@@ -70,7 +70,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline import accounts_store, analytics_summaries, journeys
+from services.pipeline import accounts_store, aliases, analytics_summaries, journeys
 from services.pipeline.api_models import (
     Funnel,
     FunnelStage,
@@ -143,6 +143,9 @@ async def record_batch(
     - an account score is applied only when its ``sequence`` is greater than the stored
       one (:func:`services.pipeline.accounts_store.record_account_scores`);
 
+    - a score update naming ``merged_from`` records the alias, and every row of an aliased
+      id goes, late records of it too (:mod:`services.pipeline.aliases`);
+
     - last, the rows the analytics read are recomputed for every lead the batch wrote
       or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction,
       and so are their counts in the summaries, withdrawn first and added back last
@@ -172,6 +175,8 @@ async def record_batch(
     written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
     written += [signal.lead_id for signal in erasures]
     grown = [c.lead_id for c in newest_changes] + [signal.lead_id for signal in erasures]
+    merges = aliases.merges_in(score_updates)  # the merged ids' rows go, as erased ones'
+    grown += [merge.alias_id for merge in merges]
 
     async with session_factory() as session, session.begin():
         dialect = session.get_bind().dialect.name
@@ -202,6 +207,7 @@ async def record_batch(
         await accounts_store.record_account_scores(
             session, dialect, account_scores, now, position, execute
         )
+        await aliases.record(session, dialect, merges, written, account_scores, now)
         # last, so the analytics' derived rows see every write of the batch
         await journeys.refresh(session, written, changed=grown)
         await analytics_summaries.restore(session, written, grown)
@@ -261,6 +267,7 @@ async def _erase(
             for table in (SCORE_BREAKDOWNS, STAGE_CHANGES, LEADS):  # children first
                 await session.execute(delete(table).where(table.c.lead_id == signal.lead_id))
             await accounts_store.forget_contacts(session, signal.lead_id)
+        await aliases.forget(session, signal, first=not second)
         if signal.erase_id is not None:
             row = {
                 "erase_id": signal.erase_id,

@@ -1,5 +1,5 @@
 """The pipeline's tables: each lead's current state, stage history and breakdown; erasures;
-accounts and their contacts.
+accounts and their contacts; aliases (anonymous ids merged into a lead).
 
 Lead rows are written only by :func:`services.pipeline.store.record_batch`, which
 keeps them idempotent on the records' identities (``lead_id`` + ``sequence``), and
@@ -466,3 +466,32 @@ Index(
     AccountContactRow.lead_id,
     AccountContactRow.claimed_position,
 )
+
+
+class LeadAliasRow(Base):
+    """An anonymous id merged into a known lead (docs/architecture.md §5.12): the id now
+    names that lead. Recorded from the score update the merge gives the known lead (its
+    ``merged_from``), once per alias, by :mod:`services.pipeline.aliases`.
+
+    No foreign key to ``leads``: the alias goes with its lead when the lead is erased, and
+    a late record of the alias is refused by looking here, whichever row exists.
+    """
+
+    __tablename__ = "lead_aliases"
+
+    alias_id: Mapped[str] = mapped_column(primary_key=True, doc="The anonymous id merged.")
+    lead_id: Mapped[str] = mapped_column(doc="The known lead it was merged into.")
+    merge_id: Mapped[str] = mapped_column(
+        doc="The merge request's event id: the score update's trigger_event_id."
+    )
+    merged_at: Mapped[datetime] = mapped_column(
+        doc=(
+            "The merge's score update as_of: the known lead's latest event time with the "
+            "anonymous lead's events folded in (the update carries no other time)."
+        )
+    )
+    recorded_at: Mapped[datetime] = mapped_column(doc="When the pipeline recorded the merge.")
+
+
+# Serves the merges of one lead (its history) and its erasure.
+Index("ix_lead_aliases_lead_id", LeadAliasRow.lead_id)

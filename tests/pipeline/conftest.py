@@ -49,6 +49,7 @@ TABLES = (
     "stage_changes",
     "leads",
     "erasures",
+    "lead_aliases",
 )
 """Children first, so deleting never trips a foreign key."""
 

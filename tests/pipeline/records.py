@@ -124,6 +124,7 @@ async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> dict[str, list
         "score_breakdowns": "lead_id",
         "accounts": "account_id",
         "account_contacts": "account_id, lead_id",
+        "lead_aliases": "alias_id",
     }
     async with sessions() as session:
         return {

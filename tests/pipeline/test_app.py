@@ -65,6 +65,7 @@ async def test_a_lead_by_id(client: httpx.AsyncClient, sessions: Sessions) -> No
         "model_version": "default-1",
         "updated_at": body["updated_at"],
         "valued_at": "2026-12-01T00:00:00Z",
+        "requested_alias": None,
     }
     assert body["updated_at"].endswith("Z")
 

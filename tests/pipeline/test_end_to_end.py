@@ -189,3 +189,41 @@ async def test_accounts_roll_up_their_contacts_and_follow_a_reassignment(system:
     ]
     changed = (await system.pipeline.get("/v1/accounts", params={"updated_after": "0"})).json()
     assert {a["account_id"] for a in changed["items"]} == {"acme.com", "initech"}
+
+
+async def test_a_merged_visitor_is_found_as_the_known_lead(system: System) -> None:
+    """identity.merge through ingest and scoring: the pipeline records the alias, the
+    visitor's row goes, and its later events (forwarded by scoring) do not bring it back."""
+    ada, visitor = "ada@example.com", "anon:v-19"
+    pricing = {"path": "/pricing"}
+    before = [
+        *(event(i, "page.viewed", visitor, properties=pricing) for i in range(2)),
+        event(0, "lead.updated", ada, traits=QUALIFIED),
+        event(1, "form.submitted", ada),
+    ]
+    assert (await system.ingest.post("/v1/events/batch", json=before)).status_code == 202
+    seen = await lead_when(system, visitor, lambda lead: lead["engagement"] > 0)
+    known = await lead_when(system, ada, lambda lead: lead["engagement"] > 0)
+
+    merge = event(9, "identity.merge", visitor, properties={"into": ada})
+    assert (await system.ingest.post("/v1/events", json=merge)).status_code == 202
+    merged = await lead_when(system, visitor, lambda lead: lead["lead_id"] == ada)
+
+    assert merged["requested_alias"] == visitor
+    assert merged["fit"] == known["fit"]
+    assert merged["engagement"] == known["engagement"] + seen["engagement"]
+    history = (await system.pipeline.get(f"/v1/leads/{visitor}/history")).json()
+    assert (history["lead_id"], history["requested_alias"]) == (ada, visitor)
+    assert [(m["merged_from"], m["merge_id"]) for m in history["merges"]] == [
+        (visitor, f"{visitor}/9")
+    ]
+
+    later = event(10, "page.viewed", visitor, properties=pricing)
+    assert (await system.ingest.post("/v1/events", json=later)).status_code == 202
+    grown = await lead_when(system, ada, lambda lead: lead["engagement"] > merged["engagement"])
+    assert grown["requested_alias"] is None
+    listing = (await system.pipeline.get("/v1/leads", params={"updated_after": "0"})).json()
+    assert [lead["lead_id"] for lead in listing["items"]] == [ada]
+    assert (await system.pipeline.get("/v1/funnel")).json()["total_leads"] == 1
+    again = (await system.pipeline.get(f"/v1/leads/{visitor}")).json()
+    assert (again["lead_id"], again["requested_alias"]) == (ada, visitor)

@@ -271,3 +271,37 @@ async def test_an_erased_lead_leaves_its_account_and_no_account_table_keeps_its_
         assert "account_contacts" in await tables_holding(engine, bob)
     finally:
         await engine.dispose()
+
+
+async def test_erasing_a_merged_person_erases_the_visitors_id_too(system: System) -> None:
+    """The alias is erased before the lead: the visitor's later events start a new
+    visitor, not the erased lead again, and no table holds either id meanwhile."""
+    ada = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    visitor = f"anon:{uuid.uuid4().hex[:8]}"
+    pricing = {"path": "/pricing"}
+    batch = [
+        event(0, "page.viewed", visitor, properties=pricing),
+        event(0, "lead.updated", ada, traits=QUALIFIED),
+    ]
+    assert (await system.ingest.post("/v1/events/batch", json=batch)).status_code == 202
+    await lead_when(system, visitor, lambda lead: lead["engagement"] > 0)
+    await lead_when(system, ada, lambda lead: lead["fit"] > 0)
+    merge = event(1, "identity.merge", visitor, properties={"into": ada})
+    assert (await system.ingest.post("/v1/events", json=merge)).status_code == 202
+    await lead_when(system, visitor, lambda lead: lead["lead_id"] == ada)
+
+    await erase(system, ada)
+
+    api = system.pipeline
+    assert (await api.get(f"/v1/leads/{ada}")).status_code == 404
+    assert (await api.get(f"/v1/leads/{visitor}")).status_code == 404
+    later = event(2, "page.viewed", visitor, properties=pricing)
+    assert (await system.ingest.post("/v1/events", json=later)).status_code == 202
+    anew = await lead_when(system, visitor, lambda lead: lead["lead_id"] == visitor)
+    assert (anew["fit"], anew["requested_alias"]) == (0, None)
+    assert (await api.get(f"/v1/leads/{ada}")).status_code == 404
+    engine = create_engine(system.database_url)
+    try:
+        assert await tables_holding(engine, ada) == {}
+    finally:
+        await engine.dispose()
