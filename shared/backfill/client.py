@@ -20,7 +20,7 @@ import httpx
 
 from shared.backfill.plan import LeadFacts
 from shared.backfill.run import Delivery, ImportStopped, Rejection
-from shared.events import EventIn
+from shared.events import ANONYMOUS_PREFIX, EventIn
 from shared.retrying import STOPPED, until_written
 
 log = logging.getLogger("leadflow.import")
@@ -217,7 +217,9 @@ class HttpLeadFacts:
         ):
             listed = await self._listed(wanted)
             if listed is not None:
-                return listed
+                # a visitor merged into a lead is listed under the lead's id only
+                merged = {i for i in wanted - listed.keys() if i.startswith(ANONYMOUS_PREFIX)}
+                return {**listed, **await self._looked_up(merged)}
         return await self._looked_up(wanted)
 
     async def _get(self, path: str, what: str, **params: str | int) -> httpx.Response:

@@ -175,6 +175,29 @@ async def test_beside_few_leads_the_listing_is_read_instead() -> None:
     ]
 
 
+async def test_a_merged_visitor_missing_from_the_listing_is_looked_up_by_its_id() -> None:
+    wanted = [f"lead{n}@example.com" for n in range(40)] + ["anon:v1", "anon:v2"]
+    looked_up: list[str] = []
+
+    def pipeline(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/funnel":
+            return httpx.Response(200, json={"total_leads": 3})
+        if request.url.path == "/v1/leads":  # lists the known lead, never its alias
+            first = request.url.params["updated_after"] == "0"
+            known = {"lead_id": "ada@example.com", "as_of": "2026-01-05T10:00:00Z"}
+            return httpx.Response(200, json={"items": [known] if first else [], "next_cursor": "c"})
+        looked_up.append(request.url.path)
+        if request.url.path == "/v1/leads/anon:v1":  # an alias answers its lead
+            lead = {"lead_id": "ada@example.com", "as_of": "2026-01-05T10:00:00Z"}
+            return httpx.Response(200, json={**lead, "requested_alias": "anon:v1"})
+        return httpx.Response(404, json={"detail": "lead is unknown"})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(pipeline), base_url="http://p.test")
+    found = await HttpLeadFacts(http).facts(wanted)
+    assert found == {"anon:v1": LeadFacts(datetime(2026, 1, 5, 10, tzinfo=UTC))}
+    assert sorted(looked_up) == ["/v1/leads/anon:v1", "/v1/leads/anon:v2"]  # not the 40
+
+
 async def test_an_empty_system_is_asked_nothing_but_its_size() -> None:
     asked: list[str] = []
 
