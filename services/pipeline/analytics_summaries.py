@@ -17,7 +17,8 @@ Migration 0006 fills the summaries of an existing database with the same stateme
 
 Only stage changes feed the hour, day and stay summaries and the spans, so only leads
 with new stage changes (or erased) are recomputed there; the funnel's counts follow the
-lead's current stage too (a score update can move it), so every lead written is.
+lead's current stage too (a score update can move it), so the leads whose score update
+brings another stage are too (:func:`services.pipeline.journeys.moved_by_scores`).
 Cohorts are summed from the funnel's counts, which hold the furthest rank.
 """
 

@@ -17,7 +17,7 @@ erasures too: a lead whose rows were deleted has nothing left to derive. Migrati
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any, cast
 
@@ -217,14 +217,43 @@ def _batch_journeys(dialect: str) -> Any:
     return upsert_journeys(dialect, BATCH)
 
 
+async def moved_by_scores(session: AsyncSession, stages: Mapping[str, str]) -> list[str]:
+    """Of leads that get only score updates (``stages``: lead id -> the stage of its newest
+    one), those whose journey the batch may change: the ones without a journey yet, or
+    whose journey's stage is another.
+
+    A journey derives from the lead's stage and its stage changes; a lead with no new
+    stage change keeps its history, so only a new stage can change its journey. The
+    journey's stage is the lead's (every write of a lead's stage refreshes it), and a
+    score update either sets that stage or is older and changes nothing. So a lead whose
+    journey already shows the incoming stage keeps its journey and its summary counts as
+    they are, whichever way its update goes; on a scoring stream that is nearly every
+    lead of a batch, since a stage moves with a stage change in the same transaction.
+    """
+    moved: list[str] = []
+    leads = sorted(stages)
+    for start in range(0, len(leads), CHUNK):
+        chunk = leads[start : start + CHUNK]
+        rows = await session.execute(_batch_journey_stages(), {BATCH_LEADS: chunk})
+        kept = {lead_id: stage for lead_id, stage in rows}
+        moved += [lead for lead in chunk if kept.get(lead) != stages[lead]]
+    return moved
+
+
+@cache
+def _batch_journey_stages() -> Any:
+    return select(JOURNEYS.c.lead_id, JOURNEYS.c.stage).where(among(JOURNEYS.c.lead_id, BATCH))
+
+
 async def refresh(
     session: AsyncSession, lead_ids: Iterable[str], changed: Iterable[str] = ()
 ) -> None:
     """Recompute the derived rows of ``lead_ids``; ``changed`` are those whose history grew.
 
-    Only a lead that got new stage changes can have a ``left_at`` to move; every lead
-    written (a new score may move its stage) gets its journey recomputed, and a lead that
-    no longer exists loses it (the foreign key's cascade covers a deleted lead row).
+    Only a lead that got new stage changes can have a ``left_at`` to move; every lead of
+    ``lead_ids`` gets its journey recomputed (a batch passes those it may change: see
+    :func:`moved_by_scores`), and a lead that no longer exists loses it (the foreign
+    key's cascade covers a deleted lead row).
     """
     dialect = session.get_bind().dialect.name
     leads = sorted(set(lead_ids))

@@ -143,9 +143,11 @@ async def record_batch(
     - an account score is applied only when its ``sequence`` is greater than the stored
       one (:func:`services.pipeline.accounts_store.record_account_scores`);
 
-    - last, the rows the analytics read are recomputed for every lead the batch wrote
-      or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction,
-      and so are their counts in the summaries, withdrawn first and added back last
+    - last, the rows the analytics read are recomputed for every lead the batch may
+      change them of (:func:`services.pipeline.journeys.refresh`): those with stage
+      changes, erased, or whose score update carries another stage than their journey's
+      (:func:`services.pipeline.journeys.moved_by_scores`), in the same transaction, and
+      so are their counts in the summaries, withdrawn first and added back last
       (:mod:`services.pipeline.analytics_summaries`).
 
     Duplicates inside the batch are dropped before the upserts (PostgreSQL
@@ -169,14 +171,17 @@ async def record_batch(
     newest_changes = _newest_per_lead(changes)
     newest_scores = _newest_per_lead(score_updates)
 
-    written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
-    written += [signal.lead_id for signal in erasures]
     grown = [c.lead_id for c in newest_changes] + [signal.lead_id for signal in erasures]
+    scored_only = {s.lead_id: s.stage.value for s in newest_scores}
+    for lead_id in grown:
+        scored_only.pop(lead_id, None)
 
     async with session_factory() as session, session.begin():
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        # the leads whose derived rows the batch may change (a score alone rarely does)
+        written = grown + await journeys.moved_by_scores(session, scored_only)
         # before any write: what these leads count in the summaries now
         await analytics_summaries.withdraw(session, written, grown)
         if erasures:
