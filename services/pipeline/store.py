@@ -180,14 +180,16 @@ async def record_batch(
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        # a write before the first read: SQLite's deferred transaction then waits for the
+        # write lock here, rather than failing later to upgrade a read of an older snapshot
+        writes_rows = bool(newest_changes or newest_scores or account_scores)
+        position = await _next_change_position(session) if writes_rows else 0
         # the leads whose derived rows the batch may change (a score alone rarely does)
         written = grown + await journeys.moved_by_scores(session, scored_only)
-        # before any write: what these leads count in the summaries now
+        # before any other write: what these leads count in the summaries now
         await analytics_summaries.withdraw(session, written, grown)
         if erasures:
             await _erase(session, dialect, erasures, now)
-        writes_rows = bool(newest_changes or newest_scores or account_scores)
-        position = await _next_change_position(session) if writes_rows else 0
         execute = await _executor(session)
         # Lead rows first: stage changes and breakdowns reference them.
         if newest_changes:
