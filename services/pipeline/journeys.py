@@ -17,7 +17,7 @@ erasures too: a lead whose rows were deleted has nothing left to derive. Migrati
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any, cast
 
@@ -69,6 +69,22 @@ class Batch:
 
 
 BATCH = Batch()
+
+
+def bound_chunks(lead_ids: Sequence[str]) -> Iterator[dict[str, list[str]]]:
+    """The parameters that bind ``lead_ids`` to a statement built on :data:`BATCH`: at most
+    ``CHUNK`` leads each, padded to a power of two (or to ``CHUNK``) by repeating the last.
+
+    An expanding ``IN`` renders one parameter per lead, so its text differs with every
+    number of leads; with the counts rounded up, a statement takes a handful of texts and
+    the driver reuses its prepared form (no round trip to prepare it, nor PostgreSQL's
+    parsing and planning of it) instead of preparing it anew for nearly every batch. A
+    lead named twice in an ``IN`` selects its rows once.
+    """
+    for start in range(0, len(lead_ids), CHUNK):
+        chunk = list(lead_ids[start : start + CHUNK])
+        size = min(CHUNK, 1 << (len(chunk) - 1).bit_length())
+        yield {BATCH_LEADS: chunk + chunk[-1:] * (size - len(chunk))}
 
 
 Leads = Iterable[str] | Batch | None
@@ -230,14 +246,11 @@ async def moved_by_scores(session: AsyncSession, stages: Mapping[str, str]) -> l
     they are, whichever way its update goes; on a scoring stream that is nearly every
     lead of a batch, since a stage moves with a stage change in the same transaction.
     """
-    moved: list[str] = []
-    leads = sorted(stages)
-    for start in range(0, len(leads), CHUNK):
-        chunk = leads[start : start + CHUNK]
-        rows = await session.execute(_batch_journey_stages(), {BATCH_LEADS: chunk})
-        kept = {lead_id: stage for lead_id, stage in rows}
-        moved += [lead for lead in chunk if kept.get(lead) != stages[lead]]
-    return moved
+    kept: dict[str, str] = {}
+    for chunk in bound_chunks(sorted(stages)):
+        rows = await session.execute(_batch_journey_stages(), chunk)
+        kept.update((lead_id, stage) for lead_id, stage in rows)
+    return [lead for lead in sorted(stages) if kept.get(lead) != stages[lead]]
 
 
 @cache
@@ -258,10 +271,10 @@ async def refresh(
     dialect = session.get_bind().dialect.name
     leads = sorted(set(lead_ids))
     grown = sorted(set(changed))
-    for start in range(0, len(grown), CHUNK):
-        await session.execute(_batch_left_at(dialect), {BATCH_LEADS: grown[start : start + CHUNK]})
-    for start in range(0, len(leads), CHUNK):
-        await session.execute(_batch_journeys(dialect), {BATCH_LEADS: leads[start : start + CHUNK]})
+    for chunk in bound_chunks(grown):
+        await session.execute(_batch_left_at(dialect), chunk)
+    for chunk in bound_chunks(leads):
+        await session.execute(_batch_journeys(dialect), chunk)
 
 
 async def rebuild(session: AsyncSession) -> None:
