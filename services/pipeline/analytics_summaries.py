@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline.analytics import STAY_BUCKET_BOUNDS
-from services.pipeline.journeys import BATCH, Leads, among, bound_chunks
+from services.pipeline.journeys import BATCH, Leads, among, bound_chunks, execute_bound
 from services.pipeline.tables import (
     FunnelDayRow,
     JourneySpanRow,
@@ -178,8 +178,8 @@ def span_rows(dialect: str, lead_ids: Leads) -> Any:
 async def refresh_spans(session: AsyncSession, dialect: str, lead_ids: Sequence[str]) -> None:
     """Rewrite the spans of ``lead_ids`` from their (already refreshed) journeys."""
     for chunk in bound_chunks(lead_ids):
-        await session.execute(_batch_delete_spans(dialect), chunk)
-        await session.execute(_batch_insert_spans(dialect), chunk)
+        await execute_bound(session, _batch_delete_spans(dialect), chunk)
+        await execute_bound(session, _batch_insert_spans(dialect), chunk)
 
 
 @cache
@@ -296,7 +296,7 @@ async def _apply(
         ids = grown if summary.follows_changes else everyone
         statement = _batch_contribute(dialect, summary, sign)
         for chunk in bound_chunks(ids):
-            await session.execute(statement, chunk)
+            await execute_bound(session, statement, chunk)
 
 
 async def withdraw(session: AsyncSession, leads: Iterable[str], changed: Iterable[str]) -> None:
@@ -311,7 +311,7 @@ async def restore(session: AsyncSession, leads: Iterable[str], changed: Iterable
     dialect = session.get_bind().dialect.name
     grown = sorted(set(changed))
     for chunk in bound_chunks(grown):
-        await session.execute(_batch_set_stays(dialect), chunk)
+        await execute_bound(session, _batch_set_stays(dialect), chunk)
     await refresh_spans(session, dialect, grown)
     await _apply(session, leads, changed, 1)
 
