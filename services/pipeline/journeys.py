@@ -117,6 +117,9 @@ async def execute_bound(
     driver = (await connection.get_raw_connection()).driver_connection
     if driver is None:
         raise RuntimeError("the session's connection has no asyncpg connection")
+    if not driver.is_in_transaction():
+        # SQLAlchemy's adapter begins the driver's transaction at its first statement
+        raise RuntimeError("run a statement through the session before a batch statement")
     leads = bound[BATCH_LEADS]
     sql, slots = _expanded(statement, connection.dialect, len(leads))
     return cast(
