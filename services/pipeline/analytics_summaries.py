@@ -17,7 +17,8 @@ Migration 0006 fills the summaries of an existing database with the same stateme
 
 Only stage changes feed the hour, day and stay summaries and the spans, so only leads
 with new stage changes (or erased) are recomputed there; the funnel's counts follow the
-lead's current stage too (a score update can move it), so every lead written is.
+lead's current stage too (a score update can move it), so the leads whose score update
+brings another stage are too (:func:`services.pipeline.journeys.moved_by_scores`).
 Cohorts are summed from the funnel's counts, which hold the furthest rank.
 """
 
@@ -49,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline.analytics import STAY_BUCKET_BOUNDS
-from services.pipeline.journeys import BATCH, BATCH_LEADS, CHUNK, Leads, among
+from services.pipeline.journeys import BATCH, Leads, among, bound_chunks, execute_bound
 from services.pipeline.tables import (
     FunnelDayRow,
     JourneySpanRow,
@@ -176,10 +177,9 @@ def span_rows(dialect: str, lead_ids: Leads) -> Any:
 
 async def refresh_spans(session: AsyncSession, dialect: str, lead_ids: Sequence[str]) -> None:
     """Rewrite the spans of ``lead_ids`` from their (already refreshed) journeys."""
-    for start in range(0, len(lead_ids), CHUNK):
-        chunk = {BATCH_LEADS: lead_ids[start : start + CHUNK]}
-        await session.execute(_batch_delete_spans(dialect), chunk)
-        await session.execute(_batch_insert_spans(dialect), chunk)
+    for chunk in bound_chunks(lead_ids):
+        await execute_bound(session, _batch_delete_spans(dialect), chunk)
+        await execute_bound(session, _batch_insert_spans(dialect), chunk)
 
 
 @cache
@@ -295,8 +295,8 @@ async def _apply(
     for summary in SUMMARIES:
         ids = grown if summary.follows_changes else everyone
         statement = _batch_contribute(dialect, summary, sign)
-        for start in range(0, len(ids), CHUNK):
-            await session.execute(statement, {BATCH_LEADS: ids[start : start + CHUNK]})
+        for chunk in bound_chunks(ids):
+            await execute_bound(session, statement, chunk)
 
 
 async def withdraw(session: AsyncSession, leads: Iterable[str], changed: Iterable[str]) -> None:
@@ -310,9 +310,8 @@ async def restore(session: AsyncSession, leads: Iterable[str], changed: Iterable
     columns and spans of ``changed``, and add back what ``leads`` count now."""
     dialect = session.get_bind().dialect.name
     grown = sorted(set(changed))
-    for start in range(0, len(grown), CHUNK):
-        chunk = {BATCH_LEADS: grown[start : start + CHUNK]}
-        await session.execute(_batch_set_stays(dialect), chunk)
+    for chunk in bound_chunks(grown):
+        await execute_bound(session, _batch_set_stays(dialect), chunk)
     await refresh_spans(session, dialect, grown)
     await _apply(session, leads, changed, 1)
 

@@ -17,12 +17,13 @@ erasures too: a lead whose rows were deleted has nothing left to derive. Migrati
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from functools import cache
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import cache, lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     Table,
     and_,
     bindparam,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import KeyedColumnElement
 
@@ -71,6 +73,22 @@ class Batch:
 BATCH = Batch()
 
 
+def bound_chunks(lead_ids: Sequence[str]) -> Iterator[dict[str, list[str]]]:
+    """The parameters that bind ``lead_ids`` to a statement built on :data:`BATCH`: at most
+    ``CHUNK`` leads each, padded to a power of two (or to ``CHUNK``) by repeating the last.
+
+    An expanding ``IN`` renders one parameter per lead, so its text differs with every
+    number of leads; with the counts rounded up, a statement takes a handful of texts and
+    the driver reuses its prepared form (no round trip to prepare it, nor PostgreSQL's
+    parsing and planning of it) instead of preparing it anew for nearly every batch. A
+    lead named twice in an ``IN`` selects its rows once.
+    """
+    for start in range(0, len(lead_ids), CHUNK):
+        chunk = list(lead_ids[start : start + CHUNK])
+        size = min(CHUNK, 1 << (len(chunk) - 1).bit_length())
+        yield {BATCH_LEADS: chunk + chunk[-1:] * (size - len(chunk))}
+
+
 Leads = Iterable[str] | Batch | None
 """Which leads a statement covers: these, a batch's (bound at execution), or all of them."""
 
@@ -79,6 +97,54 @@ def among(column: Any, lead_ids: Iterable[str] | Batch) -> ColumnElement[bool]:
     if not isinstance(lead_ids, Batch):
         return cast(ColumnElement[bool], column.in_(list(lead_ids)))
     return cast(ColumnElement[bool], column.in_(bindparam(BATCH_LEADS, expanding=True)))
+
+
+async def execute_bound(
+    session: AsyncSession, statement: Any, bound: Mapping[str, list[str]]
+) -> Sequence[Any]:
+    """Run a statement built on :data:`BATCH` for one chunk of :func:`bound_chunks`; its rows.
+
+    On asyncpg the statement's SQL for the chunk's size is rendered once
+    (:func:`_expanded`) and run by the driver on the session's connection, in its
+    transaction: SQLAlchemy's per-execution work (expanding the ``IN``, processing each
+    parameter, building the result) cost about as much CPU as the database spent on
+    these statements. Elsewhere (SQLite), SQLAlchemy runs it.
+    """
+    connection = await session.connection()
+    if connection.dialect.driver != "asyncpg":
+        result = await session.execute(statement, bound)
+        return result.all() if isinstance(statement, Select) else ()
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is None:
+        raise RuntimeError("the session's connection has no asyncpg connection")
+    if not driver.is_in_transaction():
+        # SQLAlchemy's adapter begins the driver's transaction at its first statement
+        raise RuntimeError("run a statement through the session before a batch statement")
+    leads = bound[BATCH_LEADS]
+    sql, slots = _expanded(statement, connection.dialect, len(leads))
+    return cast(
+        Sequence[Any],
+        await driver.fetch(sql, *(leads[i] if i is not None else v for i, v in slots)),
+    )
+
+
+@lru_cache(maxsize=256)
+def _expanded(
+    statement: Any, dialect: Dialect, size: int
+) -> tuple[str, tuple[tuple[int | None, Any], ...]]:
+    """The SQL of ``statement`` with ``size`` leads, and what binds each parameter: the
+    index of a lead, or the value the statement holds (``None`` in the first place)."""
+    compiled = statement.compile(dialect=dialect)
+    placeholders = [f"lead {index}" for index in range(size)]
+    state = compiled.construct_expanded_state({BATCH_LEADS: placeholders})
+    if state.processors:
+        raise NotImplementedError("a batch statement whose parameters need processing")
+    index = {f"{BATCH_LEADS}_{n + 1}": n for n in range(size)}
+    slots = tuple(
+        (index[name], None) if name in index else (None, state.parameters[name])
+        for name in state.positiontup or ()
+    )
+    return state.statement, slots
 
 
 LEADS = cast(Table, LeadRow.__table__)
@@ -217,22 +283,48 @@ def _batch_journeys(dialect: str) -> Any:
     return upsert_journeys(dialect, BATCH)
 
 
+async def moved_by_scores(session: AsyncSession, stages: Mapping[str, str]) -> list[str]:
+    """Of leads that get only score updates (``stages``: lead id -> the stage of its newest
+    one), those whose journey the batch may change: the ones without a journey yet, or
+    whose journey's stage is another.
+
+    A journey derives from the lead's stage and its stage changes; a lead with no new
+    stage change keeps its history, so only a new stage can change its journey. The
+    journey's stage is the lead's (every write of a lead's stage refreshes it), and a
+    score update either sets that stage or is older and changes nothing. So a lead whose
+    journey already shows the incoming stage keeps its journey and its summary counts as
+    they are, whichever way its update goes; on a scoring stream that is nearly every
+    lead of a batch, since a stage moves with a stage change in the same transaction.
+    """
+    kept: dict[str, str] = {}
+    for chunk in bound_chunks(sorted(stages)):
+        rows = await execute_bound(session, _batch_journey_stages(), chunk)
+        kept.update((lead_id, stage) for lead_id, stage in rows)
+    return [lead for lead in sorted(stages) if kept.get(lead) != stages[lead]]
+
+
+@cache
+def _batch_journey_stages() -> Any:
+    return select(JOURNEYS.c.lead_id, JOURNEYS.c.stage).where(among(JOURNEYS.c.lead_id, BATCH))
+
+
 async def refresh(
     session: AsyncSession, lead_ids: Iterable[str], changed: Iterable[str] = ()
 ) -> None:
     """Recompute the derived rows of ``lead_ids``; ``changed`` are those whose history grew.
 
-    Only a lead that got new stage changes can have a ``left_at`` to move; every lead
-    written (a new score may move its stage) gets its journey recomputed, and a lead that
-    no longer exists loses it (the foreign key's cascade covers a deleted lead row).
+    Only a lead that got new stage changes can have a ``left_at`` to move; every lead of
+    ``lead_ids`` gets its journey recomputed (a batch passes those it may change: see
+    :func:`moved_by_scores`), and a lead that no longer exists loses it (the foreign
+    key's cascade covers a deleted lead row).
     """
     dialect = session.get_bind().dialect.name
     leads = sorted(set(lead_ids))
     grown = sorted(set(changed))
-    for start in range(0, len(grown), CHUNK):
-        await session.execute(_batch_left_at(dialect), {BATCH_LEADS: grown[start : start + CHUNK]})
-    for start in range(0, len(leads), CHUNK):
-        await session.execute(_batch_journeys(dialect), {BATCH_LEADS: leads[start : start + CHUNK]})
+    for chunk in bound_chunks(grown):
+        await execute_bound(session, _batch_left_at(dialect), chunk)
+    for chunk in bound_chunks(leads):
+        await execute_bound(session, _batch_journeys(dialect), chunk)
 
 
 async def rebuild(session: AsyncSession) -> None:

@@ -146,9 +146,12 @@ async def record_batch(
     - a score update naming ``merged_from`` records the alias, and every row of an aliased
       id goes, late records of it too (:mod:`services.pipeline.aliases`);
 
-    - last, the rows the analytics read are recomputed for every lead the batch wrote
-      or erased (:func:`services.pipeline.journeys.refresh`), in the same transaction,
-      and so are their counts in the summaries, withdrawn first and added back last
+    - last, the rows the analytics read are recomputed for every lead the batch may
+      change them of (:func:`services.pipeline.journeys.refresh`): those with stage
+      changes, erased or merged away, or whose score update carries another stage than
+      their journey's (:func:`services.pipeline.journeys.moved_by_scores`), in the same
+      transaction, and so are their counts in the summaries, withdrawn first and added
+      back last
       (:mod:`services.pipeline.analytics_summaries`).
 
     Duplicates inside the batch are dropped before the upserts (PostgreSQL
@@ -172,22 +175,27 @@ async def record_batch(
     newest_changes = _newest_per_lead(changes)
     newest_scores = _newest_per_lead(score_updates)
 
-    written = [c.lead_id for c in newest_changes] + [s.lead_id for s in newest_scores]
-    written += [signal.lead_id for signal in erasures]
     grown = [c.lead_id for c in newest_changes] + [signal.lead_id for signal in erasures]
     merges = aliases.merges_in(score_updates)  # the merged ids' rows go, as erased ones'
     grown += [merge.alias_id for merge in merges]
+    scored_only = {s.lead_id: s.stage.value for s in newest_scores}
+    for lead_id in grown:
+        scored_only.pop(lead_id, None)
 
     async with session_factory() as session, session.begin():
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
             await session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
-        # before any write: what these leads count in the summaries now
+        # a write before the first read: SQLite's deferred transaction then waits for the
+        # write lock here, rather than failing later to upgrade a read of an older snapshot
+        writes_rows = bool(newest_changes or newest_scores or account_scores)
+        position = await _next_change_position(session) if writes_rows else 0
+        # the leads whose derived rows the batch may change (a score alone rarely does)
+        written = grown + await journeys.moved_by_scores(session, scored_only)
+        # before any other write: what these leads count in the summaries now
         await analytics_summaries.withdraw(session, written, grown)
         if erasures:
             await _erase(session, dialect, erasures, now)
-        writes_rows = bool(newest_changes or newest_scores or account_scores)
-        position = await _next_change_position(session) if writes_rows else 0
         execute = await _executor(session)
         # Lead rows first: stage changes and breakdowns reference them.
         if newest_changes:
@@ -207,7 +215,7 @@ async def record_batch(
         await accounts_store.record_account_scores(
             session, dialect, account_scores, now, position, execute
         )
-        await aliases.record(session, dialect, merges, written, account_scores, now)
+        await aliases.record(session, dialect, merges, [*grown, *scored_only], account_scores, now)
         # last, so the analytics' derived rows see every write of the batch
         await journeys.refresh(session, written, changed=grown)
         await analytics_summaries.restore(session, written, grown)

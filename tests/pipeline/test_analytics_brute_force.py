@@ -208,6 +208,37 @@ async def test_erased_leads_leave_the_answers_and_the_summaries(sessions: Sessio
     assert await summaries(sessions) == kept
 
 
+async def test_batches_of_score_updates_alone_keep_every_answer(sessions: Sessions) -> None:
+    """Batches of score updates only: newer and older than the stored one, to the lead's
+    stage and to others, for known leads and for leads they create. A batch recomputes the
+    derived rows only of the leads whose journey shows another stage; the rest must keep
+    answers, journeys and summaries exactly as a rebuild derives them."""
+    histories = random_histories(4)
+    await record(sessions, histories, 4)
+    rng = random.Random(4)
+    for round_ in range(4):
+        updates = []
+        for lead in rng.sample(sorted(histories), 50) + [f"new-{round_}-{n}" for n in range(3)]:
+            history = histories.setdefault(lead, History())
+            stage = current(history) if history.changes and rng.random() < 0.5 else None
+            update = score_update(
+                lead, rng.choice([1, round_ + 2]), 10.0, stage or rng.choice(list(Stage))
+            )
+            updates.append(update)
+            history.scores.append(update)
+        await store.record_batch(sessions, [], updates)
+    await check_every_answer(sessions, histories)
+    kept = await summaries(sessions)
+    async with sessions() as session:
+        journeys_kept = (await session.execute(select(queries.JOURNEYS))).all()
+    async with sessions() as session, session.begin():
+        await journeys.rebuild(session)
+        await analytics_summaries.rebuild(session)
+    assert await summaries(sessions) == kept
+    async with sessions() as session:
+        assert set((await session.execute(select(queries.JOURNEYS))).all()) == set(journeys_kept)
+
+
 async def check_every_answer(sessions: Sessions, histories: dict[str, History]) -> None:
     async with sessions() as session:
         for start, end in WINDOWS:
