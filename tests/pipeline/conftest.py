@@ -22,7 +22,9 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -31,7 +33,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from services.pipeline.app import create_app
 from services.pipeline.migrate import migrate
+from services.pipeline.settings import PipelineSettings
 from shared.database import Database
 
 TEST_DATABASE_URL_ENV = "LEADFLOW_TEST_DATABASE_URL"
@@ -187,3 +191,16 @@ async def sessions(database: Database) -> async_sessionmaker[AsyncSession]:
     """The session factory of the migrated database, its tables empty."""
     await empty_tables(database.engine)
     return database.sessions
+
+
+@pytest.fixture
+async def client(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API alone on the test database (its tables emptied by ``sessions``), its
+    lifespan running: the Kafka consumer is tested on the real broker elsewhere."""
+    app = create_app(PipelineSettings(database_url=database_url, pipeline_consume=False))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
+            yield client

@@ -3,29 +3,15 @@ answer the known lead for the anonymous id merged into it, and say it was an ali
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pipeline.app import create_app
-from services.pipeline.settings import PipelineSettings
 from shared.events import format_time
 from tests.pipeline.test_aliases import ANON, KNOWN, MERGE_ID, REASON, merge, merge_update, seed
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def client(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(PipelineSettings(database_url=database_url, pipeline_consume=False))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
-            yield client
 
 
 async def test_the_alias_answers_the_known_lead(

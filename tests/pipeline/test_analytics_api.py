@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import quote
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import store
 from services.pipeline.analytics_models import StageChangeCounts
-from services.pipeline.app import create_app
-from services.pipeline.settings import PipelineSettings
 from shared.events import Stage
 from tests.pipeline.records import T0, stage_change
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def client(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
-    settings = PipelineSettings(database_url=database_url, pipeline_consume=False)
-    async with LifespanManager(create_app(settings)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
-            yield client
 
 
 async def seed(sessions: Sessions) -> None:

@@ -21,17 +21,6 @@ from tests.pipeline.records import account_score, score_update, stage_change
 Sessions = async_sessionmaker[AsyncSession]
 
 
-@pytest.fixture
-async def client(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
-    """The app on the test database (its tables emptied by ``sessions``), lifespan running."""
-    # The REST API alone: the Kafka consumer is tested on the real broker elsewhere.
-    app = create_app(PipelineSettings(database_url=database_url, pipeline_consume=False))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
-            yield client
-
-
 async def seed(sessions: Sessions) -> None:
     await store.record_batch(
         sessions,

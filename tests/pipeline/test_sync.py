@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pipeline import lead_reads, store
 from services.pipeline.api_models import Lead, LeadPage
-from services.pipeline.app import create_app
-from services.pipeline.settings import PipelineSettings
 from shared.erasure_signals import ErasureSignal
 from shared.events import Stage
 from tests.pipeline.records import READ_AT, score_update, stage_change
@@ -151,15 +146,6 @@ async def test_filters_select_among_the_changed_leads(sessions: Sessions) -> Non
     assert [lead.lead_id for lead in by_stage.items] == [LEADS[0], LEADS[2]]
     high = await page(sessions, start, min_score=80.0)
     assert [lead.lead_id for lead in high.items] == [LEADS[0]]
-
-
-@pytest.fixture
-async def client(database_url: str, sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(PipelineSettings(database_url=database_url, pipeline_consume=False))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
-            yield client
 
 
 async def test_the_api_pages_by_cursor_and_an_empty_page_keeps_it(
