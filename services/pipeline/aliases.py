@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pipeline import accounts_store
 from services.pipeline.api_models import LeadMerge
-from services.pipeline.journeys import BATCH, BATCH_LEADS, CHUNK, among
+from services.pipeline.journeys import BATCH, BATCH_LEADS, among, bound_chunks
 from services.pipeline.tables import (
     LeadAliasRow,
     LeadRow,
@@ -108,8 +108,7 @@ async def record(
         await session.execute(upsert_insert(dialect, ALIASES).on_conflict_do_nothing(), rows)
     members = (member.lead_id for account in account_scores for member in account.members)
     candidates = anonymous([*written, *(merge.alias_id for merge in merges), *members])
-    for start in range(0, len(candidates), CHUNK):
-        chunk = {BATCH_LEADS: candidates[start : start + CHUNK]}
+    for chunk in bound_chunks(candidates):
         aliased = list(await session.scalars(_aliased(), chunk))
         if aliased:  # most batches name visitors not merged: one look-up, nothing to delete
             for statement in _rows_of():
