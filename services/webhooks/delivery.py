@@ -345,9 +345,18 @@ class Deliverer:
         rooms = {
             endpoint_id: room
             for endpoint_id, endpoint in self._endpoints.items()
-            if endpoint_id not in self._more and (room := self._room(endpoint)) > 0
+            if endpoint_id not in self._more and (room := self._handover_room(endpoint)) > 0
         }
         return store.Handover(rooms, self.clock() + self.lease) if rooms else None
+
+    def _handover_room(self, endpoint: EndpointRow) -> int:
+        """An endpoint waiting with free slots and nothing queued takes the deepest queue
+        at once: a burst then reaches it whole, not one claim's depth at a time (a slow
+        endpoint is never waiting so, so it is never handed more than its room)."""
+        if not self._starved(endpoint.endpoint_id):
+            return self._room(endpoint)
+        rounds = MAX_PREFETCH_ROUNDS * endpoint.concurrency
+        return rounds - self._unsent.get(endpoint.endpoint_id, 0)
 
     def accept(self, handover: store.Handover) -> None:
         """Queue the messages stored leased to this deliverer (committed by now). An
