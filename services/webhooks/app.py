@@ -57,7 +57,9 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock = utc_now)
         wake = deliverer.wake if settings.webhooks_deliver else (lambda: None)
         consumer = BackgroundLoop(
             "webhooks-consumer",
-            lambda: WebhooksConsumer(settings, database, clock, wake),
+            lambda: WebhooksConsumer(
+                settings, database, clock, deliverer if settings.webhooks_deliver else None
+            ),
             settings,
         )
         app.state.consumer, app.state.delivering = consumer, delivering

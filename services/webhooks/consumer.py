@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.webhooks import metrics
 from services.webhooks.settings import WebhooksSettings
-from services.webhooks.store import record_batch
+from services.webhooks.store import Handover, record_batch
 from shared.account_events import AccountScore
 from shared.consumer_lag import LagGauge, fetched_positions, position
 from shared.database import Database
@@ -36,19 +36,30 @@ from shared.retrying import STOPPED, until_written
 log = logging.getLogger(__name__)
 
 
+class Deliveries(Protocol):
+    """The deliverer, as the consumer sees it (:class:`~services.webhooks.delivery.Deliverer`)."""
+
+    def handover(self) -> Handover | None: ...
+
+    def accept(self, handover: Handover) -> None: ...
+
+    def wake(self) -> None: ...
+
+
 class WebhooksConsumer:
     def __init__(
         self,
         settings: WebhooksSettings,
         database: Database,
         clock: Callable[[], Any],
-        stored: Callable[[], None],
+        deliverer: Deliveries | None,
     ) -> None:
-        """``stored`` is called after new messages are committed (wakes the deliverer)."""
+        """``deliverer``: this process's, when it delivers: the messages of a batch go to
+        it leased where it has room, and it is woken for the others."""
         self.settings = settings
         self.database = database
         self.clock = clock
-        self.stored = stored
+        self.deliverer = deliverer
         self.topics = settings.topics
         self.consumer = make_consumer(
             settings,
@@ -100,9 +111,10 @@ class WebhooksConsumer:
         def failed() -> None:
             self.database_ok = False
 
+        handover = None if self.deliverer is None else self.deliverer.handover()
         count = await until_written(
             lambda: record_batch(
-                self.database.sessions, changes, updates, self.clock(), erased, accounts
+                self.database.sessions, changes, updates, self.clock(), erased, accounts, handover
             ),
             retry_on=(SQLAlchemyError, OSError),
             stopping=self._stopping,
@@ -113,8 +125,11 @@ class WebhooksConsumer:
         if count is STOPPED:
             return False
         self.database_ok = True
-        if count:
-            self.stored()
+        if self.deliverer is not None and count:
+            if handover is not None and handover.taken:
+                self.deliverer.accept(handover)
+            if handover is None or count > len(handover.taken):
+                self.deliverer.wake()
         return True
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -323,14 +323,47 @@ class Deliverer:
         for message in claimed:
             counts[message.endpoint_id] = counts.get(message.endpoint_id, 0) + 1
         self._deepen(rooms, counts)
-        for message in claimed:
+        self._hold(claimed)
+        # full, or no room while outcomes wait to be written: claim again when there is
+        self._more = {e for e, room in rooms.items() if counts.get(e, 0) >= room}
+
+    def _hold(self, messages: list[store.Claimed]) -> None:
+        for message in messages:
             if message.message_id in self._held:
                 continue  # its lease had ended while held here: it is ours again
             self._held[message.message_id] = message
             self._unsent[message.endpoint_id] = self._unsent.get(message.endpoint_id, 0) + 1
             self._queued.setdefault(message.endpoint_id, collections.deque()).append(message)
-        # full, or no room while outcomes wait to be written: claim again when there is
-        self._more = {e for e, room in rooms.items() if counts.get(e, 0) >= room}
+
+    def handover(self) -> store.Handover | None:
+        """Room for the messages a consumer batch is about to store, so they are stored
+        leased to this deliverer and posted once committed, without a claim's round trips
+        between (docs/architecture.md §5.13). Only endpoints with no due backlog known (a
+        full last claim): a backlog is older, and goes first, by claims."""
+        if self._stopping.is_set():
+            return None
+        rooms = {
+            endpoint_id: room
+            for endpoint_id, endpoint in self._endpoints.items()
+            if endpoint_id not in self._more and (room := self._handover_room(endpoint)) > 0
+        }
+        return store.Handover(rooms, self.clock() + self.lease) if rooms else None
+
+    def _handover_room(self, endpoint: EndpointRow) -> int:
+        """An endpoint waiting with free slots and nothing queued takes the deepest queue
+        at once: a burst then reaches it whole, not one claim's depth at a time (a slow
+        endpoint is never waiting so, so it is never handed more than its room)."""
+        if not self._starved(endpoint.endpoint_id):
+            return self._room(endpoint)
+        rounds = MAX_PREFETCH_ROUNDS * endpoint.concurrency
+        return rounds - self._unsent.get(endpoint.endpoint_id, 0)
+
+    def accept(self, handover: store.Handover) -> None:
+        """Queue the messages stored leased to this deliverer (committed by now). An
+        endpoint disabled or deleted meanwhile: they stay leased and are due again when
+        the lease ends, as any message this process held and did not send."""
+        self._hold([m for m in handover.taken if m.endpoint_id in self._endpoints])
+        self._wake.set()
 
     async def _read_endpoints(self, now: datetime) -> None:
         async with self.database.sessions() as session:

@@ -7,7 +7,7 @@ work. Times come from the caller, so a test's clock decides what is due.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -54,8 +54,12 @@ async def record_batch(
     now: datetime,
     erased: Iterable[str] = (),
     account_scores: Sequence[AccountScore] = (),
+    handover: Handover | None = None,
 ) -> int:
     """Turn records into messages for the enabled endpoints, in one transaction; the count.
+
+    With a ``handover``, up to its room of each endpoint's new messages are stored leased
+    to the deliverer of this process, and listed in ``handover.taken`` once committed.
 
     Endpoints created after a record was read do not get it: a subscription starts
     from the moment it exists. ``erased`` leads lose every message, attempt and total
@@ -79,8 +83,10 @@ async def record_batch(
         fanout.stage_changes(subs, changes)
         fanout.score_updates(subs, updates)
         fanout.account_scores(subs, account_scores)
-        await _write(session, dialect, fanout, leads, now)
+        taken = await _write(session, dialect, fanout, leads, now, handover)
         await _write_accounts(session, dialect, fanout, accounts)
+    if handover is not None:
+        handover.taken = taken
     for message in fanout.messages:
         metrics.MESSAGES.labels(message.event_type.value).inc()
     return len(fanout.messages)
@@ -165,10 +171,43 @@ async def _write_accounts(
         )
 
 
+@dataclass
+class Handover:
+    """What the deliverer of this process can queue at once, by endpoint, of the messages a
+    batch stores: those are stored leased to it (due at ``lease_until``, as a claim would
+    leave them), so no claim sits between their commit and their post."""
+
+    rooms: Mapping[str, int]
+    lease_until: datetime
+    taken: list[Claimed] = field(default_factory=list)
+    """The messages stored leased, once the batch is committed (a redelivered record's
+    message, already stored, is not among them)."""
+
+
+def _handed_over(fanout: Fanout, handover: Handover | None) -> set[int]:
+    """The indexes of the messages stored leased: each endpoint's first, up to its room."""
+    if handover is None:
+        return set()
+    rooms = dict(handover.rooms)
+    chosen = set()
+    for index, message in enumerate(fanout.messages):
+        if rooms.get(message.endpoint_id, 0) > 0:
+            rooms[message.endpoint_id] -= 1
+            chosen.add(index)
+    return chosen
+
+
 async def _write(
-    session: AsyncSession, dialect: str, fanout: Fanout, leads: set[str], now: datetime
-) -> None:
+    session: AsyncSession,
+    dialect: str,
+    fanout: Fanout,
+    leads: set[str],
+    now: datetime,
+    handover: Handover | None,
+) -> list[Claimed]:
+    taken: list[Claimed] = []
     if fanout.messages:
+        leased = _handed_over(fanout, handover)
         rows = [
             {
                 "endpoint_id": m.endpoint_id,
@@ -183,7 +222,14 @@ async def _write(
             }
             for m in fanout.messages
         ]
-        await session.execute(upsert_insert(dialect, MESSAGES).on_conflict_do_nothing(), rows)
+        insert = upsert_insert(dialect, MESSAGES).on_conflict_do_nothing()
+        waiting = [row for index, row in enumerate(rows) if index not in leased]
+        if waiting:
+            await session.execute(insert, waiting)
+        if leased and handover is not None:
+            held = [{**rows[index], "next_attempt_at": handover.lease_until} for index in leased]
+            returned = await session.execute(insert.returning(*CLAIMED_COLUMNS), held)
+            taken = sorted((Claimed(*row) for row in returned), key=lambda c: c.message_id)
     totals = [
         {
             "lead_id": lead,
@@ -214,6 +260,7 @@ async def _write(
             ),
             notices,
         )
+    return taken
 
 
 async def enabled_endpoints(session: AsyncSession) -> list[EndpointRow]:
@@ -229,6 +276,16 @@ class Claimed:
     webhook_id: str
     body: bytes
     attempts: int
+
+
+CLAIMED_COLUMNS = (
+    MESSAGES.c.message_id,
+    MESSAGES.c.endpoint_id,
+    MESSAGES.c.webhook_id,
+    MESSAGES.c.body,
+    MESSAGES.c.attempts,
+)
+"""What a :class:`Claimed` is read from."""
 
 
 async def claim(
@@ -271,13 +328,7 @@ async def claim(
         update(MESSAGES)
         .where(MESSAGES.c.message_id.in_(chosen), due)
         .values(next_attempt_at=lease_until)
-        .returning(
-            MESSAGES.c.message_id,
-            MESSAGES.c.endpoint_id,
-            MESSAGES.c.webhook_id,
-            MESSAGES.c.body,
-            MESSAGES.c.attempts,
-        )
+        .returning(*CLAIMED_COLUMNS)
     )
     async with sessions() as session, session.begin():
         await _asynchronous_commit(session)
