@@ -54,12 +54,11 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock = utc_now)
         # Not a BackgroundLoop: delivery needs no Kafka, only the database.
         deliverer = Deliverer(settings, database, box, clock)
         delivering = _run(deliverer) if settings.webhooks_deliver else None
-        wake = deliverer.wake if settings.webhooks_deliver else (lambda: None)
+        delivers = deliverer if settings.webhooks_deliver else None
+        wake = delivers.wake if delivers is not None else (lambda: None)
         consumer = BackgroundLoop(
             "webhooks-consumer",
-            lambda: WebhooksConsumer(
-                settings, database, clock, deliverer if settings.webhooks_deliver else None
-            ),
+            lambda: WebhooksConsumer(settings, database, clock, delivers),
             settings,
         )
         app.state.consumer, app.state.delivering = consumer, delivering

@@ -111,11 +111,19 @@ class WebhooksConsumer:
         def failed() -> None:
             self.database_ok = False
 
-        handover = None if self.deliverer is None else self.deliverer.handover()
-        count = await until_written(
-            lambda: record_batch(
+        handover: Handover | None = None
+
+        async def write() -> int:
+            # asked again on every attempt: after an outage, the room and the lease of the
+            # first attempt are stale
+            nonlocal handover
+            handover = None if self.deliverer is None else self.deliverer.handover()
+            return await record_batch(
                 self.database.sessions, changes, updates, self.clock(), erased, accounts, handover
-            ),
+            )
+
+        count = await until_written(
+            write,
             retry_on=(SQLAlchemyError, OSError),
             stopping=self._stopping,
             what="storing messages",

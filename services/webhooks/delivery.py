@@ -338,8 +338,8 @@ class Deliverer:
     def handover(self) -> store.Handover | None:
         """Room for the messages a consumer batch is about to store, so they are stored
         leased to this deliverer and posted once committed, without a claim's round trips
-        between (docs/architecture.md §5.13). Only endpoints with no due backlog known (a
-        full last claim): a backlog is older, and goes first, by claims."""
+        between (docs/architecture.md §10, *Handed over leased*). Only endpoints with no
+        due backlog known (a full last claim): a backlog is older, and goes first."""
         if self._stopping.is_set():
             return None
         rooms = {
